@@ -1,0 +1,91 @@
+"""The library's own logs: structlog, rendered into stdlib loggers named ``sslsms_notify.*``.
+
+We do not use structlog's global configuration (that belongs to the
+application); our bound loggers carry their own processors and hand a rendered
+line to the stdlib logger, whose handlers the application controls. Every
+known secret is scrubbed from every value before rendering, and our
+:class:`~sslsms_notify.SMSHandler` ignores these loggers so they never become SMS.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import MutableMapping
+from typing import Any
+
+import structlog
+
+LOGGER_PREFIX = "sslsms_notify"
+MASK = "***"
+
+_secrets: set[str] = set()
+_secrets_lock = threading.Lock()
+_TOKEN_IN_URL = re.compile(r"(api_token=)[^&\s'\"]+")
+
+
+def register_secret(secret: str) -> None:
+    """Remember a secret so no log line of ours, or httpx's, ever shows it."""
+    if secret and len(secret) >= 4:
+        with _secrets_lock:
+            _secrets.add(secret)
+
+
+def redact(text: str) -> str:
+    text = _TOKEN_IN_URL.sub(r"\1" + MASK, text)
+    for secret in tuple(_secrets):
+        if secret in text:
+            text = text.replace(secret, MASK)
+    return text
+
+
+def _redact_event(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    for key, value in event_dict.items():
+        if isinstance(value, str):
+            event_dict[key] = redact(value)
+        elif not isinstance(value, int | float | bool | type(None)):
+            event_dict[key] = redact(str(value))
+    return event_dict
+
+
+def get_logger(name: str) -> Any:
+    stdlib = logging.getLogger(
+        name if name.startswith(LOGGER_PREFIX) else f"{LOGGER_PREFIX}.{name}"
+    )
+    return structlog.wrap_logger(
+        stdlib,
+        processors=[
+            structlog.stdlib.filter_by_level,
+            _redact_event,
+            structlog.processors.KeyValueRenderer(key_order=["event"], drop_missing=True),
+        ],
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+
+
+class RedactSecretsFilter(logging.Filter):
+    """Scrubs tokens from third-party records (httpx logs full URLs, query included)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.args:
+            record.msg = record.getMessage()
+            record.args = None
+        if isinstance(record.msg, str):
+            record.msg = redact(record.msg)
+        return True
+
+
+_installed = False
+
+
+def install_third_party_redaction() -> None:
+    global _installed
+    if _installed:
+        return
+    _installed = True
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).addFilter(RedactSecretsFilter())

@@ -1,0 +1,52 @@
+"""pytest fixtures for testing your alerting code against the emulator.
+
+Installed with ``pip install sslsms-notify[test]`` and loaded automatically:
+
+    def test_pages_oncall(sslsms_gateway):
+        client = sslsms_gateway.client()
+        client.send_single("01712345678", "disk full")
+        assert sslsms_gateway.emulator.messages()[0].text == "disk full"
+
+``sslsms_gateway`` is a real HTTP server on loopback (one per test session,
+reset before each test); ``sslsms_emulator`` is the in-process core with an
+httpx transport at ``.transport``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from .core import GatewayEmulator
+from .server import EmulatorServer
+from .transport import EmulatorTransport
+
+
+@pytest.fixture(scope="session")
+def _sslsms_gateway_server() -> Iterator[EmulatorServer]:
+    with EmulatorServer() as server:
+        yield server
+
+
+@pytest.fixture
+def sslsms_gateway(_sslsms_gateway_server: EmulatorServer) -> Iterator[EmulatorServer]:
+    """The emulator served over HTTP on 127.0.0.1; empty inbox, no faults, no limits."""
+    server = _sslsms_gateway_server
+    if server._server is None:  # a test stopped it to simulate an outage
+        server.start()
+    server.emulator.reset()
+    config = server.emulator.config
+    config.tps_limit = config.daily_quota = None
+    config.blocked_msisdns.clear()
+    config.blacklisted_ips.clear()
+    yield server
+    server.emulator.faults.clear()
+
+
+@pytest.fixture
+def sslsms_emulator() -> GatewayEmulator:
+    """A fresh in-process emulator; ``EmulatorTransport(sslsms_emulator)`` serves httpx clients."""
+    emulator = GatewayEmulator()
+    emulator.transport = EmulatorTransport(emulator)  # type: ignore[attr-defined]
+    return emulator

@@ -1,0 +1,312 @@
+"""Sync and async clients for the three v3 endpoints, on httpx.
+
+Each client owns one httpx connection pool. ``transport=`` swaps the network
+for anything httpx accepts, e.g. the in-process emulator
+(:class:`sslsms_notify.emulator.EmulatorTransport`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from types import TracebackType
+from typing import Any, Self
+
+import httpx
+import tenacity
+
+from .._log import get_logger, install_third_party_redaction, redact, register_secret
+from ..version import __version__
+from .errors import GatewayError, TransportError
+from .models import ApiResponse, DynamicMessage, SendResult
+from .protocol import (
+    Call,
+    SendPlan,
+    plan_bulk,
+    plan_dynamic,
+    plan_single,
+    read_answer,
+    stops_the_plan,
+)
+from .retry import RetryPolicy
+
+DEFAULT_BASE_URL = "https://smsplus.sslwireless.com"
+DEFAULT_TIMEOUT = 10.0
+MAX_TOKEN_LENGTH = 50  # spec: api_token, length 50
+MAX_SID_LENGTH = 20  # spec: sid, length 20
+
+_log = get_logger("sslsms_notify.gateway")
+
+
+def _check_credentials(api_token: object, sid: object) -> tuple[str, str]:
+    if not isinstance(api_token, str) or not api_token.strip():
+        raise ValueError("api_token must be a non-empty string")
+    if len(api_token) > MAX_TOKEN_LENGTH or any(c.isspace() for c in api_token):
+        # Say the rule, never the value: it is a secret.
+        raise ValueError(f"api_token must be at most {MAX_TOKEN_LENGTH} characters without spaces")
+    if not isinstance(sid, str) or not sid.strip():
+        raise ValueError("sid must be a non-empty string")
+    if len(sid) > MAX_SID_LENGTH or any(c.isspace() for c in sid):
+        raise ValueError(f"sid {sid!r} must be at most {MAX_SID_LENGTH} characters without spaces")
+    return api_token, sid
+
+
+class _ClientBase:
+    def __init__(
+        self,
+        api_token: str,
+        sid: str,
+        *,
+        base_url: str = DEFAULT_BASE_URL,
+        timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        self._api_token, self.sid = _check_credentials(api_token, sid)
+        register_secret(self._api_token)
+        install_third_party_redaction()
+        if not base_url.startswith(("http://", "https://")):
+            raise ValueError(f"base_url {base_url!r} must start with http:// or https://")
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self.retry = retry if retry is not None else RetryPolicy()
+
+    @classmethod
+    def from_env(cls, **kwargs: Any) -> Self:
+        """Build from ``SSLSMS_API_TOKEN``, ``SSLSMS_SID`` and optional ``SSLSMS_BASE_URL``."""
+        missing = [n for n in ("SSLSMS_API_TOKEN", "SSLSMS_SID") if not os.environ.get(n)]
+        if missing:
+            raise ValueError(f"environment variable {', '.join(missing)} is not set")
+        if os.environ.get("SSLSMS_BASE_URL"):
+            kwargs.setdefault("base_url", os.environ["SSLSMS_BASE_URL"])
+        return cls(os.environ["SSLSMS_API_TOKEN"], os.environ["SSLSMS_SID"], **kwargs)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(sid={self.sid!r}, base_url={self.base_url!r}, api_token='***')"
+        )
+
+    def _http_kwargs(self, call: Call) -> dict[str, Any]:
+        body = {"api_token": self._api_token, "sid": self.sid, **call.payload}
+        if call.method == "GET":
+            return {"method": "GET", "url": call.path, "params": body}
+        return {"method": "POST", "url": call.path, "json": body}
+
+    def _answer(self, call: Call, response: httpx.Response, *, is_retry: bool) -> ApiResponse:
+        return read_answer(
+            call, response.status_code, response.headers, response.content, is_retry=is_retry
+        )
+
+    @staticmethod
+    def _transport_error(exc: httpx.HTTPError) -> TransportError:
+        kind = "timed out" if isinstance(exc, httpx.TimeoutException) else "failed"
+        return TransportError(redact(f"request {kind}: {type(exc).__name__}: {exc}"))
+
+    @staticmethod
+    def _log_retry(retry_state: tenacity.RetryCallState) -> None:
+        exc = retry_state.outcome.exception() if retry_state.outcome else None
+        _log.warning(
+            "gateway request failed, retrying",
+            attempt=retry_state.attempt_number,
+            delay=round(retry_state.upcoming_sleep, 3),
+            status_code=getattr(exc, "status_code", None),
+            http_status=getattr(exc, "http_status", None),
+            error=str(exc),
+        )
+
+    def _finish_call(self, plan: SendPlan, call: Call, outcome: ApiResponse | GatewayError) -> bool:
+        """Record one request's outcome; False when the rest of the plan must not be sent."""
+        if isinstance(outcome, GatewayError):
+            plan.record_error(call, outcome)
+            return not stops_the_plan(outcome)
+        plan.record(call, outcome)
+        return True
+
+    @staticmethod
+    def _abandon(plan: SendPlan, calls: list[Call], error: GatewayError) -> None:
+        for call in calls:
+            plan.record_error(call, error)
+
+
+class GatewayClient(_ClientBase):
+    """Blocking client. Use as a context manager, or call :meth:`close`."""
+
+    def __init__(
+        self,
+        api_token: str,
+        sid: str,
+        *,
+        base_url: str = DEFAULT_BASE_URL,
+        timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
+        transport: httpx.BaseTransport | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        super().__init__(api_token, sid, base_url=base_url, timeout=timeout, retry=retry)
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            timeout=timeout,
+            transport=transport,
+            headers={"Accept": "application/json", "User-Agent": f"sslsms-notify/{__version__}"},
+        )
+
+    def send_single(
+        self,
+        msisdn: str,
+        text: str,
+        *,
+        csms_id: str | None = None,
+        method: str = "POST",
+        is_retry: bool = False,
+    ) -> SendResult:
+        """Send one SMS. ``is_retry=True`` if this csms_id may have been sent before."""
+        return self._run(plan_single(msisdn, text, csms_id, method), is_retry)
+
+    def send_bulk(
+        self,
+        msisdns: Sequence[str],
+        text: str,
+        *,
+        batch_csms_id: str | None = None,
+        is_retry: bool = False,
+    ) -> SendResult:
+        """One text to many numbers, 100 numbers a request; repeats are sent once."""
+        return self._run(plan_bulk(msisdns, text, batch_csms_id), is_retry)
+
+    def send_dynamic(
+        self,
+        messages: Iterable[DynamicMessage | tuple[str, str]],
+        *,
+        is_retry: bool = False,
+    ) -> SendResult:
+        """A different text per number, 100 SMS a request."""
+        return self._run(plan_dynamic(messages), is_retry)
+
+    def _run(self, plan: SendPlan, is_retry: bool) -> SendResult:
+        for position, call in enumerate(plan.calls):
+            try:
+                outcome: ApiResponse | GatewayError = self._send_call(plan, call, is_retry)
+            except GatewayError as exc:
+                outcome = exc
+            if not self._finish_call(plan, call, outcome):
+                self._abandon(plan, plan.calls[position + 1 :], outcome)  # type: ignore[arg-type]
+                break
+        return plan.result()
+
+    def _send_call(self, plan: SendPlan, call: Call, is_retry: bool) -> ApiResponse:
+        retrying = tenacity.Retrying(**self.retry.tenacity_kwargs(), before_sleep=self._log_retry)
+        for attempt in retrying:
+            with attempt:
+                number = attempt.retry_state.attempt_number
+                plan.requests += 1
+                plan.retries += number > 1
+                try:
+                    response = self._http.request(**self._http_kwargs(call))
+                except httpx.HTTPError as exc:
+                    raise self._transport_error(exc) from None
+                return self._answer(call, response, is_retry=is_retry or number > 1)
+        raise AssertionError("unreachable: tenacity reraises the last error")
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class AsyncGatewayClient(_ClientBase):
+    """The same surface as :class:`GatewayClient`, awaited."""
+
+    def __init__(
+        self,
+        api_token: str,
+        sid: str,
+        *,
+        base_url: str = DEFAULT_BASE_URL,
+        timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
+        transport: httpx.AsyncBaseTransport | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        super().__init__(api_token, sid, base_url=base_url, timeout=timeout, retry=retry)
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url,
+            timeout=timeout,
+            transport=transport,
+            headers={"Accept": "application/json", "User-Agent": f"sslsms-notify/{__version__}"},
+        )
+
+    async def send_single(
+        self,
+        msisdn: str,
+        text: str,
+        *,
+        csms_id: str | None = None,
+        method: str = "POST",
+        is_retry: bool = False,
+    ) -> SendResult:
+        return await self._run(plan_single(msisdn, text, csms_id, method), is_retry)
+
+    async def send_bulk(
+        self,
+        msisdns: Sequence[str],
+        text: str,
+        *,
+        batch_csms_id: str | None = None,
+        is_retry: bool = False,
+    ) -> SendResult:
+        return await self._run(plan_bulk(msisdns, text, batch_csms_id), is_retry)
+
+    async def send_dynamic(
+        self,
+        messages: Iterable[DynamicMessage | tuple[str, str]],
+        *,
+        is_retry: bool = False,
+    ) -> SendResult:
+        return await self._run(plan_dynamic(messages), is_retry)
+
+    async def _run(self, plan: SendPlan, is_retry: bool) -> SendResult:
+        for position, call in enumerate(plan.calls):
+            try:
+                outcome: ApiResponse | GatewayError = await self._send_call(plan, call, is_retry)
+            except GatewayError as exc:
+                outcome = exc
+            if not self._finish_call(plan, call, outcome):
+                self._abandon(plan, plan.calls[position + 1 :], outcome)  # type: ignore[arg-type]
+                break
+        return plan.result()
+
+    async def _send_call(self, plan: SendPlan, call: Call, is_retry: bool) -> ApiResponse:
+        retrying = tenacity.AsyncRetrying(
+            **self.retry.tenacity_kwargs(), before_sleep=self._log_retry
+        )
+        async for attempt in retrying:
+            with attempt:
+                number = attempt.retry_state.attempt_number
+                plan.requests += 1
+                plan.retries += number > 1
+                try:
+                    response = await self._http.request(**self._http_kwargs(call))
+                except httpx.HTTPError as exc:
+                    raise self._transport_error(exc) from None
+                return self._answer(call, response, is_retry=is_retry or number > 1)
+        raise AssertionError("unreachable: tenacity reraises the last error")
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
