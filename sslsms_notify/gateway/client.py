@@ -141,12 +141,20 @@ class GatewayClient(_ClientBase):
         retry: RetryPolicy | None = None,
     ) -> None:
         super().__init__(api_token, sid, base_url=base_url, timeout=timeout, retry=retry)
-        self._http = httpx.Client(
+        self._transport = transport
+        self._http = self._new_http()
+
+    def _new_http(self) -> httpx.Client:
+        return httpx.Client(
             base_url=self.base_url,
-            timeout=timeout,
-            transport=transport,
+            timeout=self.timeout,
+            transport=self._transport,
             headers={"Accept": "application/json", "User-Agent": f"sslsms-notify/{__version__}"},
         )
+
+    def _reopen_after_fork(self) -> None:
+        # The parent's pooled sockets must not be shared: a new pool, old one untouched.
+        self._http = self._new_http()
 
     def send_single(
         self,

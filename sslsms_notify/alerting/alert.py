@@ -1,0 +1,88 @@
+"""What the pipeline carries: an :class:`Alert`, and how alike alerts are recognised."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+
+class Severity(IntEnum):
+    """Ordered like :mod:`logging` levels, so a handler maps them one to one."""
+
+    DEBUG = 10
+    INFO = 20
+    WARNING = 30
+    ERROR = 40
+    CRITICAL = 50
+
+    @property
+    def tag(self) -> str:
+        return _TAGS[self]
+
+    @classmethod
+    def parse(cls, value: Severity | str | int) -> Severity:
+        """``"error"``, ``"ERR"``, ``"crit"``, ``40`` or a logging level number."""
+        if isinstance(value, Severity):
+            return value
+        if isinstance(value, int) and not isinstance(value, bool):
+            # logging levels between ours round down (e.g. 45 -> ERROR)
+            eligible = [s for s in cls if s <= value]
+            return max(eligible) if eligible else cls.DEBUG
+        if isinstance(value, str):
+            key = value.strip().upper()
+            if key in _ALIASES:
+                return _ALIASES[key]
+        choices = ", ".join(s.name.lower() for s in cls)
+        raise ValueError(f"severity {value!r} is not one of {choices}")
+
+
+_TAGS = {
+    Severity.DEBUG: "DEBUG",
+    Severity.INFO: "INFO",
+    Severity.WARNING: "WARN",
+    Severity.ERROR: "ERROR",
+    Severity.CRITICAL: "CRIT",
+}
+_ALIASES = {s.name: s for s in Severity} | {
+    "WARN": Severity.WARNING,
+    "ERR": Severity.ERROR,
+    "CRIT": Severity.CRITICAL,
+    "FATAL": Severity.CRITICAL,
+}
+
+# Numbers, hex ids and quoted values vary between alerts of the same kind.
+_VOLATILE = re.compile(r"0x[0-9a-fA-F]+|\b[0-9a-fA-F]{8,}\b|\d+(?:\.\d+)?|'[^']*'|\"[^\"]*\"")
+
+
+def template_of(text: str) -> str:
+    """A message with its variable parts blanked: 'disk 91% on db1' ~ 'disk 95% on db1'."""
+    return _VOLATILE.sub("#", text)
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    text: str
+    severity: Severity = Severity.ERROR
+    source: str = ""
+    host: str = ""
+    tags: frozenset[str] = field(default_factory=frozenset)
+    #: explicit identity; alerts with the same key are the same alert
+    key: str | None = None
+    #: recipient groups or numbers chosen by the producer (routing rules otherwise)
+    groups: tuple[str, ...] | None = None
+    #: the message before formatting (a logging record's ``msg``), if known
+    template: str | None = None
+    exc_type: str | None = None
+    created_at: float = 0.0
+
+    @property
+    def fingerprint(self) -> str:
+        """Stable identity: the key, or source + severity + template + exception type."""
+        if self.key:
+            basis = f"key\0{self.key}"
+        else:
+            template = self.template if self.template is not None else template_of(self.text)
+            basis = f"{self.source}\0{int(self.severity)}\0{template}\0{self.exc_type or ''}"
+        return hashlib.blake2b(basis.encode(), digest_size=10).hexdigest()

@@ -1,0 +1,126 @@
+"""Recipient groups and the rules that pick them for an alert."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from ..gateway.msisdn import InvalidMsisdnError, normalize_msisdn
+from .alert import Alert, Severity
+
+DEFAULT_GROUP = "default"
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Send alerts that match every given condition to ``groups``.
+
+    ``min_severity``: at or above; ``sources``: logger/source name prefixes
+    (``"app.db"`` matches ``"app.db.pool"``); ``tags``: all must be present.
+    ``stop``: later routes are not consulted when this one matches.
+    """
+
+    groups: tuple[str, ...]
+    min_severity: Severity | None = None
+    sources: tuple[str, ...] = ()
+    tags: frozenset[str] = field(default_factory=frozenset)
+    stop: bool = False
+
+    @classmethod
+    def parse(cls, spec: Mapping[str, object]) -> Route:
+        """From config, e.g. ``{"groups": ["oncall"], "min_severity": "critical"}``."""
+        known = {"groups", "min_severity", "sources", "tags", "stop"}
+        unknown = set(spec) - known
+        if unknown:
+            raise ValueError(f"route has unknown field(s): {', '.join(sorted(unknown))}")
+        groups = _as_tuple(spec.get("groups"), "route.groups")
+        if not groups:
+            raise ValueError("route.groups must name at least one group")
+        severity = spec.get("min_severity")
+        return cls(
+            groups=groups,
+            min_severity=Severity.parse(severity) if severity is not None else None,  # type: ignore[arg-type]
+            sources=_as_tuple(spec.get("sources"), "route.sources"),
+            tags=frozenset(_as_tuple(spec.get("tags"), "route.tags")),
+            stop=bool(spec.get("stop", False)),
+        )
+
+    def matches(self, alert: Alert) -> bool:
+        if self.min_severity is not None and alert.severity < self.min_severity:
+            return False
+        if self.sources and not any(_source_matches(alert.source, p) for p in self.sources):
+            return False
+        return self.tags <= alert.tags
+
+
+def _source_matches(source: str, prefix: str) -> bool:
+    return source == prefix or source.startswith(prefix + ".") or prefix in ("", "*")
+
+
+def _as_tuple(value: object, field_name: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return tuple(v.strip() for v in value.split(",") if v.strip())
+    if isinstance(value, Iterable):
+        return tuple(str(v) for v in value)
+    raise ValueError(f"{field_name} must be a list of names")
+
+
+class Router:
+    """Resolves an alert to ``{group: [numbers]}``; a number typed directly is its own group."""
+
+    def __init__(
+        self,
+        groups: Mapping[str, Sequence[str]],
+        routes: Sequence[Route] = (),
+        default_groups: Sequence[str] | None = None,
+    ) -> None:
+        self.groups: dict[str, tuple[str, ...]] = {}
+        for name, numbers in groups.items():
+            if isinstance(numbers, str):
+                numbers = [n for n in numbers.split(",") if n.strip()]
+            normalized = [
+                normalize_msisdn(n, field=f"groups.{name}[{i}]") for i, n in enumerate(numbers)
+            ]
+            self.groups[name] = tuple(dict.fromkeys(normalized))  # keep order, drop repeats
+        self.routes = tuple(routes)
+        if default_groups is None:
+            default_groups = (
+                [DEFAULT_GROUP] if DEFAULT_GROUP in self.groups else list(self.groups)[:1]
+            )
+        self.default_groups = tuple(default_groups)
+        for route in self.routes:
+            self._check_names(route.groups, "route")
+        self._check_names(self.default_groups, "default_groups")
+
+    def _check_names(self, names: Iterable[str], where: str) -> None:
+        for name in names:
+            if name not in self.groups and not _is_number(name):
+                known = ", ".join(sorted(self.groups)) or "none defined"
+                raise ValueError(f"{where} names unknown group {name!r} (groups: {known})")
+
+    def group_names(self, alert: Alert) -> tuple[str, ...]:
+        if alert.groups:
+            self._check_names(alert.groups, "alert.groups")
+            return tuple(dict.fromkeys(alert.groups))
+        chosen: list[str] = []
+        for route in self.routes:
+            if route.matches(alert):
+                chosen.extend(route.groups)
+                if route.stop:
+                    break
+        return tuple(dict.fromkeys(chosen or self.default_groups))
+
+    def numbers(self, group: str) -> tuple[str, ...]:
+        if group in self.groups:
+            return self.groups[group]
+        return (normalize_msisdn(group),)
+
+
+def _is_number(name: str) -> bool:
+    try:
+        normalize_msisdn(name)
+    except InvalidMsisdnError:
+        return False
+    return True

@@ -1,0 +1,49 @@
+"""Counters a pipeline keeps; ``Notifier.stats()`` returns a snapshot."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field, fields
+
+
+@dataclass
+class Stats:
+    #: alerts handed to ``alert()``
+    received: int = 0
+    #: alerts the bounded queue had no room for
+    dropped: int = 0
+    #: alerts that could not be routed or formatted (bad input)
+    rejected: int = 0
+    #: repeats held back by a dedup window
+    suppressed: int = 0
+    #: "[xN] ..." summaries produced when a window closed with repeats
+    summaries: int = 0
+    #: SMS held back by a recipient's cap
+    throttled: int = 0
+    #: held SMS that went out inside a digest
+    folded: int = 0
+    #: digest SMS produced
+    digests: int = 0
+    #: SMS the gateway accepted (or had accepted: duplicate id on a retry)
+    sent: int = 0
+    #: SMS given up on (invalid or blocked number, or too old): dead letters
+    failed: int = 0
+    #: SMS attempts after the first, and client-side request retries
+    retried: int = 0
+    #: HTTP requests made to the gateway
+    requests: int = 0
+    #: bulk/dynamic requests that failed as a whole and were resent as singles
+    fallbacks: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, **deltas: int) -> None:
+        with self._lock:
+            for name, delta in deltas.items():
+                setattr(self, name, getattr(self, name) + delta)
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "_lock"}
+
+    def reset_lock(self) -> None:
+        self._lock = threading.Lock()

@@ -1,0 +1,39 @@
+"""Backends for the pipeline's state: memory, SQLite, Redis (see :mod:`.base`)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .base import ClosedWindow, DedupHit, OutboxCounts, OutboxItem, OutboxState, Store
+from .memory import MemoryStore
+
+__all__ = [
+    "ClosedWindow",
+    "DedupHit",
+    "MemoryStore",
+    "OutboxCounts",
+    "OutboxItem",
+    "OutboxState",
+    "Store",
+    "open_store",
+]
+
+
+def open_store(spec: Store | str | None, *, clock: Callable[[], float] | None = None) -> Any:
+    """A store from an instance or a URL: ``memory``, ``sqlite:///path``, ``redis://host/0``."""
+    if spec is not None and not isinstance(spec, str):
+        return spec
+    spec = (spec or "memory").strip()
+    if spec in ("memory", "memory://"):
+        return MemoryStore(clock=clock or time.time)
+    if spec.startswith("sqlite://"):
+        from .sqlite import SQLiteStore
+
+        return SQLiteStore(spec, clock=clock or time.time)
+    if spec.startswith(("redis://", "rediss://", "unix://")):
+        from .redis import RedisStore
+
+        return RedisStore(spec)
+    raise ValueError(f"store {spec!r} is not memory, sqlite:///PATH or redis://HOST:PORT/DB")
