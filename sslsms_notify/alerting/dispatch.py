@@ -74,6 +74,8 @@ class Dispatcher:
         self.stats = stats
         self.policy = policy or DispatchPolicy()
         self._sleep = sleep
+        #: the last whole-request failure, for callers that must explain a delay (the CLI)
+        self.last_error: GatewayError | None = None
 
     def run_once(self) -> int:
         """Send one round of due SMS; returns how many were attempted."""
@@ -153,6 +155,7 @@ class Dispatcher:
             self._retry_later(later, "no answer for this SMS")
 
     def _on_request_failure(self, batch: Batch, error: GatewayError) -> None:
+        self.last_error = error
         reason = str(error)
         if isinstance(error, AuthError):
             _log.error("gateway refused our credentials; SMS kept for retry", error=reason)

@@ -269,13 +269,20 @@ class Notifier:
         if self._closed:
             return True
         deadline = None if timeout is None else time.monotonic() + timeout
-        self._closed = True
-        self._flush_group_buffers(force=True)
-        if not getattr(self.store, "durable", False):
-            # Nobody will sweep a memory store later: say "+N similar" now.
-            self._summarise(self.store.dedup_close_all())
-        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-        delivered = self.flush(remaining)
+        self._closed = True  # from here on alert() drops: the queue can only shrink
+
+        def remaining() -> float | None:
+            return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+        # Drain the queue first: closing windows while repeats are still queued
+        # would lose their count.
+        self.flush(remaining())
+        with self._tick_lock:
+            self._flush_group_buffers(force=True)
+            if not getattr(self.store, "durable", False):
+                # Nobody will sweep a memory store later: say "+N similar" now.
+                self._summarise(self.store.dedup_close_all())
+        delivered = self.flush(remaining())
         self._stopping = True
         self._wakeup.set()
         if self._worker is not None:
@@ -343,8 +350,48 @@ class Notifier:
                 with self._idle:
                     self._idle.notify_all()
 
+    def enqueue_lazy(
+        self,
+        render: Callable[[], str],
+        *,
+        severity: Severity,
+        template: str,
+        source: str = "",
+        exc_type: str | None = None,
+        groups: tuple[str, ...] | None = None,
+        tags: Iterable[str] = (),
+    ) -> bool:
+        """The integrations' hot path: no validation, no formatting on the caller's thread.
+
+        ``render`` runs on the worker; ``template`` (the message before
+        formatting) is what identifies repeats.
+        """
+        next(self._received)
+        if self._closed or len(self._queue) >= self._queue_size:
+            next(self._dropped)
+            return False
+        self._queue.append(
+            (render, severity, None, groups, source, tags, template, exc_type, None, time.time())
+        )
+        if self._worker is None and self._start:
+            self._start_worker()
+        if self._sleeping:
+            self._wakeup.set()
+        return True
+
+    def is_worker_thread(self) -> bool:
+        return threading.current_thread() is self._worker
+
     def _intake(self, raw: tuple[Any, ...]) -> None:
         text, level, key, chosen, source, tags, template, exc_type, host, created = raw
+        if callable(text):
+            try:
+                text = text()
+            except Exception as exc:  # a broken __str__ in a log argument must not kill the worker
+                text = f"(message could not be formatted: {type(exc).__name__})"
+            if not text.strip():
+                self.stats_counters.add(rejected=1)
+                return
         alert = Alert(
             text=text,
             severity=level,

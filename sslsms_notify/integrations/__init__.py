@@ -1,0 +1,1 @@
+"""The doors into the pipeline: :mod:`logging`, structlog, apprise."""

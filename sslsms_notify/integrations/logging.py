@@ -1,0 +1,149 @@
+"""``SMSHandler``: a :class:`logging.Handler` that pages through the alert pipeline.
+
+    handler = SMSHandler("sslsms://SID:TOKEN@01712345678?dedup=300")
+    logging.getLogger().addHandler(handler)
+
+or in ``dictConfig``::
+
+    "sms": {"class": "sslsms_notify.SMSHandler", "level": "ERROR",
+            "url": "sslsms://SID:TOKEN@01712345678",
+            "level_groups": {"CRITICAL": ["oncall", "managers"]}}
+
+``emit()`` never blocks and never raises: it filters and appends the record to
+a bounded queue. The message, the exception type and its last frame are
+rendered on the pipeline's worker thread. Records from this library, httpx,
+httpcore and uvicorn, and anything logged on the worker thread, are ignored,
+so an SMS can never cause an SMS.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import traceback
+from collections.abc import Mapping, Sequence
+from functools import lru_cache
+from typing import Any
+
+from ..alerting.alert import Severity
+from ..alerting.notifier import Notifier
+from ..config import Settings
+
+IGNORED_LOGGERS = ("sslsms_notify", "httpx", "httpcore", "uvicorn", "hpack", "h11")
+
+
+def render_record(record: logging.LogRecord) -> str:
+    """The message, plus ``(ExcType: detail at file.py:12 in func)`` for exceptions."""
+    message = record.getMessage()
+    exc_info = record.exc_info
+    if exc_info and exc_info[1] is not None:
+        exc = exc_info[1]
+        where = ""
+        frames = traceback.extract_tb(exc_info[2]) if exc_info[2] is not None else []
+        if frames:
+            last = frames[-1]
+            where = f" at {os.path.basename(last.filename)}:{last.lineno} in {last.name}"
+        detail = str(exc)
+        detail = f": {detail}" if detail else ""
+        message = f"{message} ({type(exc).__name__}{detail}{where})"
+    return message
+
+
+def _level(value: str | int) -> int:
+    if isinstance(value, int):
+        return value
+    number = logging.getLevelName(value.upper())
+    if not isinstance(number, int):
+        raise ValueError(f"level {value!r} is not a logging level name")
+    return number
+
+
+class SMSHandler(logging.Handler):
+    """Sends log records at or above ``level`` as SMS.
+
+    Args:
+        url: an ``sslsms://`` URL (default: ``SSLSMS_URL``, then the config file).
+        level: minimum level (default: the URL's ``level``, else ERROR).
+        level_groups: ``{"ERROR": ["oncall"], "CRITICAL": ["oncall", "managers"]}``:
+            a record goes to the groups of the highest level at or below its own.
+        logger_groups: ``{"app.db": ["dbas"]}``: records of that logger (or its
+            children) also go to these groups.
+        groups: ``{"oncall": [...]}``, added to the URL's recipients.
+        notifier: use an existing :class:`Notifier` (the handler will not close it).
+        close_timeout: seconds ``close()`` (and interpreter exit) waits for delivery.
+        **options: any :class:`Notifier` option (``dedup_window``, ``store``, ...).
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        level: str | int | None = None,
+        level_groups: Mapping[str | int, Sequence[str]] | None = None,
+        logger_groups: Mapping[str, Sequence[str]] | None = None,
+        groups: Mapping[str, Sequence[str]] | None = None,
+        notifier: Notifier | None = None,
+        close_timeout: float = 5.0,
+        **options: Any,
+    ) -> None:
+        settings = None if notifier is not None else Settings.load(url)
+        chosen_level = (
+            level if level is not None else (settings.level if settings else logging.ERROR)
+        )
+        super().__init__(_level(chosen_level))
+        if notifier is None:
+            assert settings is not None
+            all_groups = {**settings.all_groups(), **(groups or {})}
+            notifier = settings.notifier(groups=all_groups, close_at_exit=close_timeout, **options)
+            self._owns_notifier = True
+        else:
+            self._owns_notifier = False
+        self.notifier = notifier
+        self.close_timeout = close_timeout
+        self._level_groups = sorted(
+            ((_level(k), tuple(v)) for k, v in (level_groups or {}).items()), reverse=True
+        )
+        self._logger_groups = {k: tuple(v) for k, v in (logger_groups or {}).items()}
+        for names in [*(g for _, g in self._level_groups), *self._logger_groups.values()]:
+            notifier.router._check_names(names, "SMSHandler groups")
+        self._groups_for = lru_cache(maxsize=4096)(self._compute_groups)
+
+    def __repr__(self) -> str:
+        return f"<SMSHandler level={logging.getLevelName(self.level)} {self.notifier!r}>"
+
+    def _compute_groups(self, levelno: int, name: str) -> tuple[str, ...] | None:
+        chosen: list[str] = []
+        for threshold, names in self._level_groups:
+            if levelno >= threshold:
+                chosen.extend(names)
+                break
+        for prefix, names in self._logger_groups.items():
+            if name == prefix or name.startswith(prefix + "."):
+                chosen.extend(names)
+        return tuple(dict.fromkeys(chosen)) or None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            if record.name.startswith(IGNORED_LOGGERS) or self.notifier.is_worker_thread():
+                return
+            exc = record.exc_info[1] if record.exc_info else None
+            self.notifier.enqueue_lazy(
+                lambda: render_record(record),
+                severity=Severity.parse(record.levelno),
+                template=str(record.msg),
+                source=record.name,
+                exc_type=type(exc).__name__ if exc is not None else None,
+                groups=self._groups_for(record.levelno, record.name),
+            )
+        except Exception:
+            self.handleError(record)
+
+    def flush(self) -> None:
+        self.notifier.flush(self.close_timeout)
+
+    def close(self) -> None:
+        try:
+            if self._owns_notifier:
+                self.notifier.close(self.close_timeout)
+        finally:
+            super().close()
