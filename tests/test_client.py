@@ -233,9 +233,7 @@ def test_retry_after_header_is_honoured() -> None:
         return httpx.Response(200, json={"status": "SUCCESS", "status_code": 200, "smsinfo": []})
 
     policy = RetryPolicy(max_attempts=3, initial_delay=0.0, max_delay=1.0)
-    with GatewayClient(
-        "tok-1234", "SID", transport=httpx.MockTransport(handler), retry=policy
-    ) as c:
+    with GatewayClient("tok-1234", "SID", transport=httpx.MockTransport(handler), retry=policy) as c:
         assert c.send_single("01712345678", "x").ok
     assert calls[1] - calls[0] >= 0.28
 
@@ -349,9 +347,7 @@ def test_token_never_in_repr_errors_or_logs(caplog) -> None:
     emulator = GatewayEmulator()
     emulator.config.accounts[SECRET] = {DEMO_SID}
     emulator.faults.api_code(5000, count=2)
-    client = GatewayClient(
-        SECRET, DEMO_SID, transport=EmulatorTransport(emulator), retry=FAST_RETRY
-    )
+    client = GatewayClient(SECRET, DEMO_SID, transport=EmulatorTransport(emulator), retry=FAST_RETRY)
     client.send_single("01712345678", "x", method="GET")  # GET puts the token in the URL
     client.send_single("01712345678", "x")
     assert SECRET not in repr(client)
@@ -382,9 +378,7 @@ def test_from_env(monkeypatch) -> None:
 def test_async_client_has_the_same_surface(emulator) -> None:
     async def main() -> None:
         transport = EmulatorTransport(emulator)
-        async with AsyncGatewayClient(
-            DEMO_API_TOKEN, DEMO_SID, transport=transport, retry=FAST_RETRY
-        ) as c:
+        async with AsyncGatewayClient(DEMO_API_TOKEN, DEMO_SID, transport=transport, retry=FAST_RETRY) as c:
             assert (await c.send_single("01712345678", "a")).ok
             assert (await c.send_bulk(numbers(150), "b")).requests == 2
             assert (await c.send_dynamic([("01712345678", "c")])).ok

@@ -46,9 +46,7 @@ class Gateway:
 
     def client(self) -> GatewayClient:
         transport = EmulatorTransport(self.emulator) if self.kind == "transport" else None
-        return GatewayClient(
-            TOKEN, SID, base_url=self.base_url, transport=transport, retry=FAST_RETRY
-        )
+        return GatewayClient(TOKEN, SID, base_url=self.base_url, transport=transport, retry=FAST_RETRY)
 
 
 @pytest.fixture(scope="module")
@@ -78,9 +76,7 @@ def single(gw: Gateway, **fields: Any) -> dict[str, Any]:
 
 
 def test_single_success_matches_the_spec_sample(gw: Gateway) -> None:
-    answer = single(
-        gw, msisdn="019" + "12345678", sms="Message Body", csms_id="4473433434pZ684333392"[:20]
-    )
+    answer = single(gw, msisdn="019" + "12345678", sms="Message Body", csms_id="4473433434pZ684333392"[:20])
     assert answer["status"] == "SUCCESS" and answer["status_code"] == 200
     assert answer["error_message"] == ""
     [info] = answer["smsinfo"]
@@ -219,9 +215,7 @@ def test_4029_daily_request_quota(gw: Gateway) -> None:
 
 def test_4030_more_than_100_numbers(gw: Gateway) -> None:
     numbers = [f"0171{n:07d}" for n in range(101)]
-    assert (
-        gw.post(BULK, gw.creds(msisdn=numbers, sms="x", batch_csms_id="b"))["status_code"] == 4030
-    )
+    assert gw.post(BULK, gw.creds(msisdn=numbers, sms="x", batch_csms_id="b"))["status_code"] == 4030
     items = [{"msisdn": n, "text": "x", "csms_id": f"c{i}"} for i, n in enumerate(numbers)]
     assert gw.post(DYNAMIC, gw.creds(sms=items))["status_code"] == 4030
     assert gw.emulator.messages() == []
@@ -236,9 +230,7 @@ def test_4031_tps_limit(gw: Gateway) -> None:
 def test_duplicate_msisdn_in_bulk(gw: Gateway) -> None:
     answer = gw.post(
         BULK,
-        gw.creds(
-            msisdn=["01712345678", "8801712345678", "01812345678"], sms="x", batch_csms_id="bd1"
-        ),
+        gw.creds(msisdn=["01712345678", "8801712345678", "01812345678"], sms="x", batch_csms_id="bd1"),
     )
     assert [i["sms_status"] for i in answer["smsinfo"]] == ["SUCCESS", "DUPLICATE", "SUCCESS"]
     assert answer["smsinfo"][1]["status_message"] == "Duplicate MSISDN"
@@ -282,9 +274,7 @@ def test_fault_dropped_connection(gw: Gateway) -> None:
 def test_fault_timeout(gw: Gateway) -> None:
     _fault(gw, {"kind": "timeout", "hold": 2.0})
     with pytest.raises(httpx.TimeoutException):
-        gw.http.post(
-            SINGLE, json=gw.creds(msisdn="01712345678", sms="x", csms_id="to"), timeout=0.3
-        )
+        gw.http.post(SINGLE, json=gw.creds(msisdn="01712345678", sms="x", csms_id="to"), timeout=0.3)
 
 
 def test_fault_latency(gw: Gateway) -> None:
@@ -334,9 +324,7 @@ def test_inbox_over_http(server: EmulatorServer) -> None:
     messages = http.get("/__emulator/messages").json()["messages"]
     assert messages[0]["text"] == "inbox" and messages[0]["msisdn"] == "8801712345678"
     assert messages[0]["csms_id"] == "in1" and messages[0]["reference_id"]
-    assert (
-        http.get("/__emulator/messages", params={"msisdn": "01812345678"}).json()["messages"] == []
-    )
+    assert http.get("/__emulator/messages", params={"msisdn": "01812345678"}).json()["messages"] == []
     assert http.get("/__emulator/stats").json()["by_status_code"] == {"200": 1}
     assert http.post("/__emulator/config", json={"tps_limit": 5}).json()["tps_limit"] == 5
     assert http.post("/__emulator/config", json={"bogus": 1}).status_code == 400

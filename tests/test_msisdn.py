@@ -11,9 +11,7 @@ from sslsms_notify.gateway.msisdn import (
     unique_msisdns,
 )
 
-bd_subscriber = st.builds(
-    lambda op, rest: f"1{op}{rest:08d}", st.integers(3, 9), st.integers(0, 99_999_999)
-)
+bd_subscriber = st.builds(lambda op, rest: f"1{op}{rest:08d}", st.integers(3, 9), st.integers(0, 99_999_999))
 
 
 @pytest.mark.parametrize(

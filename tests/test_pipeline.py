@@ -222,9 +222,7 @@ def test_per_recipient_cap_folds_overflow_into_a_digest(make, emulator, clock) -
 
 def test_global_tps_is_paced_never_4031(emulator) -> None:
     emulator.config.tps_limit = 5
-    client = GatewayClient(
-        DEMO_API_TOKEN, DEMO_SID, transport=EmulatorTransport(emulator), retry=FAST_RETRY
-    )
+    client = GatewayClient(DEMO_API_TOKEN, DEMO_SID, transport=EmulatorTransport(emulator), retry=FAST_RETRY)
     n = Notifier(
         client,
         groups={"pair": ["01711111111", "01811111111"]},
@@ -331,9 +329,7 @@ def test_auth_failure_keeps_sms_for_later(make, emulator, clock) -> None:
 
 # -- formatting -------------------------------------------------------------------
 def test_format_fits_budget_and_keeps_bangla_whole() -> None:
-    alert = Alert(
-        "ডাটাবেস সার্ভার সাড়া দিচ্ছে না " * 10, severity=Severity.CRITICAL, source="app", host="db1"
-    )
+    alert = Alert("ডাটাবেস সার্ভার সাড়া দিচ্ছে না " * 10, severity=Severity.CRITICAL, source="app", host="db1")
     text = format_alert(alert, max_segments=2)
     assert text.startswith("[CRIT] db1/app: ডাটাবেস") and text.endswith("…")
     assert count_segments(text).segments <= 2

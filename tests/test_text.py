@@ -69,9 +69,7 @@ def test_segment_count_never_decreases_when_text_grows(text: str) -> None:
 
 
 def test_check_text_names_field_and_rule() -> None:
-    with pytest.raises(
-        ValueError, match="sms has 1001 characters; the gateway accepts at most 1000"
-    ):
+    with pytest.raises(ValueError, match="sms has 1001 characters; the gateway accepts at most 1000"):
         check_text("x" * 1001)
     with pytest.raises(ValueError, match="text must not be empty"):
         check_text("  ", field="text")
