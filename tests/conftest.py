@@ -64,7 +64,7 @@ class RedisProcess:
         binary = shutil.which("redis-server")
         if binary is None:
             pytest.fail(
-                "redis-server is not installed: run scripts/test-deps.sh (Debian: apt-get install redis-server)"
+                "redis-server is not installed: run scripts/test-deps.sh (apt-get install redis-server)"
             )
         self.binary, self.directory = binary, directory
         self.port = free_port()
