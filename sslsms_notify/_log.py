@@ -52,9 +52,7 @@ def _redact_event(
 
 
 def get_logger(name: str) -> Any:
-    stdlib = logging.getLogger(
-        name if name.startswith(LOGGER_PREFIX) else f"{LOGGER_PREFIX}.{name}"
-    )
+    stdlib = logging.getLogger(name if name.startswith(LOGGER_PREFIX) else f"{LOGGER_PREFIX}.{name}")
     return structlog.wrap_logger(
         stdlib,
         processors=[

@@ -24,9 +24,7 @@ EXIT_THROTTLED = 4
 EXIT_AUTH = 5
 EXIT_UNREACHABLE = 6
 
-DEFAULT_STATE = (
-    Path(os.environ.get("XDG_STATE_HOME", "~/.local/state")) / "sslsms-notify" / "state.db"
-)
+DEFAULT_STATE = Path(os.environ.get("XDG_STATE_HOME", "~/.local/state")) / "sslsms-notify" / "state.db"
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -70,9 +68,7 @@ def main() -> None:
 @click.option("--source", default="", help="Service or check name shown in the SMS.")
 @click.option("--url", envvar="SSLSMS_URL", help="sslsms:// URL (or SSLSMS_URL).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config file.")
-@click.option(
-    "--store", help="State shared between runs (default: a SQLite file in ~/.local/state)."
-)
+@click.option("--store", help="State shared between runs (default: a SQLite file in ~/.local/state).")
 @click.option("--timeout", default=30.0, show_default=True, help="Seconds to wait for delivery.")
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
 def send(
@@ -116,15 +112,11 @@ def send(
         settings.store if settings.store != "memory" else f"sqlite:///{DEFAULT_STATE.expanduser()}"
     )
     if state.startswith("sqlite:///"):
-        Path(state.removeprefix("sqlite:///")).expanduser().parent.mkdir(
-            parents=True, exist_ok=True
-        )
+        Path(state.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)
     try:
         if numbers and not settings.all_groups():
             settings = replace(settings, recipients=())
-        groups = settings.all_groups() or {
-            "cli": tuple(n for n in numbers if n not in settings.groups)
-        }
+        groups = settings.all_groups() or {"cli": tuple(n for n in numbers if n not in settings.groups)}
         notifier = settings.notifier(groups=groups, store=state, start=False, close_at_exit=None)
         notifier.alert(text, severity=severity, key=key, source=source, groups=numbers or None)
     except ValueError as exc:
@@ -149,9 +141,7 @@ def _deliver(notifier: Any, timeout: float, as_json: bool, *, show_progress: boo
     stats = notifier.stats()
     last_error = notifier.dispatcher.last_error
     notifier.close(0.5)
-    summary = {
-        k: stats[k] for k in ("sent", "suppressed", "throttled", "failed", "pending", "requests")
-    }
+    summary = {k: stats[k] for k in ("sent", "suppressed", "throttled", "failed", "pending", "requests")}
     if stats["sent"] and delivered and not stats["failed"]:
         code, outcome = EXIT_DELIVERED, "delivered"
     elif stats["suppressed"] and not stats["sent"] and not stats["pending"]:
@@ -273,9 +263,7 @@ def emulator(host: str, port: int, tps: int | None, daily_quota: int | None, qui
     gateway = GatewayEmulator(EmulatorConfig(tps_limit=tps, daily_quota=daily_quota))
     if not quiet:
         gateway.subscribe(lambda m: click.echo(m.line()))
-    click.echo(
-        f"SSL Push SMS v3 emulator on http://{host}:{port}  (token {DEMO_API_TOKEN}, sid {DEMO_SID})"
-    )
+    click.echo(f"SSL Push SMS v3 emulator on http://{host}:{port}  (token {DEMO_API_TOKEN}, sid {DEMO_SID})")
     EmulatorServer(gateway, host=host, port=port).serve_forever()
 
 
@@ -309,9 +297,7 @@ def _store(store: str | None, url: str | None, config_path: str | None) -> Any:
 
 
 _store_options = [
-    click.option(
-        "--store", help="Store URL (default: the configured one, else the CLI's SQLite file)."
-    ),
+    click.option("--store", help="Store URL (default: the configured one, else the CLI's SQLite file)."),
     click.option("--url", envvar="SSLSMS_URL", hidden=True),
     click.option("--config", "config_path", type=click.Path(dir_okay=False), hidden=True),
 ]
@@ -325,9 +311,7 @@ def _with_store(func: Any) -> Any:
 
 @outbox.command("list", context_settings=CONTEXT)
 @_with_store
-@click.option(
-    "--state", type=click.Choice(["pending", "inflight", "dead"]), help="Only this state."
-)
+@click.option("--state", type=click.Choice(["pending", "inflight", "dead"]), help="Only this state.")
 @click.option("--json", "as_json", is_flag=True)
 def outbox_list(
     store: str | None, url: str | None, config_path: str | None, state: str | None, as_json: bool
@@ -391,9 +375,7 @@ def outbox_retry(
 @_with_store
 @click.option("--state", type=click.Choice(["dead", "pending"]), default="dead", show_default=True)
 @click.option("--yes", is_flag=True, help="Do not ask.")
-def outbox_purge(
-    store: str | None, url: str | None, config_path: str | None, state: str, yes: bool
-) -> None:
+def outbox_purge(store: str | None, url: str | None, config_path: str | None, state: str, yes: bool) -> None:
     """Delete SMS in a state (dead letters by default)."""
     from .stores.base import OutboxState
 

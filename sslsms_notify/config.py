@@ -120,9 +120,7 @@ class Settings:
             changes[key] = tuple(value) if key == "recipients" else value
         if "groups" in data:
             changes["groups"] = {
-                name: tuple(
-                    normalize_msisdn(n, field=f"groups.{name}[{i}]") for i, n in enumerate(nums)
-                )
+                name: tuple(normalize_msisdn(n, field=f"groups.{name}[{i}]") for i, n in enumerate(nums))
                 for name, nums in data["groups"].items()
             }
         if "routes" in data:
@@ -156,8 +154,7 @@ class Settings:
                 recipients=tuple(normalize_msisdn(n) for n in recipients.split(",") if n.strip()),
             ).validated()
         raise ValueError(
-            "no configuration: pass a sslsms:// URL, set SSLSMS_URL, or write "
-            f"{DEFAULT_CONFIG_PATH}"
+            f"no configuration: pass a sslsms:// URL, set SSLSMS_URL, or write {DEFAULT_CONFIG_PATH}"
         )
 
     # -- checks and outputs ------------------------------------------------------
@@ -181,9 +178,7 @@ class Settings:
         return groups
 
     def client(self, **kwargs: Any) -> GatewayClient:
-        return GatewayClient(
-            self.api_token, self.sid, base_url=self.base_url, timeout=self.timeout, **kwargs
-        )
+        return GatewayClient(self.api_token, self.sid, base_url=self.base_url, timeout=self.timeout, **kwargs)
 
     def notifier(self, client: GatewayClient | None = None, **overrides: Any) -> Any:
         from .alerting.notifier import Notifier

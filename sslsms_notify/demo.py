@@ -32,9 +32,7 @@ def run_demo(echo: Callable[[str], None] = print) -> dict[str, int]:
         host="web-1",
         close_at_exit=None,
     )
-    handler = SMSHandler(
-        notifier=notifier, level="ERROR", level_groups={"CRITICAL": ["oncall", "managers"]}
-    )
+    handler = SMSHandler(notifier=notifier, level="ERROR", level_groups={"CRITICAL": ["oncall", "managers"]})
     log = logging.getLogger("shop")
     log.propagate = False
     log.setLevel(logging.INFO)
@@ -43,13 +41,9 @@ def run_demo(echo: Callable[[str], None] = print) -> dict[str, int]:
     echo("Incident replay: checkout fails while the primary database fills up.\n")
     log.info("deploy 2026.11.25-3 started")  # below ERROR: no SMS
     for attempt in range(40):  # a storm of one error
-        logging.getLogger("shop.checkout").error(
-            "payment gateway timeout after %d ms", 3000 + attempt
-        )
+        logging.getLogger("shop.checkout").error("payment gateway timeout after %d ms", 3000 + attempt)
     logging.getLogger("shop.db").error("disk %d%% full on %s", 91, "/var/lib/postgresql")
-    logging.getLogger("shop.db").error(
-        "disk %d%% full on %s", 95, "/var/lib/postgresql"
-    )  # a repeat
+    logging.getLogger("shop.db").error("disk %d%% full on %s", 95, "/var/lib/postgresql")  # a repeat
     try:
         {}["order_id"]
     except KeyError:

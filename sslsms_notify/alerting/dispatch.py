@@ -192,9 +192,7 @@ class Dispatcher:
         _log.warning("SMS given up", csms_id=item.csms_id, reason=reason)
         return item.evolve(state=OutboxState.DEAD, last_error=reason, attempts=item.attempts + 1)
 
-    def _retry_later(
-        self, items: list[OutboxItem], reason: str, *, maybe_sent: bool = False
-    ) -> None:
+    def _retry_later(self, items: list[OutboxItem], reason: str, *, maybe_sent: bool = False) -> None:
         now = self.store.now()
         updated = []
         for item in items:

@@ -36,9 +36,7 @@ def format_alert(alert: Alert, *, max_segments: int = DEFAULT_MAX_SEGMENTS) -> s
     return _fit(head, alert.text, "", max_segments)
 
 
-def format_summary(
-    severity: Severity, text: str, count: int, last_at: float, *, max_segments: int
-) -> str:
+def format_summary(severity: Severity, text: str, count: int, last_at: float, *, max_segments: int) -> str:
     """``[CRIT x37] db1/app.db: Disk full (last 10:42)`` — repeats a dedup window held back.
 
     ``text`` is the last repeat as formatted for a phone (``[TAG] origin: body``).

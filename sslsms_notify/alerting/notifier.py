@@ -158,10 +158,7 @@ class Notifier:
         self._last_sweep = 0.0
 
     def __repr__(self) -> str:
-        return (
-            f"Notifier(groups={sorted(self.router.groups)}, store={self.store!r}, "
-            f"client={self.client!r})"
-        )
+        return f"Notifier(groups={sorted(self.router.groups)}, store={self.store!r}, client={self.client!r})"
 
     # -- producer side --------------------------------------------------------
     def alert(
@@ -188,9 +185,7 @@ class Notifier:
         if self._closed or len(self._queue) >= self._queue_size:
             next(self._dropped)
             return False
-        self._queue.append(
-            (text, level, key, chosen, source, tags, template, exc_type, host, time.time())
-        )
+        self._queue.append((text, level, key, chosen, source, tags, template, exc_type, host, time.time()))
         if self._worker is None and self._start:
             self._start_worker()
         if self._sleeping:
@@ -515,12 +510,7 @@ class Notifier:
         rate = self.per_recipient_limit / self.per_recipient_period
         sent = False
         for number in self.store.digest_recipients():
-            if (
-                self.store.rate_acquire(
-                    f"rcpt:{number}", rate, self.per_recipient_limit, reserve=False
-                )
-                > 0
-            ):
+            if self.store.rate_acquire(f"rcpt:{number}", rate, self.per_recipient_limit, reserve=False) > 0:
                 continue
             held = self.store.digest_take(number)
             if not held:

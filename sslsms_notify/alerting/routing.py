@@ -80,15 +80,11 @@ class Router:
         for name, numbers in groups.items():
             if isinstance(numbers, str):
                 numbers = [n for n in numbers.split(",") if n.strip()]
-            normalized = [
-                normalize_msisdn(n, field=f"groups.{name}[{i}]") for i, n in enumerate(numbers)
-            ]
+            normalized = [normalize_msisdn(n, field=f"groups.{name}[{i}]") for i, n in enumerate(numbers)]
             self.groups[name] = tuple(dict.fromkeys(normalized))  # keep order, drop repeats
         self.routes = tuple(routes)
         if default_groups is None:
-            default_groups = (
-                [DEFAULT_GROUP] if DEFAULT_GROUP in self.groups else list(self.groups)[:1]
-            )
+            default_groups = [DEFAULT_GROUP] if DEFAULT_GROUP in self.groups else list(self.groups)[:1]
         self.default_groups = tuple(default_groups)
         for route in self.routes:
             self._check_names(route.groups, "route")

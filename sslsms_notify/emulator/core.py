@@ -82,10 +82,7 @@ class InboxMessage:
         """One readable line, as the CLI prints it."""
         when = datetime.fromtimestamp(self.received_at, UTC).astimezone().strftime("%H:%M:%S")
         body = self.text.replace("\n", " | ")
-        return (
-            f"{when}  +{self.msisdn}  [{self.sms_type} {self.segments} seg, {self.endpoint}]  "
-            f"{body}"
-        )
+        return f"{when}  +{self.msisdn}  [{self.sms_type} {self.segments} seg, {self.endpoint}]  {body}"
 
 
 @dataclass(slots=True)
@@ -172,9 +169,7 @@ class GatewayEmulator:
                 return response
         with self._lock:
             response = self._process(request)
-            self.requests[self._code_of(response)] = (
-                self.requests.get(self._code_of(response), 0) + 1
-            )
+            self.requests[self._code_of(response)] = self.requests.get(self._code_of(response), 0) + 1
         response.delay = delay
         if fault is not None and fault.kind == "drop":
             response.drop = "after"
@@ -215,9 +210,7 @@ class GatewayEmulator:
             return self._fail(ApiStatus.ENDPOINT_NOT_FOUND, request.path, http_status=404)
         method = request.method.upper()
         if method not in (("GET", "POST") if endpoint == "single" else ("POST",)):
-            return self._fail(
-                ApiStatus.INVALID_REQUEST_FORMAT, f"{method} not allowed", http_status=405
-            )
+            return self._fail(ApiStatus.INVALID_REQUEST_FORMAT, f"{method} not allowed", http_status=405)
         if request.client_ip in self.config.blacklisted_ips:
             return self._fail(ApiStatus.IP_BLACKLISTED)
 
@@ -250,9 +243,7 @@ class GatewayEmulator:
             return dict(request.query)
         content_type = request.headers.get("content-type", "")
         if "json" not in content_type.lower():
-            return self._fail(
-                ApiStatus.INVALID_REQUEST_FORMAT, "content type must be application/json"
-            )
+            return self._fail(ApiStatus.INVALID_REQUEST_FORMAT, "content type must be application/json")
         try:
             data = json.loads(request.body)
         except (ValueError, UnicodeDecodeError):
@@ -309,9 +300,7 @@ class GatewayEmulator:
         for callback in self._subscribers:
             with contextlib.suppress(Exception):  # a printing callback must not break the gateway
                 callback(message)
-        return self._info(
-            SmsStatus.SUCCESS, SmsStatusMessage.SUCCESS, number, text, csms_id, reference
-        )
+        return self._info(SmsStatus.SUCCESS, SmsStatusMessage.SUCCESS, number, text, csms_id, reference)
 
     @staticmethod
     def _info(
@@ -335,9 +324,7 @@ class GatewayEmulator:
                 return name
         return None
 
-    def _single(
-        self, params: dict[str, Any], sid: str, now: float, today: date
-    ) -> EmulatorResponse:
+    def _single(self, params: dict[str, Any], sid: str, now: float, today: date) -> EmulatorResponse:
         missing = self._missing(params, "msisdn", "sms", "csms_id")
         if missing:
             return self._fail(ApiStatus.REQUIRED_PARAMETER_MISSING, missing)
@@ -357,9 +344,7 @@ class GatewayEmulator:
         if (sid, csms_id) in used:
             return self._fail(ApiStatus.DUPLICATE_CSMS_ID)
         used.add((sid, csms_id))
-        return self._answer(
-            ApiStatus.SUCCESS, [self._accept(number, text, csms_id, sid, now, "single")]
-        )
+        return self._answer(ApiStatus.SUCCESS, [self._accept(number, text, csms_id, sid, now, "single")])
 
     def _bulk(self, params: dict[str, Any], sid: str, now: float, today: date) -> EmulatorResponse:
         missing = self._missing(params, "msisdn", "sms", "batch_csms_id")
@@ -367,9 +352,7 @@ class GatewayEmulator:
             return self._fail(ApiStatus.REQUIRED_PARAMETER_MISSING, missing)
         numbers, text, batch_id = params["msisdn"], params["sms"], params["batch_csms_id"]
         if not isinstance(numbers, list) or not isinstance(text, str):
-            return self._fail(
-                ApiStatus.INVALID_REQUEST_FORMAT, "msisdn must be an array, sms a string"
-            )
+            return self._fail(ApiStatus.INVALID_REQUEST_FORMAT, "msisdn must be an array, sms a string")
         if not numbers:
             return self._fail(ApiStatus.REQUIRED_PARAMETER_MISSING, "msisdn")
         if len(numbers) > MAX_RECIPIENTS_PER_REQUEST:
@@ -402,15 +385,11 @@ class GatewayEmulator:
                 infos.append(self._accept(number, text, batch_id, sid, now, "bulk"))
                 accepted += 1
         if not accepted:
-            return self._answer(
-                ApiStatus.INVALID_MESSAGE_DATA, infos, message="Invalid message data"
-            )
+            return self._answer(ApiStatus.INVALID_MESSAGE_DATA, infos, message="Invalid message data")
         used.add((sid, batch_id))
         return self._answer(ApiStatus.SUCCESS, infos)
 
-    def _dynamic(
-        self, params: dict[str, Any], sid: str, now: float, today: date
-    ) -> EmulatorResponse:
+    def _dynamic(self, params: dict[str, Any], sid: str, now: float, today: date) -> EmulatorResponse:
         missing = self._missing(params, "sms")
         if missing:
             return self._fail(ApiStatus.REQUIRED_PARAMETER_MISSING, missing)
@@ -424,9 +403,7 @@ class GatewayEmulator:
         for position, item in enumerate(items):
             missing = self._missing(item, "msisdn", "text", "csms_id")
             if missing:
-                return self._fail(
-                    ApiStatus.REQUIRED_PARAMETER_MISSING, f"sms[{position}].{missing}"
-                )
+                return self._fail(ApiStatus.REQUIRED_PARAMETER_MISSING, f"sms[{position}].{missing}")
         used = self._ids_today(today)
         infos, accepted = [], 0
         for item in items:
@@ -471,7 +448,5 @@ class GatewayEmulator:
                 infos.append(self._accept(number, text, csms_id, sid, now, "dynamic"))  # type: ignore[arg-type]
                 accepted += 1
         if not accepted:
-            return self._answer(
-                ApiStatus.INVALID_MESSAGE_DATA, infos, message="Invalid message data"
-            )
+            return self._answer(ApiStatus.INVALID_MESSAGE_DATA, infos, message="Invalid message data")
         return self._answer(ApiStatus.SUCCESS, infos)

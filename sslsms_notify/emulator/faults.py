@@ -60,9 +60,7 @@ class FaultPlan:
 
     def add(self, fault: Fault) -> Fault:
         if fault.kind not in ("api_code", "http_error", "drop", "timeout"):
-            raise ValueError(
-                f"fault kind {fault.kind!r} is not one of api_code, http_error, drop, timeout"
-            )
+            raise ValueError(f"fault kind {fault.kind!r} is not one of api_code, http_error, drop, timeout")
         if fault.count is not None and fault.count < 1:
             raise ValueError(f"fault count must be at least 1, not {fault.count}")
         with self._lock:
@@ -85,9 +83,7 @@ class FaultPlan:
         """Never answer (the client's timeout fires)."""
         return self.add(Fault("timeout", count=count, hold=hold))
 
-    def outage(
-        self, seconds: float, *, mode: Literal["http_error", "drop"] = "http_error"
-    ) -> Fault:
+    def outage(self, seconds: float, *, mode: Literal["http_error", "drop"] = "http_error") -> Fault:
         """Every request fails for ``seconds`` from now."""
         return self.add(Fault(mode, count=None, until=self._clock() + seconds))
 

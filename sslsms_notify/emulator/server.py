@@ -61,9 +61,7 @@ class EmulatorApp:
                 break
         path: str = scope["path"]
         if path.startswith(CONTROL_PREFIX):
-            status, payload = self._control(
-                scope["method"], path[len(CONTROL_PREFIX) :], scope, body
-            )
+            status, payload = self._control(scope["method"], path[len(CONTROL_PREFIX) :], scope, body)
             await self._send(
                 send,
                 status,
@@ -74,9 +72,7 @@ class EmulatorApp:
         request = EmulatorRequest(
             method=scope["method"],
             path=path,
-            query=dict(
-                parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
-            ),
+            query=dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)),
             headers={k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]},
             body=body,
             client_ip=(scope.get("client") or ("127.0.0.1", 0))[0],

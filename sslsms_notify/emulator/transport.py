@@ -27,20 +27,14 @@ def _to_httpx(answer: EmulatorResponse, request: httpx.Request) -> httpx.Respons
         # In process there is nothing to wait for: the client's timeout would fire.
         raise httpx.ReadTimeout("emulated gateway timeout", request=request)
     if answer.drop:
-        raise httpx.RemoteProtocolError(
-            "Server disconnected without sending a response.", request=request
-        )
-    return httpx.Response(
-        answer.status, headers=answer.headers, content=answer.body, request=request
-    )
+        raise httpx.RemoteProtocolError("Server disconnected without sending a response.", request=request)
+    return httpx.Response(answer.status, headers=answer.headers, content=answer.body, request=request)
 
 
 class EmulatorTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
     """Serves both :class:`httpx.Client` and :class:`httpx.AsyncClient`."""
 
-    def __init__(
-        self, emulator: GatewayEmulator | None = None, *, client_ip: str = "127.0.0.1"
-    ) -> None:
+    def __init__(self, emulator: GatewayEmulator | None = None, *, client_ip: str = "127.0.0.1") -> None:
         self.emulator = emulator or GatewayEmulator()
         self.client_ip = client_ip
 

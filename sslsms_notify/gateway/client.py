@@ -81,9 +81,7 @@ class _ClientBase:
         return cls(os.environ["SSLSMS_API_TOKEN"], os.environ["SSLSMS_SID"], **kwargs)
 
     def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}(sid={self.sid!r}, base_url={self.base_url!r}, api_token='***')"
-        )
+        return f"{type(self).__name__}(sid={self.sid!r}, base_url={self.base_url!r}, api_token='***')"
 
     def _http_kwargs(self, call: Call) -> dict[str, Any]:
         body = {"api_token": self._api_token, "sid": self.sid, **call.payload}
@@ -92,9 +90,7 @@ class _ClientBase:
         return {"method": "POST", "url": call.path, "json": body}
 
     def _answer(self, call: Call, response: httpx.Response, *, is_retry: bool) -> ApiResponse:
-        return read_answer(
-            call, response.status_code, response.headers, response.content, is_retry=is_retry
-        )
+        return read_answer(call, response.status_code, response.headers, response.content, is_retry=is_retry)
 
     @staticmethod
     def _transport_error(exc: httpx.HTTPError) -> TransportError:
@@ -290,9 +286,7 @@ class AsyncGatewayClient(_ClientBase):
         return plan.result()
 
     async def _send_call(self, plan: SendPlan, call: Call, is_retry: bool) -> ApiResponse:
-        retrying = tenacity.AsyncRetrying(
-            **self.retry.tenacity_kwargs(), before_sleep=self._log_retry
-        )
+        retrying = tenacity.AsyncRetrying(**self.retry.tenacity_kwargs(), before_sleep=self._log_retry)
         async for attempt in retrying:
             with attempt:
                 number = attempt.retry_state.attempt_number

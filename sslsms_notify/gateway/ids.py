@@ -41,7 +41,5 @@ def is_valid_csms_id(value: object) -> bool:
 def check_csms_id(value: object, *, field: str = "csms_id") -> str:
     """Return ``value`` or raise ValueError naming the field and the rule."""
     if not is_valid_csms_id(value):
-        raise ValueError(
-            f"{field} {value!r} is not valid: 1 to {CSMS_ID_MAX_LENGTH} letters or digits"
-        )
+        raise ValueError(f"{field} {value!r} is not valid: 1 to {CSMS_ID_MAX_LENGTH} letters or digits")
     return value  # type: ignore[return-value]

@@ -133,11 +133,7 @@ def parse_response(body: bytes) -> ApiResponse:
     raw_info = data.get("smsinfo")
     if isinstance(raw_info, dict):
         raw_info = [raw_info]
-    infos = (
-        [parse_smsinfo(i) for i in raw_info if isinstance(i, dict)]
-        if isinstance(raw_info, list)
-        else []
-    )
+    infos = [parse_smsinfo(i) for i in raw_info if isinstance(i, dict)] if isinstance(raw_info, list) else []
     return ApiResponse(
         status=status or ("SUCCESS" if code == ApiStatus.SUCCESS else "FAILED"),
         status_code=code,

@@ -109,9 +109,7 @@ class SendPlan:
         self.errors.append(error)
         details: dict[str, SmsInfo] = {}
         if error.result is not None:
-            details = {
-                m.csms_id if call.kind == "dynamic" else m.msisdn: m for m in error.result.messages
-            }
+            details = {m.csms_id if call.kind == "dynamic" else m.msisdn: m for m in error.result.messages}
         for entry in call.entries:
             key = entry.csms_id if call.kind == "dynamic" else entry.msisdn
             self.infos[entry.index] = details.get(key) or failed_info(
@@ -175,9 +173,7 @@ def plan_bulk(msisdns: Sequence[str], text: str, batch_csms_id: str | None) -> S
         raise ValueError("msisdns must contain at least one number")
     check_text(text, field="text")
     batch_csms_id = (
-        check_csms_id(batch_csms_id, field="batch_csms_id")
-        if batch_csms_id is not None
-        else new_csms_id()
+        check_csms_id(batch_csms_id, field="batch_csms_id") if batch_csms_id is not None else new_csms_id()
     )
     numbers = [normalize_msisdn(m, field=f"msisdns[{i}]") for i, m in enumerate(msisdns)]
     first_index: dict[str, int] = {}
@@ -198,9 +194,7 @@ def plan_bulk(msisdns: Sequence[str], text: str, batch_csms_id: str | None) -> S
     return SendPlan("bulk", len(numbers), calls, repeats=repeats)
 
 
-def _as_message(
-    item: DynamicMessage | tuple[str, str] | Mapping[str, Any], index: int
-) -> DynamicMessage:
+def _as_message(item: DynamicMessage | tuple[str, str] | Mapping[str, Any], index: int) -> DynamicMessage:
     if isinstance(item, DynamicMessage):
         return item
     if isinstance(item, Mapping):
@@ -232,9 +226,7 @@ def plan_dynamic(messages: Iterable[DynamicMessage | tuple[str, str]]) -> SendPl
         entries.append(Entry(index, number, item.text, csms_id))
     calls = []
     for chunk in chunked(entries, MAX_RECIPIENTS_PER_REQUEST):
-        payload = {
-            "sms": [{"msisdn": e.msisdn, "text": e.text, "csms_id": e.csms_id} for e in chunk]
-        }
+        payload = {"sms": [{"msisdn": e.msisdn, "text": e.text, "csms_id": e.csms_id} for e in chunk]}
         calls.append(Call("dynamic", "POST", DYNAMIC_PATH, payload, chunk))
     return SendPlan("dynamic", len(items), calls)
 
@@ -302,9 +294,7 @@ def read_answer(
                 f"HTTP {http_status} and no gateway answer ({exc}); check base_url",
                 http_status=http_status,
             ) from None
-        raise MalformedResponseError(
-            f"unreadable gateway answer ({exc})", http_status=http_status
-        ) from None
+        raise MalformedResponseError(f"unreadable gateway answer ({exc})", http_status=http_status) from None
     if is_retry:
         recovered = _already_delivered(call, answer)
         if recovered is not None:
@@ -313,9 +303,7 @@ def read_answer(
         return answer
     details = None
     if answer.smsinfo:
-        details = SendResult(
-            answer.status, answer.status_code, answer.error_message, answer.smsinfo
-        )
+        details = SendResult(answer.status, answer.status_code, answer.error_message, answer.smsinfo)
     raise error_for_code(
         answer.status_code,
         answer.error_message,

@@ -24,9 +24,7 @@ def is_retryable(exc: BaseException) -> bool:
 class _WaitRetryAfterOrJitter(wait_base):
     def __init__(self, policy: RetryPolicy) -> None:
         self.policy = policy
-        self.jitter = tenacity.wait_random_exponential(
-            multiplier=policy.initial_delay, max=policy.max_delay
-        )
+        self.jitter = tenacity.wait_random_exponential(multiplier=policy.initial_delay, max=policy.max_delay)
 
     def __call__(self, retry_state: tenacity.RetryCallState) -> float:
         outcome = retry_state.outcome

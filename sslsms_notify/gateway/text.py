@@ -100,9 +100,7 @@ def check_text(text: object, *, field: str = "sms") -> str:
     if not text.strip():
         raise ValueError(f"{field} must not be empty")
     if len(text) > MAX_SMS_CHARS:
-        raise ValueError(
-            f"{field} has {len(text)} characters; the gateway accepts at most {MAX_SMS_CHARS}"
-        )
+        raise ValueError(f"{field} has {len(text)} characters; the gateway accepts at most {MAX_SMS_CHARS}")
     return text
 
 

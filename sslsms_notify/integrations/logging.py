@@ -87,9 +87,7 @@ class SMSHandler(logging.Handler):
         **options: Any,
     ) -> None:
         settings = None if notifier is not None else Settings.load(url)
-        chosen_level = (
-            level if level is not None else (settings.level if settings else logging.ERROR)
-        )
+        chosen_level = level if level is not None else (settings.level if settings else logging.ERROR)
         super().__init__(_level(chosen_level))
         if notifier is None:
             assert settings is not None

@@ -59,9 +59,7 @@ class MemoryStore:
                     continue
                 if len(closed) >= limit:
                     break
-                closed.append(
-                    ClosedWindow(key, window.suppressed, window.last_at, window.last_text)
-                )
+                closed.append(ClosedWindow(key, window.suppressed, window.last_at, window.last_text))
                 self._windows[key] = _Window(now + repeat_interval, 0, now, window.last_text)
         return closed
 

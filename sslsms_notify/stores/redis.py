@@ -250,14 +250,10 @@ class RedisStore:
     def rate_acquire(self, key: str, rate: float, burst: int, *, reserve: bool) -> float:
         def remote() -> float:
             return float(
-                self._scripts["rate"](
-                    keys=[self._k("r", key)], args=[rate, burst, "1" if reserve else "0"]
-                )
+                self._scripts["rate"](keys=[self._k("r", key)], args=[rate, burst, "1" if reserve else "0"])
             )
 
-        return self._call(
-            remote, lambda: self._local.rate_acquire(key, rate, burst, reserve=reserve)
-        )
+        return self._call(remote, lambda: self._local.rate_acquire(key, rate, burst, reserve=reserve))
 
     # -- digests --------------------------------------------------------------
     def digest_add(self, msisdn: str, text: str) -> int:
@@ -276,9 +272,7 @@ class RedisStore:
     def digest_take(self, msisdn: str) -> list[str]:
         def remote() -> list[str]:
             return list(
-                self._scripts["digest_take"](
-                    keys=[self._k("d", msisdn), self._k("digests")], args=[msisdn]
-                )
+                self._scripts["digest_take"](keys=[self._k("d", msisdn), self._k("digests")], args=[msisdn])
             )
 
         return self._local.digest_take(msisdn) + self._call(remote, list)
@@ -305,9 +299,7 @@ class RedisStore:
 
     def _claim_with_ids(self, limit: int, lease: float) -> Callable[[], list[OutboxItem]]:
         def remote() -> list[OutboxItem]:
-            rows = self._scripts["claim"](
-                keys=[self._k("due")], args=[self._k("o", ""), limit, lease]
-            )
+            rows = self._scripts["claim"](keys=[self._k("due")], args=[self._k("o", ""), limit, lease])
             return [self._item_from_flat(flat) for flat in rows]
 
         return remote
@@ -320,9 +312,7 @@ class RedisStore:
         local = [i for i in items if i.csms_id in self._local_ids]
         if local:
             self._local.outbox_update(local)
-            self._local_ids.difference_update(
-                i.csms_id for i in local if i.state is OutboxState.SENT
-            )
+            self._local_ids.difference_update(i.csms_id for i in local if i.state is OutboxState.SENT)
         shared = [i for i in items if i.csms_id not in self._local_ids]
         if not shared:
             return
@@ -379,11 +369,7 @@ class RedisStore:
             first = self._client.zrange(self._k("due"), 0, 0, withscores=True)
             return float(first[0][1]) if first else None
 
-        due = [
-            d
-            for d in (self._local.outbox_next_due(), self._call(remote, lambda: None))
-            if d is not None
-        ]
+        due = [d for d in (self._local.outbox_next_due(), self._call(remote, lambda: None)) if d is not None]
         return min(due, default=None)
 
     def outbox_requeue(self, csms_ids: Sequence[str]) -> int:

@@ -34,8 +34,7 @@ CREATE TABLE IF NOT EXISTS outbox (
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox(state, next_attempt_at);
 """
 _COLUMNS = (
-    "csms_id, msisdn, text, created_at, next_attempt_at, attempts, state, batch_id, "
-    "last_error, maybe_sent"
+    "csms_id, msisdn, text, created_at, next_attempt_at, attempts, state, batch_id, last_error, maybe_sent"
 )
 
 
@@ -122,9 +121,7 @@ class SQLiteStore:
     def dedup_hit(self, key: str, window: float, text: str) -> DedupHit:
         now = self._clock()
         with self._write() as db:
-            row = db.execute(
-                "SELECT end_at, suppressed FROM windows WHERE key=?", (key,)
-            ).fetchone()
+            row = db.execute("SELECT end_at, suppressed FROM windows WHERE key=?", (key,)).fetchone()
             if row is None or (row[0] <= now and row[1] == 0):
                 db.execute(
                     "INSERT OR REPLACE INTO windows VALUES (?,?,0,?,?)",
@@ -175,9 +172,7 @@ class SQLiteStore:
     def digest_add(self, msisdn: str, text: str) -> int:
         with self._write() as db:
             db.execute("INSERT INTO digests (msisdn, text) VALUES (?,?)", (msisdn, text))
-            return db.execute("SELECT COUNT(*) FROM digests WHERE msisdn=?", (msisdn,)).fetchone()[
-                0
-            ]
+            return db.execute("SELECT COUNT(*) FROM digests WHERE msisdn=?", (msisdn,)).fetchone()[0]
 
     def digest_recipients(self) -> list[str]:
         with self._lock:
@@ -185,9 +180,7 @@ class SQLiteStore:
 
     def digest_take(self, msisdn: str) -> list[str]:
         with self._write() as db:
-            rows = db.execute(
-                "SELECT text FROM digests WHERE msisdn=? ORDER BY id", (msisdn,)
-            ).fetchall()
+            rows = db.execute("SELECT text FROM digests WHERE msisdn=? ORDER BY id", (msisdn,)).fetchall()
             db.execute("DELETE FROM digests WHERE msisdn=?", (msisdn,))
         return [r[0] for r in rows]
 
@@ -211,19 +204,14 @@ class SQLiteStore:
                 "UPDATE outbox SET state='inflight', next_attempt_at=? WHERE csms_id=?",
                 [(now + lease, r[0]) for r in rows],
             )
-        return [
-            _row_to_item(r).evolve(state=OutboxState.INFLIGHT, next_attempt_at=now + lease)
-            for r in rows
-        ]
+        return [_row_to_item(r).evolve(state=OutboxState.INFLIGHT, next_attempt_at=now + lease) for r in rows]
 
     def outbox_update(self, items: Sequence[OutboxItem]) -> None:
         sent = [(i.csms_id,) for i in items if i.state is OutboxState.SENT]
         rest = [_item_to_row(i) for i in items if i.state is not OutboxState.SENT]
         with self._write() as db:
             db.executemany("DELETE FROM outbox WHERE csms_id=?", sent)
-            db.executemany(
-                f"INSERT OR REPLACE INTO outbox ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)", rest
-            )
+            db.executemany(f"INSERT OR REPLACE INTO outbox ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)", rest)
 
     def outbox_list(self, state: OutboxState | None = None, limit: int = 1000) -> list[OutboxItem]:
         with self._lock:
@@ -241,9 +229,7 @@ class SQLiteStore:
     def outbox_counts(self) -> OutboxCounts:
         counts = OutboxCounts()
         with self._lock:
-            for state, number in self._db.execute(
-                "SELECT state, COUNT(*) FROM outbox GROUP BY state"
-            ):
+            for state, number in self._db.execute("SELECT state, COUNT(*) FROM outbox GROUP BY state"):
                 setattr(counts, state, number)
         return counts
 
@@ -259,8 +245,7 @@ class SQLiteStore:
         with self._write() as db:
             before = db.total_changes
             db.executemany(
-                "UPDATE outbox SET state='pending', next_attempt_at=? "
-                "WHERE csms_id=? AND state='dead'",
+                "UPDATE outbox SET state='pending', next_attempt_at=? WHERE csms_id=? AND state='dead'",
                 [(now, i) for i in csms_ids],
             )
             return db.total_changes - before

@@ -1,0 +1,190 @@
+"""The installed ``sslsms-notify`` as a subprocess, against the emulator server."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from .conftest import free_port
+
+CLI = str(Path(sys.executable).parent / "sslsms-notify")
+
+
+def run(*args: str, env: dict | None = None, stdin: str | None = None, timeout: float = 60):
+    return subprocess.run(
+        [CLI, *args],
+        capture_output=True,
+        text=True,
+        input=stdin,
+        env={**os.environ, **(env or {})},
+        timeout=timeout,
+    )
+
+
+@pytest.fixture
+def cli_env(sslsms_gateway, tmp_path) -> dict[str, str]:
+    url = (
+        f"sslsms://{sslsms_gateway.sid}:{sslsms_gateway.api_token}@01711111111"
+        f"?base_url={sslsms_gateway.url}&store=sqlite:///{tmp_path}/cli.db"
+    )
+    return {"SSLSMS_URL": url, "HOME": str(tmp_path), "XDG_STATE_HOME": str(tmp_path / "state")}
+
+
+def test_send_delivered_then_suppressed(sslsms_gateway, cli_env) -> None:
+    first = run("send", "--json", "db1: disk 95% full", env=cli_env)
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout)["outcome"] == "delivered"
+    second = run("send", "--json", "db1: disk 96% full", env=cli_env)  # same alert, shared store
+    assert second.returncode == 3 and json.loads(second.stdout)["outcome"] == "suppressed"
+    assert len(sslsms_gateway.emulator.messages()) == 1
+
+
+def test_send_from_stdin_to_numbers_and_groups(sslsms_gateway, cli_env, tmp_path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(f"""
+url = "{cli_env["SSLSMS_URL"]}"
+[groups]
+oncall = ["01811111111", "01911111111"]
+""")
+    result = run(
+        "send",
+        "--config",
+        str(config),
+        "--to",
+        "oncall",
+        "--to",
+        "01511111111",
+        env={**cli_env, "SSLSMS_URL": ""},
+        stdin="piped alert text\n",
+    )
+    assert result.returncode == 0, result.stderr
+    numbers = sorted(m.msisdn for m in sslsms_gateway.emulator.messages())
+    assert numbers == ["8801511111111", "8801811111111", "8801911111111"]
+
+
+def test_send_throttled_by_per_phone_cap(cli_env) -> None:
+    env = {**cli_env, "SSLSMS_URL": cli_env["SSLSMS_URL"] + "&cap=1"}
+    assert run("send", "first alert kind", env=env).returncode == 0
+    assert run("send", "--json", "another alert kind", env=env).returncode == 4
+
+
+def test_send_rejected_input(cli_env) -> None:
+    result = run("send", "--to", "0123", "x", env=cli_env)
+    assert result.returncode == 2 and "'0123'" in result.stderr
+
+
+def test_send_blocked_number_is_rejected(sslsms_gateway, cli_env) -> None:
+    sslsms_gateway.emulator.config.blocked_msisdns.add("8801711111111")
+    result = run("send", "--json", "to a blocked phone", env=cli_env)
+    assert result.returncode == 2 and json.loads(result.stdout)["outcome"] == "rejected"
+
+
+def test_send_auth_failure(sslsms_gateway, cli_env) -> None:
+    env = {**cli_env, "SSLSMS_URL": cli_env["SSLSMS_URL"].replace(sslsms_gateway.api_token, "wrong-token")}
+    result = run("send", "--json", "--timeout", "1", "x", env=env)
+    assert result.returncode == 5, result.stdout
+    assert "wrong-token" not in result.stdout + result.stderr
+
+
+def test_send_gateway_unreachable_keeps_it_for_later(sslsms_gateway, cli_env) -> None:
+    env = {
+        **cli_env,
+        "SSLSMS_URL": cli_env["SSLSMS_URL"].replace(sslsms_gateway.url, f"http://127.0.0.1:{free_port()}"),
+    }
+    result = run("send", "--json", "--timeout", "1", "while the gateway is down", env=env)
+    assert result.returncode == 6
+    listing = run("outbox", "list", "--json", env=env)
+    assert [i["text"] for i in json.loads(listing.stdout)][0].endswith("while the gateway is down")
+    # the next run, with the gateway back, delivers it
+    assert run("send", "--json", "another one", env=cli_env).returncode == 0
+    texts = sorted(m.text.split(": ", 1)[1] for m in sslsms_gateway.emulator.messages())
+    assert texts == ["another one", "while the gateway is down"]
+
+
+def test_to_file_with_many_numbers_uses_bulk(sslsms_gateway, cli_env, tmp_path) -> None:
+    numbers = tmp_path / "numbers.txt"
+    numbers.write_text("# on-call list\n" + "\n".join(f"0171{n:07d}" for n in range(250)))
+    result = run("send", "--to-file", str(numbers), "--json", "bulk notice", env=cli_env)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["requests"] == 3
+    assert len(sslsms_gateway.emulator.messages()) == 250
+
+
+def test_segments() -> None:
+    result = run("segments", "--json", "সার্ভার ডাউন")
+    report = json.loads(result.stdout)
+    assert report["encoding"] == "UCS-2" and report["segments"] == 1
+    long = run("segments", "--max-segments", "1", "x" * 200)
+    assert "GSM-7 (EN), 200 characters, 200 units, 2 SMS" in long.stdout
+    assert "would send: " in long.stdout
+
+
+def test_config_check_masks_token(cli_env, sslsms_gateway) -> None:
+    result = run("config", "check", "--json", env=cli_env)
+    assert result.returncode == 0
+    assert sslsms_gateway.api_token not in result.stdout
+    assert json.loads(result.stdout)["api_token"] == "****"
+    bad = run("config", "check", env={**cli_env, "SSLSMS_URL": "sslsms://S:t@012"})
+    assert bad.returncode == 2 and "URL recipient '012'" in bad.stderr
+
+
+def test_outbox_retry_and_purge(sslsms_gateway, cli_env) -> None:
+    sslsms_gateway.emulator.config.blocked_msisdns.add("8801711111111")
+    run("send", "dead letter", env=cli_env)
+    dead = json.loads(run("outbox", "list", "--state", "dead", "--json", env=cli_env).stdout)
+    assert len(dead) == 1 and "Blocked MSISDN" in dead[0]["last_error"]
+    sslsms_gateway.emulator.config.blocked_msisdns.clear()
+    assert "1 requeued" in run("outbox", "retry", dead[0]["csms_id"], env=cli_env).stdout
+    assert run("send", "unrelated trigger", env=cli_env).returncode == 0  # the next run delivers it
+    assert len(sslsms_gateway.emulator.messages()) == 2
+    sslsms_gateway.emulator.config.blocked_msisdns.add("8801711111111")
+    run("send", "dead again", env=cli_env)
+    assert "1 purged" in run("outbox", "purge", "--yes", env=cli_env).stdout
+
+
+def test_emulator_command_serves_and_prints(tmp_path) -> None:
+    port = free_port()
+    proc = subprocess.Popen([CLI, "emulator", "--port", str(port)], stdout=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/__emulator/health", timeout=0.5)
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        answer = httpx.post(
+            f"http://127.0.0.1:{port}/api/v3/send-sms",
+            json={
+                "api_token": "emulator-token-0123456789",
+                "sid": "EMULATOR",
+                "msisdn": "01711111111",
+                "sms": "printed live",
+                "csms_id": "cli1",
+            },
+        ).json()
+        assert answer["status_code"] == 200
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=15)
+    assert "+8801711111111" in out and "printed live" in out
+
+
+def test_demo_runs_without_network_or_account(tmp_path) -> None:
+    result = run("demo", env={"SSLSMS_URL": "", "HOME": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    assert "[CRIT] web-1/shop.db: primary database down" in result.stdout
+    assert "[ERROR x39]" in result.stdout
+
+
+def test_help_has_examples() -> None:
+    assert "Examples:" in run("send", "--help").stdout
+    assert run("--version").returncode == 0
