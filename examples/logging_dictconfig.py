@@ -31,7 +31,7 @@ log.info("checkout service started")  # console only
 for attempt in range(20):
     log.error("payment gateway timeout after %d ms", 3000 + attempt)  # one SMS, then a summary
 try:
-    1 / 0
+    basket_total = sum([]) / len([])  # an empty basket
 except ZeroDivisionError:
     log.exception("cannot compute the basket total")
 logging.shutdown()  # flushes: the SMS are delivered before the process exits

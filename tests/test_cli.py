@@ -102,7 +102,7 @@ def test_send_gateway_unreachable_keeps_it_for_later(sslsms_gateway, cli_env) ->
     result = run("send", "--json", "--timeout", "1", "while the gateway is down", env=env)
     assert result.returncode == 6
     listing = run("outbox", "list", "--json", env=env)
-    assert [i["text"] for i in json.loads(listing.stdout)][0].endswith("while the gateway is down")
+    assert next(i["text"] for i in json.loads(listing.stdout)).endswith("while the gateway is down")
     # the next run, with the gateway back, delivers it
     assert run("send", "--json", "another one", env=cli_env).returncode == 0
     texts = sorted(m.text.split(": ", 1)[1] for m in sslsms_gateway.emulator.messages())
