@@ -384,5 +384,36 @@ def outbox_purge(store: str | None, url: str | None, config_path: str | None, st
     click.echo(f"{_store(store, url, config_path).outbox_purge(OutboxState(state))} purged")
 
 
+# -- apprise ----------------------------------------------------------------------
+@main.group("apprise", context_settings=CONTEXT)
+def apprise_group() -> None:
+    """Use sslsms:// from the apprise CLI and apprise config files."""
+
+
+@apprise_group.command("install", context_settings=CONTEXT)
+@click.option(
+    "--path",
+    "plugin_dir",
+    type=click.Path(file_okay=False),
+    default="~/.config/apprise/plugins",
+    show_default=True,
+    help="An apprise plugin path.",
+)
+def apprise_install(plugin_dir: str) -> None:
+    """Write a one-line loader so the apprise CLI knows sslsms://.
+
+    \b
+    Example:
+      sslsms-notify apprise install
+      apprise -b "db1 down" "sslsms://SID:TOKEN@01712345678"
+    """
+    from .integrations.apprise import LOADER
+
+    target = Path(plugin_dir).expanduser() / "sslsms.py"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(LOADER, encoding="utf-8")
+    click.echo(f"installed {target}")
+
+
 if __name__ == "__main__":
     main()
