@@ -131,13 +131,27 @@ def test_emit_never_raises(sslsms_gateway, logger) -> None:
     logging.raiseExceptions = True
     record = logger.makeRecord("tests.app", logging.ERROR, __file__, 1, "bad arg %s", (Broken(),), None)
     handler.handle(record)  # rendered on the worker: nothing raised here
-    for _ in range(5):
-        handler.handle(logger.makeRecord("tests.app", logging.ERROR, __file__, 1, "more", (), None))
+    for i in range(5):  # distinct messages: each needs a place in the (full) queue
+        handler.handle(logger.makeRecord("tests.app", logging.ERROR, __file__, 1, f"more {i}", (), None))
     stats = handler.notifier.stats()
     assert stats["dropped"] == 5
     handler.notifier.tick()
     assert "could not be formatted" in texts(sslsms_gateway)[0]
     handler.close()
+
+
+def test_exact_repeats_are_coalesced_and_counted(sslsms_gateway, logger) -> None:
+    handler = SMSHandler(url_for(sslsms_gateway))
+    logger.addHandler(handler)
+    for i in range(500):
+        logger.error("worker %d crashed", i)
+    handler.flush()
+    stats = handler.notifier.stats()
+    assert stats["received"] == 500 and stats["suppressed"] == 499
+    assert stats["coalesced"] >= 400  # most never reached the queue
+    handler.close()
+    sent = texts(sslsms_gateway)
+    assert len(sent) == 2 and sent[1].startswith("[ERROR x499] ")
 
 
 def test_handler_config_errors_name_the_field() -> None:

@@ -26,6 +26,8 @@ class Severity(IntEnum):
         """``"error"``, ``"ERR"``, ``"crit"``, ``40`` or a logging level number."""
         if isinstance(value, Severity):
             return value
+        if type(value) is int and value in _BY_NUMBER:  # the logging hot path
+            return _BY_NUMBER[value]
         if isinstance(value, int) and not isinstance(value, bool):
             # logging levels between ours round down (e.g. 45 -> ERROR)
             eligible = [s for s in cls if s <= value]
@@ -45,6 +47,7 @@ _TAGS = {
     Severity.ERROR: "ERROR",
     Severity.CRITICAL: "CRIT",
 }
+_BY_NUMBER = {int(s): s for s in Severity}
 _ALIASES = {s.name: s for s in Severity} | {
     "WARN": Severity.WARNING,
     "ERR": Severity.ERROR,

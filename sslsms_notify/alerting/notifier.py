@@ -146,6 +146,8 @@ class Notifier:
         """Per-process state: rebuilt in a forked child."""
         self._queue: deque[tuple[Any, ...]] = deque()
         self._received = itertools.count()
+        #: producers that hold counts back (SMSHandler's coalesced repeats); called each round
+        self._drains: list[Callable[[bool], None]] = getattr(self, "_drains", [])  # kept across fork
         self._dropped = itertools.count()
         self._wakeup = threading.Event()
         self._idle = threading.Condition()
@@ -175,9 +177,12 @@ class Notifier:
         host: str | None = None,
     ) -> bool:
         """Queue an alert; never blocks. False when it was dropped (queue full or closed)."""
-        if not isinstance(text, str) or not text.strip():
+        # exact-type test first: the common case costs no method call
+        if (type(text) is not str or not text or text.isspace()) and (
+            not isinstance(text, str) or not text.strip()
+        ):
             raise ValueError("text must be a non-empty string")
-        level = severity if isinstance(severity, Severity) else Severity.parse(severity)
+        level = severity if type(severity) is Severity else Severity.parse(severity)
         chosen = tuple(groups) if groups is not None else None
         if chosen is not None:
             self.router._check_names(chosen, "groups")
@@ -185,7 +190,8 @@ class Notifier:
         if self._closed or len(self._queue) >= self._queue_size:
             next(self._dropped)
             return False
-        self._queue.append((text, level, key, chosen, source, tags, template, exc_type, host, time.time()))
+        # no clock read here: the worker stamps alerts when it takes them
+        self._queue.append((text, level, key, chosen, source, tags, template, exc_type, host, None, 1))
         if self._worker is None and self._start:
             self._start_worker()
         if self._sleeping:
@@ -311,7 +317,7 @@ class Notifier:
 
     def stats(self) -> dict[str, int]:
         data = self.stats_counters.snapshot()
-        data["received"] = _peek(self._received)
+        data["received"] = _peek(self._received) + data["coalesced"]
         data["dropped"] = _peek(self._dropped)
         data["queued"] = len(self._queue)
         with _suppress_all():
@@ -327,12 +333,18 @@ class Notifier:
         with self._tick_lock:
             self._busy = True
             try:
+                for drain in tuple(self._drains):
+                    drain(False)
                 worked = False
                 batch = []
                 while self._queue and len(batch) < 5_000:
                     batch.append(self._queue.popleft())
                 for raw in batch:
-                    self._intake(raw)
+                    try:
+                        self._intake(raw)
+                    except Exception as exc:  # one bad alert must not take the others with it
+                        self.stats_counters.add(rejected=1)
+                        _log.error("alert could not be processed", error=f"{type(exc).__name__}: {exc}")
                 worked = bool(batch)
                 now = time.monotonic()
                 if force_sweep or now - self._last_sweep >= 0.2:
@@ -355,6 +367,7 @@ class Notifier:
         exc_type: str | None = None,
         groups: tuple[str, ...] | None = None,
         tags: Iterable[str] = (),
+        count: int = 1,
     ) -> bool:
         """The integrations' hot path: no validation, no formatting on the caller's thread.
 
@@ -366,7 +379,7 @@ class Notifier:
             next(self._dropped)
             return False
         self._queue.append(
-            (render, severity, None, groups, source, tags, template, exc_type, None, time.time())
+            (render, severity, None, groups, source, tags, template, exc_type, None, None, count)
         )
         if self._worker is None and self._start:
             self._start_worker()
@@ -374,11 +387,17 @@ class Notifier:
             self._wakeup.set()
         return True
 
+    def add_drain(self, drain: Callable[[bool], None]) -> None:
+        """Register ``drain(force)``: called each round to hand over held-back repeats."""
+        self._drains.append(drain)
+
     def is_worker_thread(self) -> bool:
         return threading.current_thread() is self._worker
 
     def _intake(self, raw: tuple[Any, ...]) -> None:
-        text, level, key, chosen, source, tags, template, exc_type, host, created = raw
+        text, level, key, chosen, source, tags, template, exc_type, host, created, count = raw
+        if count > 1:
+            self.stats_counters.add(coalesced=count - 1)
         if callable(text):
             try:
                 text = text()
@@ -397,7 +416,7 @@ class Notifier:
             groups=chosen,
             template=template,
             exc_type=exc_type,
-            created_at=created,
+            created_at=created or time.time(),
         )
         try:
             group_names = self.router.group_names(alert)
@@ -411,8 +430,11 @@ class Notifier:
         for group in group_names:
             if self.dedup_window > 0:
                 window_key = _SEP.join((group, str(int(level)), fingerprint))
-                if not self.store.dedup_hit(window_key, self.dedup_window, sms).first:
-                    self.stats_counters.add(suppressed=1)
+                hit = self.store.dedup_hit(window_key, self.dedup_window, sms, count)
+                repeats = count if not hit.first else count - 1
+                if repeats:
+                    self.stats_counters.add(suppressed=repeats)
+                if not hit.first:
                     continue
             fresh.append(group)
         if not fresh:

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field, fields
 class Stats:
     #: alerts handed to ``alert()``
     received: int = 0
+    #: repeats a producer counted without queueing them (SMSHandler), part of ``received``
+    coalesced: int = 0
     #: alerts the bounded queue had no room for
     dropped: int = 0
     #: alerts that could not be routed or formatted (bad input)

@@ -191,10 +191,7 @@ class EmulatorServer:
     def start(self, timeout: float = 10.0) -> Self:
         if self._server is not None:
             return self
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, self.port))
-        self.port = sock.getsockname()[1]
+        sock = self._listen()
         config = uvicorn.Config(
             EmulatorApp(self.emulator),
             log_level="warning",
@@ -215,6 +212,16 @@ class EmulatorServer:
             time.sleep(0.01)
         return self
 
+    def _listen(self) -> socket.socket:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # Inherited by accepted connections: uvicorn writes headers and body
+        # apart, and Nagle would hold the body for the client's delayed ACK (~40 ms).
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.bind((self.host, self.port))
+        self.port = sock.getsockname()[1]
+        return sock
+
     def stop(self, timeout: float = 10.0) -> None:
         server, thread = self._server, self._thread
         self._server = self._thread = None
@@ -226,14 +233,9 @@ class EmulatorServer:
     def serve_forever(self) -> None:
         """Run in the calling thread until interrupted (the CLI's ``emulator`` command)."""
         config = uvicorn.Config(
-            EmulatorApp(self.emulator),
-            host=self.host,
-            port=self.port,
-            log_level="warning",
-            access_log=False,
-            lifespan="off",
+            EmulatorApp(self.emulator), log_level="warning", access_log=False, lifespan="off"
         )
-        uvicorn.Server(config).run()
+        uvicorn.Server(config).run(sockets=[self._listen()])
 
     def client(self, **kwargs: Any) -> Any:
         """A :class:`~sslsms_notify.GatewayClient` for this server."""

@@ -8,6 +8,7 @@ for anything httpx accepts, e.g. the in-process emulator
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import Any, Self
@@ -36,6 +37,17 @@ MAX_TOKEN_LENGTH = 50  # spec: api_token, length 50
 MAX_SID_LENGTH = 20  # spec: sid, length 20
 
 _log = get_logger("sslsms_notify.gateway")
+# httpx writes headers and body apart; without TCP_NODELAY, Nagle plus the
+# peer's delayed ACK stall every POST by ~40 ms.
+_SOCKET_OPTIONS = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
+
+
+def default_transport() -> httpx.HTTPTransport:
+    return httpx.HTTPTransport(socket_options=_SOCKET_OPTIONS)
+
+
+def default_async_transport() -> httpx.AsyncHTTPTransport:
+    return httpx.AsyncHTTPTransport(socket_options=_SOCKET_OPTIONS)
 
 
 def _check_credentials(api_token: object, sid: object) -> tuple[str, str]:
@@ -144,7 +156,7 @@ class GatewayClient(_ClientBase):
         return httpx.Client(
             base_url=self.base_url,
             timeout=self.timeout,
-            transport=self._transport,
+            transport=self._transport if self._transport is not None else default_transport(),
             headers={"Accept": "application/json", "User-Agent": f"sslsms-notify/{__version__}"},
         )
 
@@ -241,7 +253,7 @@ class AsyncGatewayClient(_ClientBase):
         self._http = httpx.AsyncClient(
             base_url=self.base_url,
             timeout=timeout,
-            transport=transport,
+            transport=transport if transport is not None else default_async_transport(),
             headers={"Accept": "application/json", "User-Agent": f"sslsms-notify/{__version__}"},
         )
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import traceback
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
@@ -30,6 +31,9 @@ from ..alerting.notifier import Notifier
 from ..config import Settings
 
 IGNORED_LOGGERS = ("sslsms_notify", "httpx", "httpcore", "uvicorn", "hpack", "h11")
+#: exact repeats of a record within this many seconds are counted here, not queued
+COALESCE_SECONDS = 1.0
+_MAX_TRACKED = 10_000
 
 
 def render_record(record: logging.LogRecord) -> str:
@@ -105,6 +109,10 @@ class SMSHandler(logging.Handler):
         for names in [*(g for _, g in self._level_groups), *self._logger_groups.values()]:
             notifier.router._check_names(names, "SMSHandler groups")
         self._groups_for = lru_cache(maxsize=4096)(self._compute_groups)
+        # (logger, level, template, exception type) -> [until, repeats held, last record]
+        self._recent: dict[tuple[Any, ...], list[Any]] = {}
+        self._coalesce = notifier.dedup_window > 0
+        notifier.add_drain(self._drain_repeats)
 
     def __repr__(self) -> str:
         return f"<SMSHandler level={logging.getLevelName(self.level)} {self.notifier!r}>"
@@ -125,22 +133,62 @@ class SMSHandler(logging.Handler):
             if record.name.startswith(IGNORED_LOGGERS) or self.notifier.is_worker_thread():
                 return
             exc = record.exc_info[1] if record.exc_info else None
-            self.notifier.enqueue_lazy(
-                lambda: render_record(record),
-                severity=Severity.parse(record.levelno),
-                template=str(record.msg),
-                source=record.name,
-                exc_type=type(exc).__name__ if exc is not None else None,
-                groups=self._groups_for(record.levelno, record.name),
-            )
+            if self._coalesce:
+                # A repeat of a record forwarded less than a second ago costs a dict
+                # lookup: the worker gets the count later, in one queued item.
+                key = (record.name, record.levelno, record.msg, type(exc))
+                entry = self._recent.get(key)
+                now = time.monotonic()
+                if entry is not None and now < entry[0]:
+                    entry[1] += 1
+                    entry[2] = record
+                    return
+                if entry is not None and entry[1]:
+                    self._forward(entry[2], entry[1])
+                if len(self._recent) >= _MAX_TRACKED:
+                    self._drain_repeats(True)
+                self._recent[key] = [now + COALESCE_SECONDS, 0, None]
+            self._forward(record, 1)
         except Exception:
             self.handleError(record)
 
+    def _forward(self, record: logging.LogRecord, count: int) -> None:
+        exc = record.exc_info[1] if record.exc_info else None
+        self.notifier.enqueue_lazy(
+            lambda: render_record(record),
+            severity=Severity.parse(record.levelno),
+            template=str(record.msg),
+            source=record.name,
+            exc_type=type(exc).__name__ if exc is not None else None,
+            groups=self._groups_for(record.levelno, record.name),
+            count=count,
+        )
+
+    def _drain_repeats(self, force: bool) -> None:
+        """Hand held-back repeats to the pipeline (each round, and on flush/close)."""
+        if not self._recent or self.lock is None:
+            return
+        # emit() runs under this lock. The worker's round must never wait for it:
+        # logging.shutdown() holds it while flush() waits for the worker.
+        if not self.lock.acquire(blocking=force):
+            return
+        try:
+            now = time.monotonic()
+            for key, entry in list(self._recent.items()):
+                if force or now >= entry[0]:
+                    if entry[1]:
+                        self._forward(entry[2], entry[1])
+                    del self._recent[key]
+        finally:
+            self.lock.release()
+
     def flush(self) -> None:
+        self._drain_repeats(True)
         self.notifier.flush(self.close_timeout)
 
     def close(self) -> None:
         try:
+            self._drain_repeats(True)
             if self._owns_notifier:
                 self.notifier.close(self.close_timeout)
         finally:

@@ -74,8 +74,8 @@ class Store(Protocol):
     def now(self) -> float: ...
 
     # -- dedup ------------------------------------------------------------
-    def dedup_hit(self, key: str, window: float, text: str) -> DedupHit:
-        """Count an occurrence: first of a window, or a repeat inside it.
+    def dedup_hit(self, key: str, window: float, text: str, count: int = 1) -> DedupHit:
+        """Count ``count`` occurrences: the first of a window (the rest are repeats), or repeats.
 
         A window that ended but still holds uncounted repeats keeps counting
         until :meth:`dedup_close` summarises it, so no repeat is lost.

@@ -36,14 +36,14 @@ class MemoryStore:
         return "MemoryStore()"
 
     # -- dedup ------------------------------------------------------------
-    def dedup_hit(self, key: str, window: float, text: str) -> DedupHit:
+    def dedup_hit(self, key: str, window: float, text: str, count: int = 1) -> DedupHit:
         now = self._clock()
         with self._lock:
             current = self._windows.get(key)
             if current is None or (current.end <= now and current.suppressed == 0):
-                self._windows[key] = _Window(now + window, 0, now, text)
-                return DedupHit(first=True)
-            current.suppressed += 1
+                self._windows[key] = _Window(now + window, count - 1, now, text)
+                return DedupHit(first=True, suppressed=count - 1)
+            current.suppressed += count
             current.last_at, current.last_text = now, text
             return DedupHit(first=False, suppressed=current.suppressed)
 

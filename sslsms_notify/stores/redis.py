@@ -34,14 +34,15 @@ _DEDUP_HIT = (
 local h = KEYS[1]
 local ends = tonumber(redis.call('HGET', h, 'end'))
 local sup = tonumber(redis.call('HGET', h, 'suppressed') or '0')
+local count = tonumber(ARGV[4])
 if (not ends) or (ends <= now and sup == 0) then
   local new_end = now + tonumber(ARGV[2])
-  redis.call('HSET', h, 'end', new_end, 'suppressed', 0, 'last_at', now, 'last_text', ARGV[3])
+  redis.call('HSET', h, 'end', new_end, 'suppressed', count - 1, 'last_at', now, 'last_text', ARGV[3])
   redis.call('ZADD', KEYS[2], new_end, ARGV[1])
-  return {1, 0}
+  return {1, count - 1}
 end
-redis.call('HSET', h, 'suppressed', sup + 1, 'last_at', now, 'last_text', ARGV[3])
-return {0, sup + 1}
+redis.call('HSET', h, 'suppressed', sup + count, 'last_at', now, 'last_text', ARGV[3])
+return {0, sup + count}
 """
 )
 
@@ -224,14 +225,14 @@ class RedisStore:
         return self._call(remote, time.time)
 
     # -- dedup ------------------------------------------------------------
-    def dedup_hit(self, key: str, window: float, text: str) -> DedupHit:
+    def dedup_hit(self, key: str, window: float, text: str, count: int = 1) -> DedupHit:
         def remote() -> DedupHit:
-            first, count = self._scripts["hit"](
-                keys=[self._k("w", key), self._k("windows")], args=[key, window, text]
+            first, suppressed = self._scripts["hit"](
+                keys=[self._k("w", key), self._k("windows")], args=[key, window, text, count]
             )
-            return DedupHit(first=bool(first), suppressed=int(count))
+            return DedupHit(first=bool(first), suppressed=int(suppressed))
 
-        return self._call(remote, lambda: self._local.dedup_hit(key, window, text))
+        return self._call(remote, lambda: self._local.dedup_hit(key, window, text, count))
 
     def dedup_close(self, repeat_interval: float, limit: int = 500) -> list[ClosedWindow]:
         def remote() -> list[ClosedWindow]:

@@ -118,21 +118,21 @@ class SQLiteStore:
         return self._clock()
 
     # -- dedup ------------------------------------------------------------
-    def dedup_hit(self, key: str, window: float, text: str) -> DedupHit:
+    def dedup_hit(self, key: str, window: float, text: str, count: int = 1) -> DedupHit:
         now = self._clock()
         with self._write() as db:
             row = db.execute("SELECT end_at, suppressed FROM windows WHERE key=?", (key,)).fetchone()
             if row is None or (row[0] <= now and row[1] == 0):
                 db.execute(
-                    "INSERT OR REPLACE INTO windows VALUES (?,?,0,?,?)",
-                    (key, now + window, now, text),
+                    "INSERT OR REPLACE INTO windows VALUES (?,?,?,?,?)",
+                    (key, now + window, count - 1, now, text),
                 )
-                return DedupHit(first=True)
+                return DedupHit(first=True, suppressed=count - 1)
             db.execute(
-                "UPDATE windows SET suppressed=suppressed+1, last_at=?, last_text=? WHERE key=?",
-                (now, text, key),
+                "UPDATE windows SET suppressed=suppressed+?, last_at=?, last_text=? WHERE key=?",
+                (count, now, text, key),
             )
-            return DedupHit(first=False, suppressed=row[1] + 1)
+            return DedupHit(first=False, suppressed=row[1] + count)
 
     def dedup_close(self, repeat_interval: float, limit: int = 500) -> list[ClosedWindow]:
         now = self._clock()

@@ -1,0 +1,1 @@
+"""Benchmarks: ``python -m benchmarks [name ...]``. Each prints a ratio against a baseline run alongside."""

@@ -1,0 +1,23 @@
+"""Run every benchmark: ``python -m benchmarks`` (or name some: ``python -m benchmarks outbox``)."""
+
+from __future__ import annotations
+
+import importlib
+import platform
+import sys
+
+ALL = ["emulator_server", "pipeline", "logging_handler", "outbox"]
+
+
+def main() -> None:
+    names = sys.argv[1:] or ALL
+    unknown = set(names) - set(ALL)
+    if unknown:
+        sys.exit(f"unknown benchmark(s): {', '.join(sorted(unknown))}; choose from {', '.join(ALL)}")
+    print(f"sslsms-notify benchmarks on Python {platform.python_version()}, {platform.machine()}")
+    for name in names:
+        importlib.import_module(f"benchmarks.{name}").main()
+
+
+if __name__ == "__main__":
+    main()
