@@ -154,6 +154,22 @@ def test_exact_repeats_are_coalesced_and_counted(sslsms_gateway, logger) -> None
     assert len(sent) == 2 and sent[1].startswith("[ERROR x499] ")
 
 
+def test_handler_from_keyword_arguments(sslsms_gateway, logger) -> None:
+    handler = SMSHandler(
+        api_token=sslsms_gateway.api_token,
+        sid=sslsms_gateway.sid,
+        base_url=sslsms_gateway.url,
+        recipients=["017-1111-1111", "01811111111"],
+        dedup_window=0,
+    )
+    logger.addHandler(handler)
+    logger.error("configured by keywords")
+    handler.close()
+    assert sorted(m.msisdn for m in sslsms_gateway.emulator.messages()) == ["8801711111111", "8801811111111"]
+    with pytest.raises(ValueError, match=r"recipients\[0\] '12'"):
+        SMSHandler(api_token="tok-1234", sid="SID", recipients=["12"])
+
+
 def test_handler_config_errors_name_the_field() -> None:
     with pytest.raises(ValueError, match="URL argument 'dedupe' is unknown"):
         SMSHandler("sslsms://SID:tok-1234@01711111111?dedupe=5")

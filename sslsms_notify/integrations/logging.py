@@ -23,12 +23,14 @@ import os
 import time
 import traceback
 from collections.abc import Mapping, Sequence
+from dataclasses import fields, replace
 from functools import lru_cache
 from typing import Any
 
 from ..alerting.alert import Severity
 from ..alerting.notifier import Notifier
 from ..config import Settings
+from ..gateway.msisdn import normalize_msisdn
 
 IGNORED_LOGGERS = ("sslsms_notify", "httpx", "httpcore", "uvicorn", "hpack", "h11")
 #: exact repeats of a record within this many seconds are counted here, not queued
@@ -51,6 +53,27 @@ def render_record(record: logging.LogRecord) -> str:
         detail = f": {detail}" if detail else ""
         message = f"{message} ({type(exc).__name__}{detail}{where})"
     return message
+
+
+_SETTINGS_FIELDS = {f.name for f in fields(Settings)} - {"level", "groups", "routes"}
+
+
+def _settings(url: str | None, options: dict[str, Any]) -> Settings:
+    """From keywords (``api_token=``, ``sid=``, ``recipients=``...), a URL, or the environment.
+
+    Keywords that name a :class:`Settings` field are taken out of ``options``;
+    the rest go to the :class:`Notifier`.
+    """
+    given = {k: options.pop(k) for k in list(options) if k in _SETTINGS_FIELDS}
+    if "recipients" in given:
+        numbers = given["recipients"]
+        numbers = numbers.split(",") if isinstance(numbers, str) else numbers
+        given["recipients"] = tuple(
+            normalize_msisdn(n, field=f"recipients[{i}]") for i, n in enumerate(numbers)
+        )
+    if url is None and given.get("api_token"):
+        return Settings(**given).validated()
+    return replace(Settings.load(url), **given).validated()
 
 
 def _level(value: str | int) -> int:
@@ -90,7 +113,7 @@ class SMSHandler(logging.Handler):
         close_timeout: float = 5.0,
         **options: Any,
     ) -> None:
-        settings = None if notifier is not None else Settings.load(url)
+        settings = None if notifier is not None else _settings(url, options)
         chosen_level = level if level is not None else (settings.level if settings else logging.ERROR)
         super().__init__(_level(chosen_level))
         if notifier is None:
