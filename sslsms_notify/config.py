@@ -42,6 +42,19 @@ _URL_ARGS = {
 }
 
 
+#: Settings fields that are Notifier options of the same name
+PIPELINE_FIELDS = (
+    "store",
+    "dedup_window",
+    "repeat_interval",
+    "group_wait",
+    "tps",
+    "per_recipient_limit",
+    "per_recipient_period",
+    "max_segments",
+)
+
+
 @dataclass(frozen=True)
 class Settings:
     api_token: str = field(default="", repr=False)
@@ -183,18 +196,8 @@ class Settings:
     def notifier(self, client: GatewayClient | None = None, **overrides: Any) -> Any:
         from .alerting.notifier import Notifier
 
-        options: dict[str, Any] = {
-            "groups": self.all_groups(),
-            "routes": self.routes,
-            "store": self.store,
-            "dedup_window": self.dedup_window,
-            "repeat_interval": self.repeat_interval,
-            "group_wait": self.group_wait,
-            "tps": self.tps,
-            "per_recipient_limit": self.per_recipient_limit,
-            "per_recipient_period": self.per_recipient_period,
-            "max_segments": self.max_segments,
-        }
+        options: dict[str, Any] = {"groups": self.all_groups(), "routes": self.routes}
+        options.update({name: getattr(self, name) for name in PIPELINE_FIELDS})
         options.update(overrides)
         return Notifier(client or self.client(), **options)
 
@@ -222,14 +225,7 @@ class Settings:
             "base_url": self.base_url,
             "groups": {k: list(v) for k, v in self.all_groups().items()},
             "routes": [dict(r) for r in self.routes],
-            "dedup_window": self.dedup_window,
-            "repeat_interval": self.repeat_interval,
-            "group_wait": self.group_wait,
-            "tps": self.tps,
-            "per_recipient_limit": self.per_recipient_limit,
-            "per_recipient_period": self.per_recipient_period,
-            "max_segments": self.max_segments,
-            "store": self.store,
+            **{name: getattr(self, name) for name in PIPELINE_FIELDS},
             "level": self.level,
         }
 
