@@ -270,6 +270,11 @@ class Notifier:
         if self._closed:
             return True
         deadline = None if timeout is None else time.monotonic() + timeout
+        # Producers holding counts back hand them over first: at interpreter exit
+        # this hook runs before logging.shutdown() closes the handlers.
+        for drain in tuple(self._drains):
+            with _suppress_all():
+                drain(True)
         self._closed = True  # from here on alert() drops: the queue can only shrink
 
         def remaining() -> float | None:
