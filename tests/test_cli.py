@@ -188,3 +188,33 @@ def test_demo_runs_without_network_or_account(tmp_path) -> None:
 def test_help_has_examples() -> None:
     assert "Examples:" in run("send", "--help").stdout
     assert run("--version").returncode == 0
+
+
+def test_progress_shows_on_a_terminal_only(sslsms_gateway, cli_env, tmp_path) -> None:
+    import pty
+
+    numbers = tmp_path / "many.txt"
+    numbers.write_text("\n".join(f"0181{n:07d}" for n in range(300)))
+    controller, terminal = pty.openpty()
+    proc = subprocess.Popen(
+        [CLI, "send", "--to-file", str(numbers), "progress please"],
+        env={**os.environ, **cli_env},
+        stdout=subprocess.PIPE,
+        stderr=terminal,
+    )
+    os.close(terminal)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(controller, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+    proc.wait(60)
+    os.close(controller)
+    assert proc.returncode == 0
+    assert b"sending" in seen
+    quiet = run("send", "--to-file", str(numbers), "piped, no progress", env=cli_env)
+    assert quiet.returncode == 0 and "sending" not in quiet.stderr

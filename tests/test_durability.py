@@ -193,3 +193,21 @@ def test_sqlite_store_survives_fork(sslsms_gateway, tmp_path) -> None:
     assert os.waitstatus_to_exitcode(status) == 0
     assert sorted(m.text.split(": ", 1)[1] for m in sslsms_gateway.emulator.messages()) == ["child", "parent"]
     n.close(2)
+
+
+def test_redis_outage_is_logged_once_not_per_alert(sslsms_gateway, tmp_path, caplog) -> None:
+    import logging
+
+    from .conftest import RedisProcess
+
+    caplog.set_level(logging.WARNING, logger="sslsms_notify")
+    redis_proc = RedisProcess(tmp_path).start()
+    n = notifier_for(sslsms_gateway, redis_proc.url)
+    redis_proc.kill()
+    for i in range(50):
+        n.alert(f"during outage {i}", key=f"o{i}")
+    assert n.flush(15)
+    outage_lines = [r for r in caplog.records if "Redis unreachable" in r.getMessage()]
+    assert len(outage_lines) == 1
+    assert len(sslsms_gateway.emulator.messages()) == 50
+    n.close(5)
