@@ -43,7 +43,8 @@ def main() -> dict[str, float]:
     counter = itertools.count()
 
     def first(log: logging.Logger):
-        return lambda: log.error("order %d failed: card declined", next(counter))
+        # a new message string each call: nothing to coalesce, every record is queued
+        return lambda: log.error(f"order {next(counter)} failed: card declined")
 
     def duplicate(log: logging.Logger):
         return lambda: log.error("payment gateway timeout")
@@ -71,11 +72,7 @@ def main() -> dict[str, float]:
             stdlib,
             floor,
         )
-    # what the worker then makes of every record above (two kinds of message)
-    sms.handlers[0].flush()
-    stats = notifier.stats()
-    row("records of 2 kinds -> SMS sent", f"{stats['received']:,} -> {stats['sent']}")
-    notifier.close(5)
+    notifier.close(0)  # the point here is the caller's cost, not delivery
     return results
 
 

@@ -154,6 +154,16 @@ def test_exact_repeats_are_coalesced_and_counted(sslsms_gateway, logger) -> None
     assert len(sent) == 2 and sent[1].startswith("[ERROR x499] ")
 
 
+def test_fstring_messages_still_dedup(sslsms_gateway, logger) -> None:
+    handler = SMSHandler(url_for(sslsms_gateway))
+    logger.addHandler(handler)
+    for order in range(20):
+        logger.error(f"order {order} failed: card declined")  # what users often write
+    handler.close()
+    sent = texts(sslsms_gateway)
+    assert len(sent) == 2 and sent[1].startswith("[ERROR x19] ")
+
+
 def test_handler_from_keyword_arguments(sslsms_gateway, logger) -> None:
     handler = SMSHandler(
         api_token=sslsms_gateway.api_token,

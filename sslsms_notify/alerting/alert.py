@@ -86,6 +86,8 @@ class Alert:
         if self.key:
             basis = f"key\0{self.key}"
         else:
-            template = self.template if self.template is not None else template_of(self.text)
+            # Blank numbers and ids in the template too: f-string log messages
+            # ("order 17 failed") must not make every record a new alert.
+            template = template_of(self.template if self.template is not None else self.text)
             basis = f"{self.source}\0{int(self.severity)}\0{template}\0{self.exc_type or ''}"
         return hashlib.blake2b(basis.encode(), digest_size=10).hexdigest()

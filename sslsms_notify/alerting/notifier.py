@@ -298,7 +298,9 @@ class Notifier:
         if self._owns_store:
             self.store.close()
         if not delivered:
-            _log.warning("closed with SMS undelivered", pending=self.store_pending())
+            _log.warning(
+                "closed with alerts undelivered", queued=len(self._queue), pending=self.store_pending()
+            )
         return delivered
 
     def store_pending(self) -> int:
