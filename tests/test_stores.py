@@ -79,6 +79,7 @@ def test_outbox_claim_lease_update(store) -> None:
     )
     counts = store.outbox_counts()
     assert (counts.pending, counts.inflight, counts.dead) == (1, 0, 1)
+    assert store.outbox_open() == 1
     assert [i.csms_id for i in store.outbox_list(OutboxState.DEAD)] == ["a2"]
     assert store.outbox_requeue(["a2", "nope"]) == 1
     assert [i.csms_id for i in store.outbox_claim(10, 30)] == ["a2"]

@@ -262,8 +262,7 @@ class Notifier:
     def _drained(self) -> bool:
         if self._queue or self._busy or self._buffers:
             return False
-        counts = self.store.outbox_counts()
-        return counts.pending + counts.inflight == 0
+        return self.store.outbox_open() == 0
 
     def close(self, timeout: float | None = None) -> bool:
         """Deliver what is pending within ``timeout``, then stop. Safe to call twice."""
@@ -305,8 +304,7 @@ class Notifier:
 
     def store_pending(self) -> int:
         with _suppress_all():
-            counts = self.store.outbox_counts()
-            return counts.pending + counts.inflight
+            return self.store.outbox_open()
         return -1
 
     async def aflush(self, timeout: float | None = None) -> bool:

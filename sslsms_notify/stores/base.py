@@ -124,6 +124,10 @@ class Store(Protocol):
 
     def outbox_counts(self) -> OutboxCounts: ...
 
+    def outbox_open(self) -> int:
+        """Pending plus in-flight SMS, cheaply (``flush()`` polls it)."""
+        ...
+
     def outbox_next_due(self) -> float | None:
         """When the earliest pending item is due (None when nothing is pending)."""
         ...

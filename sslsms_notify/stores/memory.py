@@ -140,6 +140,10 @@ class MemoryStore:
                 setattr(counts, item.state.value, getattr(counts, item.state.value) + 1)
         return counts
 
+    def outbox_open(self) -> int:
+        counts = self.outbox_counts()
+        return counts.pending + counts.inflight
+
     def outbox_next_due(self) -> float | None:
         with self._lock:
             due = [

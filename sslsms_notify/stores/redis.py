@@ -365,6 +365,10 @@ class RedisStore:
             setattr(counts, item.state.value, getattr(counts, item.state.value) + 1)
         return counts
 
+    def outbox_open(self) -> int:
+        # every pending or in-flight SMS has a score in the "due" set
+        return self._local.outbox_open() + self._call(lambda: int(self._client.zcard(self._k("due"))), int)
+
     def outbox_next_due(self) -> float | None:
         def remote() -> float | None:
             first = self._client.zrange(self._k("due"), 0, 0, withscores=True)

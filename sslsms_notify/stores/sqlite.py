@@ -233,6 +233,11 @@ class SQLiteStore:
                 setattr(counts, state, number)
         return counts
 
+    def outbox_open(self) -> int:
+        with self._lock:
+            row = self._db.execute("SELECT COUNT(*) FROM outbox WHERE state IN ('pending','inflight')")
+            return int(row.fetchone()[0])
+
     def outbox_next_due(self) -> float | None:
         with self._lock:
             row = self._db.execute(
