@@ -29,6 +29,12 @@ DEFAULT_STATE = Path(os.environ.get("XDG_STATE_HOME", "~/.local/state")) / "ssls
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
+def _cli_store(configured: str) -> str:
+    """The configured store; a memory store would forget everything between runs, so
+    the CLI uses its own SQLite file instead."""
+    return configured if configured != "memory" else f"sqlite:///{DEFAULT_STATE.expanduser()}"
+
+
 def _settings(url: str | None, config: str | None) -> Settings:
     try:
         return Settings.load(url, config)
@@ -108,11 +114,7 @@ def send(
     numbers = list(targets)
     if to_file is not None:
         numbers += [line.strip() for line in to_file if line.strip() and not line.startswith("#")]
-    state = store or (
-        settings.store if settings.store != "memory" else f"sqlite:///{DEFAULT_STATE.expanduser()}"
-    )
-    if state.startswith("sqlite:///"):
-        Path(state.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    state = store or _cli_store(settings.store)
     try:
         if numbers and not settings.all_groups():
             settings = replace(settings, recipients=())
@@ -292,7 +294,7 @@ def _store(store: str | None, url: str | None, config_path: str | None) -> Any:
             configured = Settings.load(url, config_path).store
         except ValueError:
             configured = "memory"
-        store = configured if configured != "memory" else f"sqlite:///{DEFAULT_STATE.expanduser()}"
+        store = _cli_store(configured)
     return open_store(store)
 
 

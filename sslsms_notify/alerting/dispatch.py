@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from .._log import get_logger
 from ..gateway.client import GatewayClient
-from ..gateway.codes import SmsStatus
+from ..gateway.codes import SmsStatus, SmsStatusMessage
 from ..gateway.errors import AuthError, BadRequestError, GatewayError, RateLimitError
 from ..gateway.ids import new_csms_id
 from ..gateway.models import SendResult, SmsInfo
@@ -126,24 +126,23 @@ class Dispatcher:
         try:
             result = self._call(batch)
         except GatewayError as error:
-            self._count_requests(error.result)
-            self.stats.add(retried=retried)
+            self._count_requests(error.result, retried)
             self._on_request_failure(batch, error)
             return
-        self._count_requests(result)
-        self.stats.add(retried=retried)
+        self._count_requests(result, retried)
         self._record(batch, result.messages)
 
-    def _count_requests(self, result: SendResult | None) -> None:
-        if result is None:
-            self.stats.add(requests=1)
+    def _count_requests(self, result: SendResult | None, retried_items: int) -> None:
+        """Requests made, plus the client's retries and our own re-attempts of SMS."""
+        if result is None:  # an error raised before any answer was read
+            self.stats.add(requests=1, retried=retried_items)
         else:
-            self.stats.add(requests=result.requests, retried=result.retries)
+            self.stats.add(requests=result.requests, retried=result.retries + retried_items)
 
     def _record(self, batch: Batch, messages: list[SmsInfo]) -> None:
         done, later, dead = [], [], []
         for item, info in zip(batch.items, messages, strict=False):
-            if info.delivered or info.status_message == "Duplicate MSISDN":
+            if info.delivered or info.status_message == SmsStatusMessage.DUPLICATE_MSISDN:
                 done.append(item.evolve(state=OutboxState.SENT, attempts=item.attempts + 1))
             elif info.sms_status in (SmsStatus.INVALID, SmsStatus.DUPLICATE):
                 dead.append(self._dead(item, f"{info.sms_status}: {info.status_message}"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from ..gateway.msisdn import InvalidMsisdnError, normalize_msisdn
+from ..gateway.msisdn import is_valid_msisdn, normalize_msisdn
 from .alert import Alert, Severity
 
 DEFAULT_GROUP = "default"
@@ -48,12 +48,13 @@ class Route:
     def matches(self, alert: Alert) -> bool:
         if self.min_severity is not None and alert.severity < self.min_severity:
             return False
-        if self.sources and not any(_source_matches(alert.source, p) for p in self.sources):
+        if self.sources and not any(source_matches(alert.source, p) for p in self.sources):
             return False
         return self.tags <= alert.tags
 
 
-def _source_matches(source: str, prefix: str) -> bool:
+def source_matches(source: str, prefix: str) -> bool:
+    """``"app.db"`` matches ``app.db`` and ``app.db.pool``, not ``app.dbx``; ``"*"`` matches all."""
     return source == prefix or source.startswith(prefix + ".") or prefix in ("", "*")
 
 
@@ -92,7 +93,7 @@ class Router:
 
     def _check_names(self, names: Iterable[str], where: str) -> None:
         for name in names:
-            if name not in self.groups and not _is_number(name):
+            if name not in self.groups and not is_valid_msisdn(name):
                 known = ", ".join(sorted(self.groups)) or "none defined"
                 raise ValueError(f"{where} names unknown group {name!r} (groups: {known})")
 
@@ -112,11 +113,3 @@ class Router:
         if group in self.groups:
             return self.groups[group]
         return (normalize_msisdn(group),)
-
-
-def _is_number(name: str) -> bool:
-    try:
-        normalize_msisdn(name)
-    except InvalidMsisdnError:
-        return False
-    return True

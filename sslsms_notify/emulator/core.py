@@ -56,6 +56,8 @@ class EmulatorResponse:
     drop: str | None = None
     #: hold the connection this long, then close (the client's timeout fires first)
     hold: float | None = None
+    #: the API status code in the body (counted by the emulator's stats)
+    api_code: int | None = None
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -169,18 +171,12 @@ class GatewayEmulator:
                 return response
         with self._lock:
             response = self._process(request)
-            self.requests[self._code_of(response)] = self.requests.get(self._code_of(response), 0) + 1
+            code = response.api_code if response.api_code is not None else response.status
+            self.requests[code] = self.requests.get(code, 0) + 1
         response.delay = delay
         if fault is not None and fault.kind == "drop":
             response.drop = "after"
         return response
-
-    @staticmethod
-    def _code_of(response: EmulatorResponse) -> int:
-        try:
-            return int(json.loads(response.body)["status_code"])
-        except (ValueError, KeyError, TypeError):
-            return response.status
 
     def _answer(
         self,
@@ -197,7 +193,8 @@ class GatewayEmulator:
             "error_message": "" if ok else (message or ApiStatus(code).meaning),
             "smsinfo": smsinfo or [],
         }
-        return EmulatorResponse(http_status, json.dumps(payload, ensure_ascii=False).encode())
+        body = json.dumps(payload, ensure_ascii=False).encode()
+        return EmulatorResponse(http_status, body, api_code=code)
 
     def _fail(self, code: int, detail: str = "", **kwargs: Any) -> EmulatorResponse:
         known = ApiStatus.lookup(code)

@@ -29,6 +29,7 @@ from typing import Any
 
 from ..alerting.alert import Severity
 from ..alerting.notifier import Notifier
+from ..alerting.routing import source_matches
 from ..config import Settings
 from ..gateway.msisdn import normalize_msisdn
 
@@ -147,7 +148,7 @@ class SMSHandler(logging.Handler):
                 chosen.extend(names)
                 break
         for prefix, names in self._logger_groups.items():
-            if name == prefix or name.startswith(prefix + "."):
+            if source_matches(name, prefix):
                 chosen.extend(names)
         return tuple(dict.fromkeys(chosen)) or None
 

@@ -294,16 +294,12 @@ class RedisStore:
         self._call(remote, local)
 
     def outbox_claim(self, limit: int, lease: float) -> list[OutboxItem]:
-        local = self._local.outbox_claim(limit, lease) if self._local_ids else []
-        remote_items = self._call(self._claim_with_ids(limit, lease), list)
-        return local + remote_items
-
-    def _claim_with_ids(self, limit: int, lease: float) -> Callable[[], list[OutboxItem]]:
         def remote() -> list[OutboxItem]:
             rows = self._scripts["claim"](keys=[self._k("due")], args=[self._k("o", ""), limit, lease])
             return [self._item_from_flat(flat) for flat in rows]
 
-        return remote
+        local = self._local.outbox_claim(limit, lease) if self._local_ids else []
+        return local + self._call(remote, list)
 
     def _item_from_flat(self, flat: list[str]) -> OutboxItem:
         raw = dict(zip(flat[::2], flat[1::2], strict=True))

@@ -36,6 +36,7 @@ CREATE INDEX IF NOT EXISTS outbox_due ON outbox(state, next_attempt_at);
 _COLUMNS = (
     "csms_id, msisdn, text, created_at, next_attempt_at, attempts, state, batch_id, last_error, maybe_sent"
 )
+_UPSERT_OUTBOX = f"INSERT OR REPLACE INTO outbox ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)"
 
 
 def path_from_url(url: str) -> Path:
@@ -188,7 +189,7 @@ class SQLiteStore:
     def outbox_add(self, items: Sequence[OutboxItem]) -> None:
         with self._write() as db:
             db.executemany(
-                f"INSERT OR REPLACE INTO outbox ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                _UPSERT_OUTBOX,
                 [_item_to_row(i) for i in items],
             )
 
@@ -211,7 +212,7 @@ class SQLiteStore:
         rest = [_item_to_row(i) for i in items if i.state is not OutboxState.SENT]
         with self._write() as db:
             db.executemany("DELETE FROM outbox WHERE csms_id=?", sent)
-            db.executemany(f"INSERT OR REPLACE INTO outbox ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)", rest)
+            db.executemany(_UPSERT_OUTBOX, rest)
 
     def outbox_list(self, state: OutboxState | None = None, limit: int = 1000) -> list[OutboxItem]:
         with self._lock:
