@@ -280,14 +280,14 @@ class Notifier:
         self._wakeup.set()
         if self._worker is not None:
             self._worker.join(None if deadline is None else max(0.1, deadline - time.monotonic()))
+        if not delivered:  # before the store closes: it is what we ask for the count
+            _log.warning(
+                "closed with alerts undelivered", queued=len(self._queue), pending=self.store_pending()
+            )
         if self._owns_client:
             self.client.close()
         if self._owns_store:
             self.store.close()
-        if not delivered:
-            _log.warning(
-                "closed with alerts undelivered", queued=len(self._queue), pending=self.store_pending()
-            )
         return delivered
 
     def store_pending(self) -> int:
