@@ -6,24 +6,43 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .base import ClosedWindow, DedupHit, OutboxCounts, OutboxItem, OutboxState, Store
+from .base import (
+    Digest,
+    GroupBuffer,
+    OutboxCounts,
+    OutboxItem,
+    OutboxState,
+    Store,
+    StoreUnavailableError,
+    Tx,
+    Window,
+)
 from .memory import MemoryStore
 
 __all__ = [
-    "ClosedWindow",
-    "DedupHit",
+    "Digest",
+    "GroupBuffer",
     "MemoryStore",
     "OutboxCounts",
     "OutboxItem",
     "OutboxState",
     "Store",
+    "StoreUnavailableError",
+    "Tx",
+    "Window",
     "open_store",
 ]
 
 
 def open_store(spec: Store | str | None, *, clock: Callable[[], float] | None = None) -> Any:
-    """A store from an instance or a URL: ``memory``, ``sqlite:///path``, ``redis://host/0``."""
+    """A store from an instance or a URL: ``memory``, ``sqlite:///path``, ``redis://host/0``.
+
+    Raises ValueError for a URL of no known kind, and
+    :class:`StoreUnavailableError` for a store that cannot be opened.
+    """
     if spec is not None and not isinstance(spec, str):
+        if not isinstance(spec, Store):
+            raise ValueError(f"store={spec!r}: must be a store URL or a Store")
         return spec
     spec = (spec or "memory").strip()
     if spec in ("memory", "memory://"):
@@ -36,4 +55,4 @@ def open_store(spec: Store | str | None, *, clock: Callable[[], float] | None = 
         from .redis import RedisStore
 
         return RedisStore(spec)
-    raise ValueError(f"store {spec!r} is not memory, sqlite:///PATH or redis://HOST:PORT/DB")
+    raise ValueError(f"store={spec!r}: must be memory, sqlite:///PATH or redis://HOST:PORT/DB")

@@ -1,16 +1,39 @@
-"""One protocol for the pipeline's shared state: dedup windows, rate limits, digests, outbox.
+"""One protocol for the pipeline's shared state, and the records it holds.
 
-Every backend owns its clock (:meth:`Store.now`): the memory and SQLite
-stores use the clock they were given, Redis uses the server's ``TIME`` so
-that hosts with drifting clocks still agree on windows and rates.
+A store keeps five tables: dedup **windows**, **rates** (GCRA "theoretical
+arrival times" for caps and pacing), per-phone **digests**, ``group_wait``
+**groups**, and the **outbox** of SMS to send.
+
+The decisions (is this a repeat, may this phone get another SMS, is a window
+due) are written once, in :mod:`sslsms_notify.alerting`, against a
+:class:`Tx`: a buffered transaction. Reads load rows in bulk; writes are
+buffered and applied at commit. Each backend only supplies bulk loads, index
+queries and an atomic commit:
+
+- memory: one lock around the whole transaction;
+- SQLite: ``BEGIN IMMEDIATE`` ... ``COMMIT`` (other processes wait);
+- Redis: ``WATCH`` the rows read, then ``MULTI``/``EXEC``; on a conflict the
+  transaction function runs again, so it must have no side effects outside
+  the :class:`Tx`.
+
+Every backend owns its clock (:meth:`Store.now`): memory and SQLite use the
+clock they were given, Redis uses the server's ``TIME`` so hosts with
+drifting clocks agree on windows and rates.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import Protocol, runtime_checkable
+from typing import Generic, Literal, Protocol, TypeVar, runtime_checkable
+
+V = TypeVar("V")
+T = TypeVar("T")
+
+TableName = Literal["windows", "rates", "digests", "groups"]
+#: tables with a time index (window end, digest readiness, group deadline)
+IndexedTable = Literal["windows", "digests", "groups"]
 
 
 class OutboxState(StrEnum):
@@ -28,6 +51,7 @@ class OutboxItem:
     msisdn: str
     text: str
     created_at: float
+    #: when it may be tried (pending), its lease ends (in flight), or it died (dead)
     next_attempt_at: float
     attempts: int = 0
     state: OutboxState = OutboxState.PENDING
@@ -42,72 +66,188 @@ class OutboxItem:
 
 
 @dataclass(frozen=True, slots=True)
-class DedupHit:
-    first: bool
-    #: repeats counted in the current window, this one included
-    suppressed: int = 0
+class Window:
+    """A dedup window: one alert, for one group, at one severity.
+
+    ``count`` is the repeats since ``since_at`` (the last SMS about this
+    alert: the first one, or the previous summary) that no summary has
+    reported yet. ``numbers`` are kept so that any process sharing the store
+    (a relay with another configuration, say) can send the summary.
+    """
+
+    key: str
+    end_at: float
+    count: int
+    since_at: float
+    last_at: float
+    last_text: str
+    numbers: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
-class ClosedWindow:
-    """A dedup window that ended with repeats: they deserve one summary SMS."""
+class Digest:
+    """SMS a phone's cap held back: a count and the first few texts."""
 
-    key: str
-    suppressed: int
-    last_at: float
-    last_text: str
+    msisdn: str
+    count: int
+    since_at: float
+    texts: tuple[str, ...]
+    #: when the cap's allowance is expected back (the sweep's index)
+    ready_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class GroupBuffer:
+    """Distinct alerts for one group waiting out ``group_wait`` to go as one SMS."""
+
+    name: str
+    deadline: float
+    count: int
+    texts: tuple[str, ...]
+    numbers: tuple[str, ...]
 
 
 @dataclass(slots=True)
 class OutboxCounts:
+    #: pending, in flight included (every SMS still to send)
     pending: int = 0
+    #: of those, claimed by a dispatcher right now (where the store can tell cheaply)
     inflight: int = 0
-    sent: int = 0
     dead: int = 0
+
+
+class StoreUnavailableError(RuntimeError):
+    """The store cannot be reached or opened; the message says which and why."""
+
+
+class Table(Generic[V]):
+    """Rows of one table inside a transaction: loaded in bulk, written back at commit."""
+
+    __slots__ = ("_cache", "_loader", "dirty")
+
+    def __init__(self, loader: Callable[[list[str]], dict[str, V]]) -> None:
+        self._loader = loader
+        self._cache: dict[str, V | None] = {}
+        #: key -> new value, or None for a deletion
+        self.dirty: dict[str, V | None] = {}
+
+    def load(self, keys: Iterable[str]) -> None:
+        missing = [k for k in dict.fromkeys(keys) if k not in self._cache]
+        if missing:
+            found = self._loader(missing)
+            for key in missing:
+                self._cache[key] = found.get(key)
+
+    def get(self, key: str) -> V | None:
+        if key not in self._cache:
+            self.load([key])
+        return self._cache[key]
+
+    def put(self, key: str, value: V) -> None:
+        self._cache[key] = value
+        self.dirty[key] = value
+
+    def delete(self, key: str) -> None:
+        self._cache[key] = None
+        self.dirty[key] = None
+
+    def existed(self, key: str) -> bool:
+        """Whether the row was there before this transaction (for counters)."""
+        return key in self._cache and (key not in self.dirty or self._cache[key] is not None)
+
+
+class Backend(Protocol):
+    """What a store gives a :class:`Tx`: bulk reads and index queries, inside its transaction."""
+
+    def load(self, table: TableName, keys: list[str]) -> dict[str, object]: ...
+
+    def due(self, table: IndexedTable, now: float, limit: int) -> list[str]: ...
+
+    def earliest(self, table: IndexedTable, limit: int) -> list[str]: ...
+
+    def count(self, table: IndexedTable) -> int: ...
+
+
+class Tx:
+    """A buffered transaction over a store's tables (see the module docstring)."""
+
+    def __init__(self, backend: Backend, now: float) -> None:
+        self.now = now
+        self._backend = backend
+        self.windows: Table[Window] = Table(lambda keys: backend.load("windows", keys))  # type: ignore[arg-type,return-value]
+        self.rates: Table[float] = Table(lambda keys: backend.load("rates", keys))  # type: ignore[arg-type,return-value]
+        self.digests: Table[Digest] = Table(lambda keys: backend.load("digests", keys))  # type: ignore[arg-type,return-value]
+        self.groups: Table[GroupBuffer] = Table(lambda keys: backend.load("groups", keys))  # type: ignore[arg-type,return-value]
+        self.new_items: list[OutboxItem] = []
+
+    def due(self, table: IndexedTable, limit: int) -> list[str]:
+        """Keys whose time (window end, digest readiness, group deadline) has come.
+
+        An index hint: load the rows and check their time again.
+        """
+        return self._backend.due(table, self.now, limit)
+
+    def earliest(self, table: IndexedTable, limit: int) -> list[str]:
+        """Keys with the earliest times, due or not (eviction order)."""
+        return self._backend.earliest(table, limit)
+
+    def count(self, table: IndexedTable) -> int:
+        """Rows in the table at the start of the transaction (changes here not included)."""
+        return self._backend.count(table)
+
+    def add_outbox(self, item: OutboxItem) -> None:
+        self.new_items.append(item)
+
+    @property
+    def empty(self) -> bool:
+        return not (
+            self.new_items
+            or self.windows.dirty
+            or self.rates.dirty
+            or self.digests.dirty
+            or self.groups.dirty
+        )
+
+
+@dataclass(slots=True)
+class TxAttempts:
+    """How often a transaction function ran (Redis reruns it after a WATCH conflict)."""
+
+    runs: int = 0
+    conflicts: int = 0
     extra: dict[str, int] = field(default_factory=dict)
 
 
 @runtime_checkable
 class Store(Protocol):
-    """What the pipeline needs from a backend. All methods are atomic."""
+    """What the pipeline needs from a backend. Every method is atomic."""
+
+    #: whether what is written survives the process (SQLite, Redis)
+    durable: bool
 
     def now(self) -> float: ...
 
-    # -- dedup ------------------------------------------------------------
-    def dedup_hit(self, key: str, window: float, text: str, count: int = 1) -> DedupHit:
-        """Count ``count`` occurrences: the first of a window (the rest are repeats), or repeats.
+    def transact(self, fn: Callable[[Tx], T]) -> T:
+        """Run ``fn`` in a transaction and commit what it wrote to the :class:`Tx`.
 
-        A window that ended but still holds uncounted repeats keeps counting
-        until :meth:`dedup_close` summarises it, so no repeat is lost.
+        ``fn`` may run more than once (Redis, after a conflict): it must not
+        act on the world except through the transaction.
         """
         ...
 
-    def dedup_close(self, repeat_interval: float, limit: int = 500) -> list[ClosedWindow]:
-        """Take ended windows: those with repeats are returned (and, as the
-        storm may go on, restarted for ``repeat_interval``); quiet ones are dropped.
-        Each closed window is returned to exactly one caller, across processes."""
+    def next_due(self) -> float | None:
+        """The earliest window end, digest readiness or group deadline (the timers' sleep)."""
         ...
 
-    def dedup_close_all(self) -> list[ClosedWindow]:
-        """Close every window holding repeats now (shutdown of a memory-only pipeline)."""
-        ...
+    def window_count(self) -> int: ...
 
-    # -- rate limits (GCRA) -----------------------------------------------
+    # -- rate limits (GCRA), for the dispatcher's global TPS pacing ---------
     def rate_acquire(self, key: str, rate: float, burst: int, *, reserve: bool) -> float:
         """0.0 if one unit is granted now; else seconds until it would be.
 
         With ``reserve=True`` the unit is booked anyway (the caller waits that
         long, then sends): that is how the global TPS cap paces senders."""
         ...
-
-    # -- digests of folded alerts -------------------------------------------
-    def digest_add(self, msisdn: str, text: str) -> int:
-        """Fold an SMS that a recipient's cap held back; returns how many are held."""
-        ...
-
-    def digest_recipients(self) -> list[str]: ...
-
-    def digest_take(self, msisdn: str) -> list[str]: ...
 
     # -- outbox -------------------------------------------------------------
     def outbox_add(self, items: Sequence[OutboxItem]) -> None: ...
@@ -116,13 +256,23 @@ class Store(Protocol):
         """Due pending items (and expired leases) become in flight for ``lease`` seconds."""
         ...
 
+    def outbox_renew(self, csms_ids: Sequence[str], lease: float) -> None:
+        """Extend the lease of items this process still has in flight."""
+        ...
+
     def outbox_update(self, items: Sequence[OutboxItem]) -> None:
-        """Write back items the dispatcher changed (state, attempts, batch_id, errors)."""
+        """Write back items the dispatcher changed; SENT items are removed."""
+        ...
+
+    def outbox_get(self, csms_ids: Sequence[str]) -> dict[str, OutboxItem]:
+        """The items still in the outbox among ``csms_ids`` (a sent SMS is gone)."""
         ...
 
     def outbox_list(self, state: OutboxState | None = None, limit: int = 1000) -> list[OutboxItem]: ...
 
-    def outbox_counts(self) -> OutboxCounts: ...
+    def outbox_counts(self) -> OutboxCounts:
+        """O(1): counters, not scans."""
+        ...
 
     def outbox_open(self) -> int:
         """Pending plus in-flight SMS, cheaply (``flush()`` polls it)."""
@@ -132,11 +282,23 @@ class Store(Protocol):
         """When the earliest pending item is due (None when nothing is pending)."""
         ...
 
+    def outbox_trim(self, max_open: int, reason: str) -> list[OutboxItem]:
+        """Beyond ``max_open`` open SMS, the oldest *pending* ones become dead letters."""
+        ...
+
+    def outbox_expire_dead(self, older_than: float) -> int:
+        """Forget dead letters that died before ``older_than``; returns how many."""
+        ...
+
     def outbox_requeue(self, csms_ids: Sequence[str]) -> int:
         """Dead letters back to pending (same csms_id); returns how many."""
         ...
 
     def outbox_purge(self, state: OutboxState) -> int: ...
+
+    def check(self) -> None:
+        """Raise :class:`StoreUnavailableError` unless the store answers now."""
+        ...
 
     def close(self) -> None: ...
 

@@ -1,21 +1,92 @@
-"""In-memory store: fast, for tests and for pipelines that need no durability."""
+"""In-memory store: fast, for tests and for pipelines that need no durability.
+
+Time-indexed tables keep a heap of ``(time, key)`` next to the rows, so a
+sweep costs O(expired · log n), not a scan of every window. Heap entries go
+stale when a row's time changes; they are skipped when they surface.
+"""
 
 from __future__ import annotations
 
+import heapq
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from typing import Any, TypeVar
 
-from .base import ClosedWindow, DedupHit, OutboxCounts, OutboxItem, OutboxState
+from .base import (
+    Digest,
+    GroupBuffer,
+    IndexedTable,
+    OutboxCounts,
+    OutboxItem,
+    OutboxState,
+    TableName,
+    Tx,
+    Window,
+)
+
+T = TypeVar("T")
+_OPEN = (OutboxState.PENDING, OutboxState.INFLIGHT)
 
 
-@dataclass(slots=True)
-class _Window:
-    end: float
-    suppressed: int
-    last_at: float
-    last_text: str
+def _time_of(table: str, row: Any) -> float:
+    if table == "windows":
+        return float(row.end_at)
+    if table == "digests":
+        return float(row.ready_at)
+    return float(row.deadline)
+
+
+class _Index:
+    """A lazily cleaned heap of (time, key) over a dict of rows."""
+
+    __slots__ = ("heap", "rows", "table")
+
+    def __init__(self, table: str) -> None:
+        self.table = table
+        self.rows: dict[str, Any] = {}
+        self.heap: list[tuple[float, str]] = []
+
+    def put(self, key: str, row: Any) -> None:
+        old = self.rows.get(key)
+        self.rows[key] = row
+        when = _time_of(self.table, row)
+        if old is None or _time_of(self.table, old) != when:
+            heapq.heappush(self.heap, (when, key))
+        if len(self.heap) > 2 * len(self.rows) + 64:  # too many stale entries: rebuild
+            self.heap = [(_time_of(self.table, r), k) for k, r in self.rows.items()]
+            heapq.heapify(self.heap)
+
+    def delete(self, key: str) -> None:
+        self.rows.pop(key, None)
+
+    def _live(self, entry: tuple[float, str]) -> bool:
+        row = self.rows.get(entry[1])
+        return row is not None and _time_of(self.table, row) == entry[0]
+
+    def first(self, limit: int, until: float | None) -> list[str]:
+        """Up to ``limit`` keys in time order (only those due by ``until`` if given)."""
+        heap, found = self.heap, []
+        while heap and not self._live(heap[0]):
+            heapq.heappop(heap)
+        if not heap or (until is not None and heap[0][0] > until):
+            return found
+        if limit == 1:
+            return [heap[0][1]]
+        for when, key in heapq.nsmallest(limit * 2 + 16, heap):
+            if until is not None and when > until:
+                break
+            if self._live((when, key)) and key not in found:
+                found.append(key)
+                if len(found) >= limit:
+                    break
+        return found
+
+    def earliest_time(self) -> float | None:
+        heap = self.heap
+        while heap and not self._live(heap[0]):
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
 
 
 class MemoryStore:
@@ -24,10 +95,10 @@ class MemoryStore:
     def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
         self._lock = threading.RLock()
-        self._windows: dict[str, _Window] = {}
-        self._tat: dict[str, float] = {}
-        self._digests: dict[str, list[str]] = {}
-        self._outbox: dict[str, OutboxItem] = {}
+        self._indexed: dict[str, _Index] = {t: _Index(t) for t in ("windows", "digests", "groups")}
+        self._rates: dict[str, float] = {}
+        self._open: dict[str, OutboxItem] = {}  # pending and in flight, in insertion order
+        self._dead: dict[str, OutboxItem] = {}
 
     def now(self) -> float:
         return self._clock()
@@ -35,144 +106,193 @@ class MemoryStore:
     def __repr__(self) -> str:
         return "MemoryStore()"
 
-    # -- dedup ------------------------------------------------------------
-    def dedup_hit(self, key: str, window: float, text: str, count: int = 1) -> DedupHit:
-        now = self._clock()
-        with self._lock:
-            current = self._windows.get(key)
-            if current is None or (current.end <= now and current.suppressed == 0):
-                self._windows[key] = _Window(now + window, count - 1, now, text)
-                return DedupHit(first=True, suppressed=count - 1)
-            current.suppressed += count
-            current.last_at, current.last_text = now, text
-            return DedupHit(first=False, suppressed=current.suppressed)
+    # -- transactions (the Backend protocol) ------------------------------------
+    def load(self, table: TableName, keys: list[str]) -> dict[str, object]:
+        rows: dict[str, Any] = self._rates if table == "rates" else self._indexed[table].rows
+        return {k: rows[k] for k in keys if k in rows}
 
-    def dedup_close(self, repeat_interval: float, limit: int = 500) -> list[ClosedWindow]:
-        now = self._clock()
-        closed: list[ClosedWindow] = []
-        with self._lock:
-            for key, window in list(self._windows.items()):
-                if window.end > now:
-                    continue
-                if window.suppressed == 0:
-                    del self._windows[key]
-                    continue
-                if len(closed) >= limit:
-                    break
-                closed.append(ClosedWindow(key, window.suppressed, window.last_at, window.last_text))
-                self._windows[key] = _Window(now + repeat_interval, 0, now, window.last_text)
-        return closed
+    def due(self, table: IndexedTable, now: float, limit: int) -> list[str]:
+        return self._indexed[table].first(limit, now)
 
-    def dedup_close_all(self) -> list[ClosedWindow]:
-        with self._lock:
-            closed = [
-                ClosedWindow(k, w.suppressed, w.last_at, w.last_text)
-                for k, w in self._windows.items()
-                if w.suppressed
-            ]
-            self._windows.clear()
-        return closed
+    def earliest(self, table: IndexedTable, limit: int) -> list[str]:
+        return self._indexed[table].first(limit, None)
 
-    # -- rate limits --------------------------------------------------------
+    def count(self, table: IndexedTable) -> int:
+        return len(self._indexed[table].rows)
+
+    def transact(self, fn: Callable[[Tx], T]) -> T:
+        with self._lock:
+            tx = Tx(self, self._clock())
+            result = fn(tx)
+            self._apply(tx)
+            return result
+
+    def _apply(self, tx: Tx) -> None:
+        for name, table in (("windows", tx.windows), ("digests", tx.digests), ("groups", tx.groups)):
+            index = self._indexed[name]
+            for key, row in table.dirty.items():
+                if row is None:
+                    index.delete(key)
+                else:
+                    index.put(key, row)
+        for key, tat in tx.rates.dirty.items():
+            if tat is None:
+                self._rates.pop(key, None)
+            else:
+                self._rates[key] = tat
+        if len(self._rates) > 10_000:  # a GCRA entry in the past holds no information
+            now = tx.now
+            self._rates = {k: v for k, v in self._rates.items() if v > now}
+        for item in tx.new_items:
+            self._open[item.csms_id] = item
+
+    def next_due(self) -> float | None:
+        with self._lock:
+            times = [t for t in (i.earliest_time() for i in self._indexed.values()) if t is not None]
+        return min(times, default=None)
+
+    def window_count(self) -> int:
+        return len(self._indexed["windows"].rows)
+
+    # -- rate limits (the dispatcher's pacing) ------------------------------------
     def rate_acquire(self, key: str, rate: float, burst: int, *, reserve: bool) -> float:
         now = self._clock()
         interval = 1.0 / rate
         with self._lock:
-            tat = max(self._tat.get(key, now), now)
-            allowed_at = tat + interval - burst * interval
-            wait = max(0.0, allowed_at - now)
+            tat = max(self._rates.get(key, now), now)
+            wait = max(0.0, tat + interval - burst * interval - now)
             if wait == 0.0 or reserve:
-                self._tat[key] = tat + interval
+                self._rates[key] = tat + interval
             return wait
 
-    # -- digests --------------------------------------------------------------
-    def digest_add(self, msisdn: str, text: str) -> int:
-        with self._lock:
-            held = self._digests.setdefault(msisdn, [])
-            held.append(text)
-            return len(held)
-
-    def digest_recipients(self) -> list[str]:
-        with self._lock:
-            return [m for m, held in self._digests.items() if held]
-
-    def digest_take(self, msisdn: str) -> list[str]:
-        with self._lock:
-            return self._digests.pop(msisdn, [])
-
-    # -- outbox ---------------------------------------------------------------
+    # -- outbox -------------------------------------------------------------------
     def outbox_add(self, items: Sequence[OutboxItem]) -> None:
         with self._lock:
             for item in items:
-                self._outbox[item.csms_id] = item
+                self._place(item)
+
+    def _place(self, item: OutboxItem) -> None:
+        self._open.pop(item.csms_id, None)
+        self._dead.pop(item.csms_id, None)
+        if item.state is OutboxState.DEAD:
+            self._dead[item.csms_id] = item
+        elif item.state is not OutboxState.SENT:
+            self._open[item.csms_id] = item
 
     def outbox_claim(self, limit: int, lease: float) -> list[OutboxItem]:
         now = self._clock()
         claimed: list[OutboxItem] = []
         with self._lock:
-            for key, item in self._outbox.items():
-                if len(claimed) >= limit:
-                    break
-                due = item.state in (OutboxState.PENDING, OutboxState.INFLIGHT)
-                if due and item.next_attempt_at <= now:
+            for item in self._open.values():
+                if item.next_attempt_at <= now:
                     leased = item.evolve(state=OutboxState.INFLIGHT, next_attempt_at=now + lease)
-                    self._outbox[key] = leased
                     claimed.append(leased)
+                    if len(claimed) >= limit:
+                        break
+            for item in claimed:
+                self._open[item.csms_id] = item
         return claimed
+
+    def outbox_renew(self, csms_ids: Sequence[str], lease: float) -> None:
+        until = self._clock() + lease
+        with self._lock:
+            for key in csms_ids:
+                item = self._open.get(key)
+                if item is not None and item.state is OutboxState.INFLIGHT:
+                    self._open[key] = item.evolve(next_attempt_at=until)
 
     def outbox_update(self, items: Sequence[OutboxItem]) -> None:
         with self._lock:
             for item in items:
                 if item.state is OutboxState.SENT:
-                    self._outbox.pop(item.csms_id, None)  # nothing left to do with it
+                    self._open.pop(item.csms_id, None)
+                    self._dead.pop(item.csms_id, None)
                 else:
-                    self._outbox[item.csms_id] = item
+                    self._place(item)
+
+    def outbox_get(self, csms_ids: Sequence[str]) -> dict[str, OutboxItem]:
+        with self._lock:
+            found = {}
+            for key in csms_ids:
+                item = self._open.get(key) or self._dead.get(key)
+                if item is not None:
+                    found[key] = item
+            return found
 
     def outbox_list(self, state: OutboxState | None = None, limit: int = 1000) -> list[OutboxItem]:
         with self._lock:
-            items = [i for i in self._outbox.values() if state is None or i.state is state]
+            pool = list(self._dead.values()) if state is OutboxState.DEAD else list(self._open.values())
+            if state is None:
+                pool += list(self._dead.values())
+        items = [i for i in pool if state is None or i.state is state]
         return sorted(items, key=lambda i: i.created_at)[:limit]
 
     def outbox_counts(self) -> OutboxCounts:
-        counts = OutboxCounts()
         with self._lock:
-            for item in self._outbox.values():
-                setattr(counts, item.state.value, getattr(counts, item.state.value) + 1)
-        return counts
+            return OutboxCounts(pending=len(self._open), dead=len(self._dead))
 
     def outbox_open(self) -> int:
-        counts = self.outbox_counts()
-        return counts.pending + counts.inflight
+        return len(self._open)
 
     def outbox_next_due(self) -> float | None:
         with self._lock:
-            due = [
-                i.next_attempt_at
-                for i in self._outbox.values()
-                if i.state in (OutboxState.PENDING, OutboxState.INFLIGHT)
-            ]
-        return min(due, default=None)
+            return min((i.next_attempt_at for i in self._open.values()), default=None)
+
+    def outbox_trim(self, max_open: int, reason: str) -> list[OutboxItem]:
+        now = self._clock()
+        dropped: list[OutboxItem] = []
+        with self._lock:
+            excess = len(self._open) - max_open
+            if excess <= 0:
+                return dropped
+            for item in sorted(self._open.values(), key=lambda i: i.created_at):
+                if item.state is OutboxState.PENDING:
+                    dropped.append(
+                        item.evolve(state=OutboxState.DEAD, next_attempt_at=now, last_error=reason)
+                    )
+                    if len(dropped) >= excess:
+                        break
+            for item in dropped:
+                self._place(item)
+        return dropped
+
+    def outbox_expire_dead(self, older_than: float) -> int:
+        with self._lock:
+            doomed = [k for k, i in self._dead.items() if i.next_attempt_at < older_than]
+            for key in doomed:
+                del self._dead[key]
+        return len(doomed)
 
     def outbox_requeue(self, csms_ids: Sequence[str]) -> int:
         now = self._clock()
         count = 0
         with self._lock:
             for key in csms_ids:
-                item = self._outbox.get(key)
-                if item is not None and item.state is OutboxState.DEAD:
-                    self._outbox[key] = item.evolve(state=OutboxState.PENDING, next_attempt_at=now)
+                item = self._dead.get(key)
+                if item is not None:
+                    self._place(item.evolve(state=OutboxState.PENDING, next_attempt_at=now))
                     count += 1
         return count
 
     def outbox_purge(self, state: OutboxState) -> int:
         with self._lock:
-            doomed = [k for k, i in self._outbox.items() if i.state is state]
+            if state is OutboxState.DEAD:
+                count = len(self._dead)
+                self._dead.clear()
+                return count
+            doomed = [k for k, i in self._open.items() if i.state is state]
             for key in doomed:
-                del self._outbox[key]
+                del self._open[key]
         return len(doomed)
 
+    def check(self) -> None:
+        return None
+
     def close(self) -> None:
-        pass
+        return None
 
     def after_fork(self) -> None:
         self._lock = threading.RLock()
+
+
+__all__ = ["Digest", "GroupBuffer", "MemoryStore", "Window"]
