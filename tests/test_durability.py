@@ -52,10 +52,12 @@ CRASHING_CHILD = textwrap.dedent(
     from sslsms_notify.alerting import DispatchPolicy
     url, token, sid, db = sys.argv[1:]
     client = GatewayClient(token, sid, base_url=url, timeout=30, retry=RetryPolicy(max_attempts=1))
-    n = Notifier(client, recipients=["01711111111"], store="sqlite:///" + db, per_recipient_limit=None,
+    phones = [f"0171{i:07d}" for i in range(100)]
+    n = Notifier(client, recipients=phones, store="sqlite:///" + db, per_recipient_limit=None,
                  dispatch=DispatchPolicy(tps=500, lease=2), start=False, close_at_exit=None)
-    for i in range(250):
+    for i in range(3):
         n.alert(f"crash test {i}", key=f"c{i}")
+    n.sync()
     print("queued", flush=True)
     while True:
         n.tick()
@@ -64,6 +66,9 @@ CRASHING_CHILD = textwrap.dedent(
 
 
 def test_sigkill_with_sms_in_flight_then_new_process_delivers_rest_once(sslsms_gateway, tmp_path) -> None:
+    """Three alerts to 100 phones: three bulks. The gateway accepts the first and answers slowly;
+    the sender is killed meanwhile. A new process sends the rest, and resends the first bulk with
+    the same batch_csms_id, which the gateway recognises: 300 SMS, each exactly once."""
     db = str(tmp_path / "crash.db")
     sslsms_gateway.emulator.faults.latency = 3.0  # the gateway accepts, then answers slowly
     child = subprocess.Popen(
@@ -79,21 +84,29 @@ def test_sigkill_with_sms_in_flight_then_new_process_delivers_rest_once(sslsms_g
         stdout=subprocess.PIPE,
         text=True,
     )
-    deadline = time.monotonic() + 20
-    while not sslsms_gateway.emulator.messages() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    accepted_before_kill = len(sslsms_gateway.emulator.messages())
-    assert accepted_before_kill == 100  # the first dynamic request got through; its answer did not
-    child.send_signal(signal.SIGKILL)
-    child.wait(10)
+    try:
+        deadline = time.monotonic() + 20
+        while not sslsms_gateway.emulator.messages() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        accepted_before_kill = len(sslsms_gateway.emulator.messages())
+        assert accepted_before_kill == 100  # the first bulk got through; its answer did not
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(10)
     sslsms_gateway.emulator.faults.latency = 0.0
 
-    n = notifier_for(sslsms_gateway, f"sqlite:///{db}")
-    time.sleep(2.1)  # the dead process's lease runs out
-    assert n.flush(20), n.stats()
-    texts = Counter(m.text.split(": ", 1)[1] for m in sslsms_gateway.emulator.messages())
-    assert len(texts) == 250 and max(texts.values()) == 1
-    assert n.stats()["sent"] == 250  # 100 of them recognised as already delivered
+    n = Notifier(
+        GatewayClient(sslsms_gateway.api_token, sslsms_gateway.sid, base_url=sslsms_gateway.url, retry=QUICK),
+        recipients=["01711111111"],
+        store=f"sqlite:///{db}",
+        per_recipient_limit=None,
+        dispatch=DispatchPolicy(tps=500, backoff=0.1, max_backoff=0.5, lease=2),
+        close_at_exit=None,
+    )
+    assert n.flush(20), n.stats()  # the dead process's lease (2 s) runs out, then all is sent
+    pairs = Counter((m.msisdn, m.text.split(": ", 1)[1]) for m in sslsms_gateway.emulator.messages())
+    assert len(pairs) == 300 and max(pairs.values()) == 1
+    assert n.stats()["sent"] == 300  # 100 of them recognised as already delivered
     n.close(5)
 
 

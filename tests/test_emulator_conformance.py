@@ -238,6 +238,44 @@ def test_duplicate_msisdn_in_bulk(gw: Gateway) -> None:
     assert len(gw.emulator.messages()) == 2
 
 
+def test_duplicate_msisdn_in_dynamic_is_not_sent(gw: Gateway) -> None:
+    """Spec 3.2: status DUPLICATE, message "Duplicate MSISDN": "MSISDN is duplicate on the same
+    request." Three distinct texts for one number in one /dynamic request: only the first is sent."""
+    answer = gw.post(
+        DYNAMIC,
+        gw.creds(
+            sms=[
+                {"msisdn": "01712345678", "text": "first", "csms_id": "dm1"},
+                {"msisdn": "8801712345678", "text": "second", "csms_id": "dm2"},
+                {"msisdn": "01812345678", "text": "other phone", "csms_id": "dm3"},
+                {"msisdn": "+8801712345678", "text": "third", "csms_id": "dm4"},
+            ]
+        ),
+    )
+    assert answer["status_code"] == 200
+    statuses = [(i["sms_status"], i["status_message"], i["csms_id"]) for i in answer["smsinfo"]]
+    assert statuses == [
+        ("SUCCESS", "Success", "dm1"),
+        ("DUPLICATE", "Duplicate MSISDN", "dm2"),
+        ("SUCCESS", "Success", "dm3"),
+        ("DUPLICATE", "Duplicate MSISDN", "dm4"),
+    ]
+    assert sorted(m.text for m in gw.emulator.messages()) == ["first", "other phone"]
+    # the refused SMS's id was not used: it can be sent on its own later
+    again = gw.post(DYNAMIC, gw.creds(sms=[{"msisdn": "01712345678", "text": "second", "csms_id": "dm2"}]))
+    assert again["smsinfo"][0]["sms_status"] == "SUCCESS"
+
+
+def test_our_client_never_puts_a_number_twice_in_one_request(gw: Gateway) -> None:
+    """Four texts for one phone and one for another: four requests, each number once per request."""
+    client = gw.client()
+    messages = [("01712345678", f"text {i}") for i in range(4)] + [("01812345678", "other")]
+    result = client.send_dynamic(messages)
+    assert result.ok and result.requests == 4
+    assert [m.sms_body for m in result.messages] == [f"text {i}" for i in range(4)] + ["other"]
+    assert len(gw.emulator.messages()) == 5
+
+
 def test_bulk_batch_id_reuse_is_4023(gw: Gateway) -> None:
     body = gw.creds(msisdn=["01712345678"], sms="x", batch_csms_id="bb1")
     assert gw.post(BULK, body)["status_code"] == 200

@@ -1,5 +1,8 @@
 """Send what the outbox holds: plan batches, pace to the account's TPS, record every outcome.
 
+Runs on its own thread (the Notifier's dispatch loop): it is the only part of
+the pipeline that waits for the network, and nothing else waits for it.
+
 A failure of a whole bulk or dynamic request is *definite* when the gateway
 answered it with an API status code, and *unknown* when the answer never came
 (network, timeout, an HTML error page): the gateway may have accepted it.
@@ -8,13 +11,19 @@ answered it with an API status code, and *unknown* when the answer never came
   with its own csms_id, so one bad number cannot silence the rest;
 - unknown: back off and resend the *same* request later (same batch_csms_id),
   so the gateway's "Duplicate CMS ID" makes it exactly-once;
-- auth or rate limits: back off, nothing is lost;
-- a recipient the gateway calls invalid or blocked: a dead letter, not retried.
+- credentials refused (4001-4003): nothing is lost, but sending pauses for
+  ``auth_pause`` seconds; one log line, not one per SMS or per retry;
+- rate limits: back off, nothing is lost;
+- a recipient the gateway calls invalid or blocked: a dead letter, not retried;
+- "Duplicate MSISDN" for an SMS we sent: *not* delivered (spec 3.2: "MSISDN is
+  duplicate on the same request"). We never put a number twice in a request,
+  so this is the gateway's mistake; the SMS is tried again on its own.
 """
 
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +41,7 @@ from .stats import Stats
 _log = get_logger("sslsms_notify.dispatch")
 TPS_KEY = "gateway:tps"
 TPS_SAFETY = 0.95
+_DUPLICATE_MSISDN = SmsStatusMessage.DUPLICATE_MSISDN.lower()
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,16 +53,23 @@ class DispatchPolicy:
     max_backoff: float = 60.0
     #: an SMS older than this is given up on (a dead letter)
     max_age: float = 3600.0
-    #: how long a claimed batch is ours before another worker may take it
-    lease: float = 60.0
+    #: how long a claim is ours without renewal; a live process renews it every
+    #: third of this, so a dead process's SMS are taken over this long after it died
+    lease: float = 10.0
     #: SMS claimed per round
     claim_limit: int = 500
+    #: how long sending pauses after the gateway refused our credentials
+    auth_pause: float = 60.0
 
     def __post_init__(self) -> None:
-        if self.tps <= 0:
-            raise ValueError(f"tps must be positive, not {self.tps}")
-        if self.max_age <= 0 or self.lease <= 0 or self.backoff < 0:
-            raise ValueError("max_age and lease must be positive, backoff not negative")
+        for name in ("tps", "max_age", "lease", "auth_pause"):
+            value = getattr(self, name)
+            if not value > 0 or value == float("inf"):
+                raise ValueError(f"{name} must be a positive finite number of seconds, not {value!r}")
+        if not 0 <= self.backoff <= self.max_backoff:
+            raise ValueError("backoff must be between 0 and max_backoff")
+        if self.claim_limit < 1:
+            raise ValueError(f"claim_limit must be at least 1, not {self.claim_limit}")
 
 
 def _unknown_outcome(error: GatewayError) -> bool:
@@ -76,20 +93,47 @@ class Dispatcher:
         self._sleep = sleep
         #: the last whole-request failure, for callers that must explain a delay (the CLI)
         self.last_error: GatewayError | None = None
+        #: set when the gateway refused our credentials; cleared by the next success
+        self.auth_failed = threading.Event()
+        #: store time until which nothing is sent (credentials refused)
+        self.paused_until = 0.0
+        #: csms_ids claimed by this process and not yet recorded (their leases are renewed)
+        self.in_flight: set[str] = set()
+        #: set by Notifier.close(): finish the request under way, send nothing more
+        self.stopping = False
+        #: called with each recorded item (state SENT or DEAD) after it is written
+        self.on_outcome: Callable[[list[OutboxItem]], None] | None = None
 
     def run_once(self) -> int:
         """Send one round of due SMS; returns how many were attempted."""
+        if self.paused_until and self.store.now() < self.paused_until:
+            return 0
         items = self.store.outbox_claim(self.policy.claim_limit, self.policy.lease)
         if not items:
             return 0
-        batches = plan_batches(items, new_csms_id)
-        # The batch binding is written before the request: a crash mid-request
-        # resends the same bulk with the same batch_csms_id.
-        newly_bound = [i for b in batches if b.kind == "bulk" for i in b.items if i.attempts == 0]
-        if newly_bound:
-            self.store.outbox_update(newly_bound)
-        for batch in batches:
-            self._send(batch)
+        self.in_flight.update(i.csms_id for i in items)
+        try:
+            batches = plan_batches(items, new_csms_id)
+            # The batch binding is written before the request: a crash mid-request
+            # resends the same bulk with the same batch_csms_id.
+            newly_bound = [i for b in batches if b.kind == "bulk" for i in b.items if i.attempts == 0]
+            if newly_bound:
+                self.store.outbox_update(newly_bound)
+            for position, batch in enumerate(batches):
+                if self.stopping:  # closing: what was not sent goes back, due now, for whoever is next
+                    rest = [i for b in batches[position:] for i in b.items]
+                    now = self.store.now()
+                    self.store.outbox_update(
+                        [i.evolve(state=OutboxState.PENDING, next_attempt_at=now) for i in rest]
+                    )
+                    break
+                if self.paused_until and self.store.now() < self.paused_until:  # credentials refused
+                    rest = [i for b in batches[position:] for i in b.items]
+                    self._retry_later(rest, str(self.last_error), delay=self.paused_until - self.store.now())
+                    break
+                self._send(batch)
+        finally:
+            self.in_flight.difference_update(i.csms_id for i in items)
         return len(items)
 
     # -- one request ------------------------------------------------------
@@ -107,16 +151,10 @@ class Dispatcher:
         items = batch.items
         if batch.kind == "bulk":
             return self.client.send_bulk(
-                [i.msisdn for i in items],
-                items[0].text,
-                batch_csms_id=batch.batch_id,
-                is_retry=True,
+                [i.msisdn for i in items], items[0].text, batch_csms_id=batch.batch_id, is_retry=True
             )
         if batch.kind == "dynamic":
-            return self.client.send_dynamic(
-                [(i.msisdn, i.text, i.csms_id) for i in items],
-                is_retry=True,  # type: ignore[misc]
-            )
+            return self.client.send_dynamic([(i.msisdn, i.text, i.csms_id) for i in items], is_retry=True)  # type: ignore[misc]
         return self.client.send_single(
             items[0].msisdn, items[0].text, csms_id=items[0].csms_id, is_retry=True
         )
@@ -130,6 +168,9 @@ class Dispatcher:
             self._on_request_failure(batch, error)
             return
         self._count_requests(result, retried)
+        if self.auth_failed.is_set():
+            _log.warning("gateway accepts our credentials again")
+            self.auth_failed.clear()
         self._record(batch, result.messages)
 
     def _count_requests(self, result: SendResult | None, retried_items: int) -> None:
@@ -140,16 +181,33 @@ class Dispatcher:
             self.stats.add(requests=result.requests, retried=result.retries + retried_items)
 
     def _record(self, batch: Batch, messages: list[SmsInfo]) -> None:
-        done, later, dead = [], [], []
-        for item, info in zip(batch.items, messages, strict=False):
-            if info.delivered or info.status_message == SmsStatusMessage.DUPLICATE_MSISDN:
+        done, dead, later, misread = [], [], [], []
+        for position, item in enumerate(batch.items):
+            info = messages[position] if position < len(messages) else None
+            if info is None:
+                later.append(item)
+            elif info.delivered:
                 done.append(item.evolve(state=OutboxState.SENT, attempts=item.attempts + 1))
-            elif info.sms_status in (SmsStatus.INVALID, SmsStatus.DUPLICATE):
+            elif info.status_message.strip().lower() == _DUPLICATE_MSISDN:
+                misread.append(item)
+            elif info.sms_status is SmsStatus.INVALID:
                 dead.append(self._dead(item, f"{info.sms_status}: {info.status_message}"))
             else:
                 later.append(item)
         self.stats.add(sent=len(done))
-        self.store.outbox_update(done + dead)
+        self._write(done + dead)
+        if misread:
+            _log.warning(
+                "gateway answered 'Duplicate MSISDN' for SMS sent once to each number; "
+                "sending them again on their own",
+                count=len(misread),
+                kind=batch.kind,
+            )
+            # Not sent, so not under any id yet: free the bulk binding (a bulk id covers
+            # every number of that bulk) and let each go with its own csms_id.
+            self._retry_later(
+                [i.evolve(batch_id=None, maybe_sent=False) for i in misread], "Duplicate MSISDN"
+            )
         if later:
             self._retry_later(later, "no answer for this SMS")
 
@@ -157,8 +215,16 @@ class Dispatcher:
         self.last_error = error
         reason = str(error)
         if isinstance(error, AuthError):
-            _log.error("gateway refused our credentials; SMS kept for retry", error=reason)
-            self._retry_later(batch.items, reason)
+            first = not self.auth_failed.is_set()
+            self.auth_failed.set()
+            self.paused_until = self.store.now() + self.policy.auth_pause
+            if first:
+                _log.error(
+                    "gateway refused our credentials; SMS kept, sending paused",
+                    error=reason,
+                    pause_seconds=self.policy.auth_pause,
+                )
+            self._retry_later(batch.items, reason, delay=self.policy.auth_pause)
             return
         bound_to_unknown_bulk = batch.kind == "bulk" and any(i.maybe_sent for i in batch.items)
         if (
@@ -171,7 +237,7 @@ class Dispatcher:
             return
         if batch.kind == "single":
             if isinstance(error, BadRequestError):
-                self.store.outbox_update([self._dead(batch.items[0], reason)])
+                self._write([self._dead(batch.items[0], reason)])
             else:
                 self._retry_later(batch.items, reason)
             return
@@ -189,9 +255,21 @@ class Dispatcher:
     def _dead(self, item: OutboxItem, reason: str) -> OutboxItem:
         self.stats.add(failed=1)
         _log.warning("SMS given up", csms_id=item.csms_id, reason=reason)
-        return item.evolve(state=OutboxState.DEAD, last_error=reason, attempts=item.attempts + 1)
+        return item.evolve(
+            state=OutboxState.DEAD,
+            last_error=reason,
+            attempts=item.attempts + 1,
+            next_attempt_at=self.store.now(),  # a dead letter's time is when it died
+        )
 
-    def _retry_later(self, items: list[OutboxItem], reason: str, *, maybe_sent: bool = False) -> None:
+    def _retry_later(
+        self,
+        items: list[OutboxItem],
+        reason: str,
+        *,
+        maybe_sent: bool = False,
+        delay: float | None = None,
+    ) -> None:
         now = self.store.now()
         updated = []
         for item in items:
@@ -199,17 +277,28 @@ class Dispatcher:
             if now - item.created_at >= self.policy.max_age:
                 updated.append(self._dead(item, f"expired after {attempts} attempts: {reason}"))
                 continue
-            delay = min(self.policy.max_backoff, self.policy.backoff * 2 ** (attempts - 1))
-            delay *= random.uniform(0.5, 1.0)  # spread retries of many processes apart
+            if delay is None:
+                wait = min(self.policy.max_backoff, self.policy.backoff * 2 ** (attempts - 1))
+                wait *= random.uniform(0.5, 1.0)  # spread retries of many processes apart
+            else:
+                wait = max(0.0, delay)
             updated.append(
                 item.evolve(
                     state=OutboxState.PENDING,
                     attempts=attempts,
-                    next_attempt_at=now + delay,
+                    next_attempt_at=now + wait,
                     last_error=reason,
                     maybe_sent=item.maybe_sent or maybe_sent,
                     # an unknown outcome keeps its bulk binding; a definite one frees it
                     batch_id=item.batch_id if maybe_sent or item.maybe_sent else None,
                 )
             )
-        self.store.outbox_update(updated)
+        self._write(updated)
+
+    def _write(self, items: list[OutboxItem]) -> None:
+        if not items:
+            return
+        self.store.outbox_update(items)
+        settled = [i for i in items if i.state in (OutboxState.SENT, OutboxState.DEAD)]
+        if settled and self.on_outcome is not None:
+            self.on_outcome(settled)

@@ -1,4 +1,16 @@
-"""What a phone shows: short, tagged, and within the segment budget."""
+"""What a phone shows: short, tagged, within the segment budget, and never ambiguous.
+
+One wording for counts everywhere (SMS, digests, the demo):
+
+- an alert: ``[CRIT] db1/app.db: Disk full``
+- a summary of repeats: ``[CRIT +39 more since 18:32] db1/app.db: Disk full (last 18:39)``:
+  39 more occurrences after the SMS the phone got at 18:32, the last at 18:39;
+- a digest of what a per-phone cap held back:
+  ``[digest: 12 held since 10:02] [ERROR] db1: x | [CRIT] db2: y | +10 more``;
+- alerts gathered by ``group_wait``: ``[3 alerts] [ERROR] a | [ERROR] b | [WARN] c``.
+
+Times are the local time of the process that formats the SMS (set ``TZ``).
+"""
 
 from __future__ import annotations
 
@@ -9,15 +21,15 @@ from ..gateway.text import ellipsis_for, encoding_of, fits, truncate_to_segments
 from .alert import Alert, Severity
 
 DEFAULT_MAX_SEGMENTS = 2
+_SEPARATOR = " | "
 
 
-def _clock_time(timestamp: float) -> str:
+def clock_time(timestamp: float) -> str:
     return time.strftime("%H:%M", time.localtime(timestamp))
 
 
 def _origin(alert: Alert) -> str:
-    parts = [p for p in (alert.host, alert.source) if p]
-    return "/".join(parts)
+    return "/".join(p for p in (alert.host, alert.source) if p)
 
 
 def _fit(head: str, body: str, tail: str, max_segments: int) -> str:
@@ -36,46 +48,50 @@ def format_alert(alert: Alert, *, max_segments: int = DEFAULT_MAX_SEGMENTS) -> s
     return _fit(head, alert.text, "", max_segments)
 
 
-def format_summary(severity: Severity, text: str, count: int, last_at: float, *, max_segments: int) -> str:
-    """``[CRIT x37] db1/app.db: Disk full (last 10:42)`` — repeats a dedup window held back.
+def format_summary(
+    severity: Severity, text: str, count: int, since_at: float, last_at: float, *, max_segments: int
+) -> str:
+    """``[CRIT +37 more since 10:02] db1/app.db: Disk full (last 10:42)``.
 
-    ``text`` is the last repeat as formatted for a phone (``[TAG] origin: body``).
+    ``text`` is the last repeat as formatted for a phone (``[TAG] origin: body``);
+    ``since_at`` is when the phone got the previous SMS about this alert.
     """
     prefix = f"[{severity.tag}] "
-    body = text.removeprefix(prefix) if text.startswith(prefix) else text
-    head = f"[{severity.tag} x{count}] "
-    return _fit(head, body, f" (last {_clock_time(last_at)})", max_segments)
+    body = text.removeprefix(prefix)
+    head = f"[{severity.tag} +{count} more since {clock_time(since_at)}] "
+    return _fit(head, body, f" (last {clock_time(last_at)})", max_segments)
 
 
-def format_group(texts: Sequence[str], *, max_segments: int) -> str:
-    """Several distinct alerts for one group in one SMS (``group_wait``)."""
-    if len(texts) == 1:
+def _joined(head: str, texts: Sequence[str], total: int, max_segments: int) -> str:
+    """``head`` then as many texts as fit, then ``+N more`` for the rest of ``total``."""
+    shown: list[str] = []
+    for text in texts:
+        rest = total - len(shown) - 1
+        candidate = head + _SEPARATOR.join([*shown, text]) + (f"{_SEPARATOR}+{rest} more" if rest else "")
+        if not fits(candidate, max_segments):
+            break
+        shown.append(text)
+    if not shown:
+        return _fit(head, texts[0], f"{_SEPARATOR}+{total - 1} more" if total > 1 else "", max_segments)
+    rest = total - len(shown)
+    return head + _SEPARATOR.join(shown) + (f"{_SEPARATOR}+{rest} more" if rest else "")
+
+
+def format_group(texts: Sequence[str], count: int | None = None, *, max_segments: int) -> str:
+    """Several distinct alerts for one group in one SMS (``group_wait``).
+
+    ``texts`` are the first ones kept; ``count`` how many there were in all.
+    """
+    total = len(texts) if count is None else max(count, len(texts))
+    if total == 1:
         return texts[0]
-    head = f"{len(texts)} alerts: "
-    shown: list[str] = []
-    for position, text in enumerate(texts):
-        rest = len(texts) - position - 1
-        candidate = head + " | ".join([*shown, text]) + (f" | +{rest} more" if rest else "")
-        if not fits(candidate, max_segments):
-            break
-        shown.append(text)
-    if not shown:
-        return _fit(head, texts[0], f" | +{len(texts) - 1} more", max_segments)
-    rest = len(texts) - len(shown)
-    return head + " | ".join(shown) + (f" | +{rest} more" if rest else "")
+    return _joined(f"[{total} alerts] ", texts, total, max_segments)
 
 
-def format_digest(texts: Sequence[str], *, max_segments: int) -> str:
-    """Alerts a recipient's cap held back, folded into one SMS."""
-    head = f"[digest] {len(texts)} held: "
-    unique = list(dict.fromkeys(texts))
-    shown: list[str] = []
-    for text in unique:
-        candidate = head + " | ".join([*shown, text])
-        if not fits(candidate, max_segments):
-            break
-        shown.append(text)
-    if not shown:
-        return _fit(head, unique[0], "", max_segments)
-    rest = len(unique) - len(shown)
-    return head + " | ".join(shown) + (f" | +{rest} more" if rest else "")
+def format_digest(
+    texts: Sequence[str], count: int | None = None, since_at: float | None = None, *, max_segments: int
+) -> str:
+    """What a recipient's cap held back, folded into one SMS: the count and the first texts."""
+    total = len(texts) if count is None else max(count, len(texts))
+    since = f" since {clock_time(since_at)}" if since_at is not None else ""
+    return _joined(f"[digest: {total} held{since}] ", list(dict.fromkeys(texts)), total, max_segments)

@@ -1,11 +1,17 @@
-"""The alert pipeline: ``alert()`` returns at once; a worker routes, dedups, throttles and sends.
+"""The alert pipeline: ``alert()`` returns at once; two threads do the rest.
 
-    producer -> alert() -> bounded queue -> worker:
-        route -> dedup -> (group_wait) -> format -> per-recipient cap -> outbox -> dispatch
+    producer --alert()--> queue (repeats: counted in place) --> INTAKE thread
+        route, fingerprint, format; then ONE store transaction per round:
+        dedup windows, group_wait buffers, per-phone caps and digests, outbox
+    INTAKE thread, between rounds: the timers (window summaries, digests,
+        group buffers), lease renewal, outbox bounds
+    DISPATCH thread: outbox -> plan -> pace -> gateway -> outcome in the outbox
 
-``alert()`` does no I/O and takes no lock: it appends to a deque and, if the
-worker sleeps, wakes it. Everything else happens on the worker thread, or on
-the caller's thread inside :meth:`Notifier.tick` when no worker is started.
+Intake never waits for the network, so an alert is in the store (durable on
+SQLite and Redis) within milliseconds even while the gateway hangs; dispatch
+may block on HTTP and holds nothing anyone else needs. ``close(timeout)``
+returns within its timeout whatever the gateway does; what is not delivered
+stays in a durable outbox for the next process.
 """
 
 from __future__ import annotations
@@ -20,38 +26,108 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from .._log import get_logger
 from ..gateway.client import GatewayClient
-from ..gateway.ids import new_csms_id
+
+try:  # TEMP until gateway/clean.py lands
+    from ..gateway.clean import clean_text
+except ImportError:  # pragma: no cover
+
+    def clean_text(text: str) -> str:
+        return text
+
+
 from ..stores import open_store
-from ..stores.base import OutboxItem, Store
+from ..stores.base import OutboxItem, OutboxState, Store
+from ..validation import integer, non_negative, positive
 from .alert import Alert, Severity
-from .dispatch import Dispatcher, DispatchPolicy
-from .formatting import (
-    DEFAULT_MAX_SEGMENTS,
-    format_alert,
-    format_digest,
-    format_group,
-    format_summary,
+from .coalesce import Coalescer
+from .decisions import (
+    Hit,
+    IdBook,
+    Policy,
+    Report,
+    apply_intake,
+    close_all_windows,
+    evict_windows,
+    flush_groups,
+    sweep_digests,
+    sweep_groups,
+    sweep_windows,
+    window_key,
 )
+from .dispatch import Dispatcher, DispatchPolicy
+from .formatting import DEFAULT_MAX_SEGMENTS, format_alert
 from .routing import DEFAULT_GROUP, Route, Router
 from .stats import Stats
 
 _log = get_logger("sslsms_notify.notifier")
-_SEP = "\x1f"
 _live: weakref.WeakSet[Notifier] = weakref.WeakSet()
+
+#: queued items taken per intake round (one store transaction)
+ROUND_SIZE = 5_000
+#: how often the timers look at the store while work keeps coming
+TIMER_INTERVAL = 0.1
+#: the longest the intake thread sleeps: other processes sharing the store add windows too
+MAX_IDLE = 0.5
+DEAD_LETTER_RETENTION = 7 * 24 * 3600.0
+#: extra seconds close() allows for handing queued alerts to the store (no network involved)
+INTAKE_GRACE = 0.8
+
+# Payload of a queued alert: (text or a callable rendering it, severity, key,
+# groups, source, tags, template, exception type, host).
+Payload = tuple[Any, Severity, "str | None", "tuple[str, ...] | None", str, tuple[str, ...], Any, Any, Any]
+
+
+class Ticket:
+    """What became of one submitted alert, once the intake has decided (:meth:`Notifier.submit`).
+
+    ``status``: ``queued`` (SMS in the outbox: ``csms_ids``), ``buffered``
+    (waiting out ``group_wait``), ``suppressed`` (a repeat), ``throttled``
+    (held by a per-phone cap, in a digest), ``rejected`` (bad input: ``error``)
+    or ``dropped`` (queue full, or the notifier closed).
+    """
+
+    __slots__ = ("_done", "csms_ids", "error", "status", "throttled")
+
+    def __init__(self) -> None:
+        self._done = threading.Event()
+        self.status: str | None = None
+        self.csms_ids: list[str] = []
+        self.throttled = 0
+        self.error = ""
+
+    def _resolve(
+        self, status: str, csms_ids: Sequence[str] = (), throttled: int = 0, error: str = ""
+    ) -> None:
+        self.status, self.csms_ids, self.throttled, self.error = status, list(csms_ids), throttled, error
+        self._done.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """True once decided (then ``status`` is set)."""
+        return self._done.wait(timeout)
+
+    def __repr__(self) -> str:
+        return f"Ticket(status={self.status!r}, csms_ids={self.csms_ids!r})"
+
+
+class _Barrier(threading.Event):
+    """Set by the intake thread once everything queued before it is in the store."""
 
 
 @dataclass(slots=True)
-class _GroupBuffer:
-    """Distinct alerts for one group waiting out ``group_wait`` to go as one SMS."""
+class _Unit:
+    """Occurrences of one alert taken in one round."""
 
-    deadline: float
-    texts: list[str] = field(default_factory=list)
+    first: Payload
+    last: Payload
+    count: int
+    ticket: Ticket | None = None
+    tickets: list[Ticket] = field(default_factory=list)
 
 
 class Notifier:
@@ -72,7 +148,12 @@ class Notifier:
         per_recipient_limit / per_recipient_period: SMS per phone per period;
             the overflow is folded into a digest (None: no cap).
         max_segments: SMS segments a message may use.
-        queue_size: alerts waiting for the worker; more are dropped and counted.
+        queue_size: distinct alerts waiting for the intake thread; more are dropped
+            and counted. Exact repeats take no room: they are counted in place.
+        max_windows: dedup windows kept; beyond it the ones ending first are
+            closed early (summarised if they hold repeats) and counted as ``evicted``.
+        max_pending: SMS waiting in the outbox; beyond it the oldest pending ones
+            become dead letters ("outbox full"), counted as ``outbox_dropped``.
     """
 
     def __init__(
@@ -92,25 +173,27 @@ class Notifier:
         per_recipient_period: float = 3600.0,
         max_segments: int = DEFAULT_MAX_SEGMENTS,
         queue_size: int = 10_000,
+        max_windows: int = 100_000,
+        max_pending: int = 10_000,
         host: str | None = None,
         dispatch: DispatchPolicy | None = None,
         clock: Callable[[], float] | None = None,
         start: bool = True,
         close_at_exit: float | None = 5.0,
     ) -> None:
-        _check_non_negative(
-            dedup_window=dedup_window,
-            group_wait=group_wait,
-            per_recipient_period=per_recipient_period,
-        )
-        if repeat_interval is not None and repeat_interval <= 0:
-            raise ValueError(f"repeat_interval must be positive, not {repeat_interval}")
-        if max_segments < 1:
-            raise ValueError(f"max_segments must be at least 1, not {max_segments}")
-        if queue_size < 1:
-            raise ValueError(f"queue_size must be at least 1, not {queue_size}")
-        if per_recipient_limit is not None and per_recipient_limit < 1:
-            raise ValueError(f"per_recipient_limit must be at least 1, not {per_recipient_limit}")
+        dedup_window = non_negative("dedup_window", dedup_window, maximum=30 * 86400)
+        group_wait = non_negative("group_wait", group_wait, maximum=86400)
+        if repeat_interval is not None:
+            repeat_interval = positive("repeat_interval", repeat_interval, maximum=30 * 86400)
+        if per_recipient_limit is not None:
+            per_recipient_limit = integer("per_recipient_limit", per_recipient_limit, minimum=1)
+        per_recipient_period = positive("per_recipient_period", per_recipient_period, maximum=30 * 86400)
+        max_segments = integer("max_segments", max_segments, minimum=1, maximum=20)
+        self._queue_size = integer("queue_size", queue_size, minimum=1)
+        max_pending = integer("max_pending", max_pending, minimum=1)
+        max_windows = integer("max_windows", max_windows, minimum=1)
+        if close_at_exit is not None:
+            close_at_exit = non_negative("close_at_exit", close_at_exit)
         groups = dict(groups or {})
         if recipients:
             groups.setdefault(DEFAULT_GROUP, list(recipients))
@@ -119,46 +202,69 @@ class Notifier:
         self.router = Router(
             groups, [r if isinstance(r, Route) else Route.parse(r) for r in routes], default_groups
         )
+        dispatch_policy = dispatch or DispatchPolicy(tps=positive("tps", tps, maximum=10_000))
         self._owns_client = client is None
         self.client = client if client is not None else GatewayClient.from_env()
-        self._owns_store = not hasattr(store, "dedup_hit")
+        self._owns_store = not isinstance(store, Store)
         self.store: Store = open_store(store, clock=clock)
-        self.dedup_window = dedup_window
-        self.repeat_interval = repeat_interval or dedup_window or 300.0
-        self.group_wait = group_wait
-        self.per_recipient_limit = per_recipient_limit
-        self.per_recipient_period = per_recipient_period
-        self.max_segments = max_segments
+        self.policy = Policy(
+            dedup_window=dedup_window,
+            repeat_interval=repeat_interval or dedup_window or 300.0,
+            group_wait=group_wait,
+            cap_limit=per_recipient_limit,
+            cap_period=per_recipient_period,
+            max_segments=max_segments,
+            max_windows=max_windows,
+        )
+        self.max_pending = max_pending
         self.host = host if host is not None else socket.gethostname().split(".")[0]
         self.stats_counters = Stats()
-        self.dispatcher = Dispatcher(
-            self.client, self.store, self.stats_counters, dispatch or DispatchPolicy(tps=tps)
-        )
-        self._queue_size = queue_size
+        self.dispatcher = Dispatcher(self.client, self.store, self.stats_counters, dispatch_policy)
+        self.dispatcher.on_outcome = self._on_outcome
         self._start = start
-        self._init_runtime()
+        self._close_lock = threading.Lock()
         self._closed = False
+        self._close_result: bool | None = None
+        self._fingerprints: dict[Hashable, str] = {}
+        self._routes: dict[Hashable, tuple[str, ...]] = {}
+        self._init_runtime()
         _live.add(self)
         if close_at_exit is not None:
             ref = weakref.ref(self)
             atexit.register(lambda: (n := ref()) is not None and n.close(close_at_exit))
+        if start and self.store.durable:
+            # Resume: what an earlier process left in the outbox goes out now,
+            # not when this process raises its first alert.
+            self._start_threads()
+
+    # These are the Notifier's settings, read by integrations and the CLI.
+    @property
+    def dedup_window(self) -> float:
+        return self.policy.dedup_window
+
+    @property
+    def group_wait(self) -> float:
+        return self.policy.group_wait
 
     def _init_runtime(self) -> None:
         """Per-process state: rebuilt in a forked child."""
-        self._queue: deque[tuple[Any, ...]] = deque()
+        self._queue: deque[Any] = deque()
+        self._coalescer = Coalescer()
+        self._coalescing = self.policy.dedup_window > 0
         self._received = itertools.count()
-        #: producers that hold counts back (SMSHandler's coalesced repeats); called each round
-        self._drains: list[Callable[[bool], None]] = getattr(self, "_drains", [])  # kept across fork
         self._dropped = itertools.count()
-        self._wakeup = threading.Event()
-        self._idle = threading.Condition()
-        self._tick_lock = threading.Lock()
-        self._sleeping = False
-        self._busy = False
+        self._intake_wakeup = threading.Event()
+        self._dispatch_wakeup = threading.Event()
+        self._progress = threading.Condition()
+        self._intake_lock = threading.RLock()  # one intake round at a time
+        self._intake_sleeping = False
         self._stopping = False
-        self._worker: threading.Thread | None = None
-        self._buffers: dict[str, _GroupBuffer] = {}
-        self._last_sweep = 0.0
+        self._intake_thread: threading.Thread | None = None
+        self._dispatch_thread: threading.Thread | None = None
+        self._timers_due = 0.0
+        self._renew_due = 0.0
+        self._housekeeping_due = 0.0
+        self._last_error_logged = 0.0
 
     def __repr__(self) -> str:
         return f"Notifier(groups={sorted(self.router.groups)}, store={self.store!r}, client={self.client!r})"
@@ -177,118 +283,545 @@ class Notifier:
         exc_type: str | None = None,
         host: str | None = None,
     ) -> bool:
-        """Queue an alert; never blocks. False when it was dropped (queue full or closed)."""
+        """Queue an alert; never blocks, never waits for the network.
+
+        Returns False when it was dropped (queue full, or the notifier closed).
+        Raises ValueError for bad arguments (empty text, unknown severity or group).
+        """
         # exact-type test first: the common case costs no method call
         if (type(text) is not str or not text or text.isspace()) and (
             not isinstance(text, str) or not text.strip()
         ):
-            raise ValueError("text must be a non-empty string")
+            raise ValueError(f"text={text!r}: must be a non-empty string")
         level = severity if type(severity) is Severity else Severity.parse(severity)
         chosen = tuple(groups) if groups is not None else None
         if chosen is not None:
             self.router._check_names(chosen, "groups")
-        # No clock read here: the worker stamps alerts when it takes them. The lines
-        # below are enqueue_lazy()'s twin, inlined: a shared helper costs ~150 ns a call.
+        payload = (text, level, key, chosen, source, tuple(tags) if tags else (), template, exc_type, host)
+        next(self._received)
+        if self._closed:
+            next(self._dropped)
+            return False
+        # The lines below are enqueue_lazy()'s and SMSHandler.emit()'s twin, and
+        # Coalescer.repeat() inlined: a shared helper costs ~150 ns a call.
+        if self._coalescing:
+            entry = self._coalescer.entries.get(payload)
+            if entry is not None:
+                next(entry.counter)
+                if not entry.dirty:
+                    entry.dirty = True
+                    self._coalescer.dirty.append(entry)
+                    if self._intake_sleeping:
+                        self._intake_wakeup.set()
+                return True
+        if len(self._queue) >= self._queue_size:
+            next(self._dropped)
+            return False
+        self._queue.append((payload, payload, 1, None))
+        if self._coalescing:
+            self._coalescer.register(payload, payload)
+        if self._intake_thread is None and self._start:
+            self._start_threads()
+        if self._intake_sleeping:
+            self._intake_wakeup.set()
+        return True
+
+    def submit(
+        self,
+        text: str,
+        *,
+        severity: Severity | str | int = Severity.ERROR,
+        key: str | None = None,
+        groups: Iterable[str] | None = None,
+        source: str = "",
+        tags: Iterable[str] = (),
+        host: str | None = None,
+    ) -> Ticket:
+        """Like :meth:`alert`, returning a :class:`Ticket` that tells what became of it."""
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError(f"text={text!r}: must be a non-empty string")
+        level = Severity.parse(severity)
+        chosen = tuple(groups) if groups is not None else None
+        if chosen is not None:
+            self.router._check_names(chosen, "groups")
+        ticket = Ticket()
+        payload = (text, level, key, chosen, source, tuple(tags), None, None, host)
+        next(self._received)
+        if self._closed or len(self._queue) >= self._queue_size:
+            next(self._dropped)
+            ticket._resolve("dropped", error="the notifier is closed" if self._closed else "queue full")
+            return ticket
+        self._queue.append((None, payload, 1, ticket))
+        if self._intake_thread is None and self._start:
+            self._start_threads()
+        if self._intake_sleeping:
+            self._intake_wakeup.set()
+        return ticket
+
+    def enqueue_lazy(
+        self,
+        render: Callable[[], str],
+        *,
+        severity: Severity,
+        template: str,
+        source: str = "",
+        exc_type: str | None = None,
+        groups: tuple[str, ...] | None = None,
+        tags: Iterable[str] = (),
+        count: int = 1,
+        ckey: Hashable = None,
+    ) -> bool:
+        """The integrations' hot path: no validation, no formatting on the caller's thread.
+
+        ``render`` runs on the intake thread; ``template`` (the message before
+        formatting) is what identifies repeats. ``ckey``, if given, is the
+        identity under which the caller registered this alert with the coalescer.
+        """
+        payload = (
+            render,
+            severity,
+            None,
+            groups,
+            source,
+            tuple(tags) if tags else (),
+            template,
+            exc_type,
+            None,
+        )
+        return self.enqueue_payload(ckey, payload, count)
+
+    def enqueue_payload(self, ckey: Hashable, payload: Payload, count: int = 1) -> bool:
+        """Queue a ready payload (see :data:`Payload`); the integrations' lowest level."""
         next(self._received)
         if self._closed or len(self._queue) >= self._queue_size:
             next(self._dropped)
             return False
-        self._queue.append((text, level, key, chosen, source, tags, template, exc_type, host, None, 1))
-        if self._worker is None and self._start:
-            self._start_worker()
-        if self._sleeping:
-            self._wakeup.set()
+        self._queue.append((ckey if self._coalescing else None, payload, count, None))
+        if self._intake_thread is None and self._start:
+            self._start_threads()
+        if self._intake_sleeping:
+            self._intake_wakeup.set()
         return True
 
-    # -- lifecycle --------------------------------------------------------------
-    def _start_worker(self) -> None:
-        with self._idle:
-            if self._worker is not None or self._stopping:
-                return
-            self._worker = threading.Thread(target=self._run, name="sslsms-notifier", daemon=True)
-            self._worker.start()
+    def sync(self, timeout: float | None = None) -> bool:
+        """Wait until everything queued so far (by this thread) is decided and in the store."""
+        if self._intake_thread is None or not self._intake_thread.is_alive():
+            with self._intake_lock:
+                while self._queue or self._coalescer.dirty:
+                    self._intake_round()
+            return True
+        barrier = _Barrier()
+        self._queue.append(barrier)
+        self._intake_wakeup.set()
+        return barrier.wait(timeout)
 
-    def _run(self) -> None:
+    def is_worker_thread(self) -> bool:
+        current = threading.current_thread()
+        return current is self._intake_thread or current is self._dispatch_thread
+
+    # -- threads ------------------------------------------------------------------
+    def _start_threads(self) -> None:
+        with self._progress:
+            if self._intake_thread is not None or self._stopping or self._closed:
+                return
+            self._intake_thread = threading.Thread(
+                target=self._intake_loop, name="sslsms-intake", daemon=True
+            )
+            self._dispatch_thread = threading.Thread(
+                target=self._dispatch_loop, name="sslsms-dispatch", daemon=True
+            )
+            self._intake_thread.start()
+            self._dispatch_thread.start()
+
+    def _intake_loop(self) -> None:
         while not self._stopping:
             try:
-                worked = self.tick()
-            except Exception as exc:  # the worker must outlive any one bad round
-                _log.error("notifier round failed", error=f"{type(exc).__name__}: {exc}")
+                worked = self._intake_round()
+                worked |= self._timers()
+            except Exception as exc:  # the thread must outlive any one bad round
+                self._log_failure("intake round failed", exc)
                 worked = False
-                time.sleep(0.5)
+                time.sleep(0.2)
             if worked:
                 continue
-            self._sleeping = True
-            if not self._queue:
-                self._wakeup.wait(self._idle_wait())
-            self._sleeping = False
-            self._wakeup.clear()
+            self._intake_sleeping = True
+            if not self._queue and not self._coalescer.dirty:
+                self._intake_wakeup.wait(self._idle_wait())
+            self._intake_sleeping = False
+            self._intake_wakeup.clear()
+
+    def _dispatch_loop(self) -> None:
+        try:
+            while not self._stopping:
+                try:
+                    sent = self.dispatcher.run_once()
+                except Exception as exc:
+                    self._log_failure("dispatch round failed", exc)
+                    sent = 0
+                    time.sleep(0.2)
+                with self._progress:
+                    self._progress.notify_all()
+                if sent:
+                    continue
+                self._dispatch_wakeup.wait(self._dispatch_wait())
+                self._dispatch_wakeup.clear()
+        finally:
+            if self._close_result is not None:  # close() gave up waiting for us: we release
+                self._release()
+
+    def _log_failure(self, what: str, exc: BaseException) -> None:
+        now = time.monotonic()
+        if now - self._last_error_logged >= 10:  # a broken store must not flood the log
+            self._last_error_logged = now
+            _log.error(what, error=f"{type(exc).__name__}: {exc}")
 
     def _idle_wait(self) -> float:
-        waits = [0.5]
-        next_due = self.store.outbox_next_due()
-        if next_due is not None:
-            waits.append(next_due - self.store.now())
-        waits.extend(b.deadline - self.store.now() for b in self._buffers.values())
-        return min(max(0.01, w) for w in waits)
+        waits = [MAX_IDLE, self._renew_due - time.monotonic()]
+        if self._coalescer.entries:
+            waits.append(self._coalescer.period)
+        with contextlib.suppress(Exception):
+            next_due = self.store.next_due()
+            if next_due is not None:
+                waits.append(next_due - self.store.now())
+        return min(max(0.005, w) for w in waits)
+
+    def _dispatch_wait(self) -> float:
+        waits = [MAX_IDLE]
+        with contextlib.suppress(Exception):
+            if self.dispatcher.paused_until > self.store.now():
+                return MAX_IDLE
+            due = self.store.outbox_next_due()
+            if due is not None:
+                waits.append(due - self.store.now())
+        return min(max(0.005, w) for w in waits)
+
+    # -- intake ---------------------------------------------------------------------
+    def _intake_round(self, *, final: bool = False) -> bool:
+        """Take what is queued (and repeats counted in place); decide it in one transaction."""
+        with self._intake_lock:
+            units: list[_Unit] = []
+            by_key: dict[Hashable, _Unit] = {}
+            barriers: list[_Barrier] = []
+            coalesced = 0
+            collected = self._coalescer.collect_all() if final else self._coalescer.collect(time.monotonic())
+            for ckey, payload, count in collected:
+                coalesced += count
+                self._add(units, by_key, ckey, payload, count, None)
+            queue = self._queue
+            taken = 0
+            while queue and taken < ROUND_SIZE:
+                item = queue.popleft()
+                if isinstance(item, _Barrier):
+                    barriers.append(item)
+                    continue
+                taken += 1
+                ckey, payload, count, ticket = item
+                self._add(units, by_key, ckey, payload, count, ticket)
+            if coalesced:
+                self.stats_counters.add(coalesced=coalesced)
+            if units:
+                self._decide(units)
+            for barrier in barriers:
+                barrier.set()
+            return bool(units or barriers)
+
+    @staticmethod
+    def _add(
+        units: list[_Unit],
+        by_key: dict[Hashable, _Unit],
+        ckey: Hashable,
+        payload: Payload,
+        count: int,
+        ticket: Ticket | None,
+    ) -> None:
+        if ticket is not None or ckey is None:
+            units.append(_Unit(payload, payload, count, ticket))
+            return
+        unit = by_key.get(ckey)
+        if unit is None:
+            unit = by_key[ckey] = _Unit(payload, payload, count)
+            units.append(unit)
+        else:
+            unit.last = payload
+            unit.count += count
+
+    def _decide(self, units: list[_Unit]) -> None:
+        hits: list[Hit] = []
+        tickets: dict[int, Ticket] = {}
+        rejected = 0
+        for index, unit in enumerate(units):
+            try:
+                hits.extend(self._hits(unit, index))
+            except ValueError as exc:
+                rejected += 1
+                _log.warning("alert rejected", error=str(exc))
+                if unit.ticket is not None:
+                    unit.ticket._resolve("rejected", error=str(exc))
+                continue
+            if unit.ticket is not None:
+                tickets[index] = unit.ticket
+        if rejected:
+            self.stats_counters.add(rejected=rejected)
+        if not hits:
+            return
+        ids = IdBook()
+        report = self.store.transact(lambda tx: apply_intake(tx, hits, self.policy, ids))
+        self._count(report)
+        for index, ticket in tickets.items():
+            result = report.alerts.get(index)
+            if result is None:
+                ticket._resolve("suppressed")
+            else:
+                ticket._resolve(result.status, result.csms_ids, result.throttled)
+        if report.queued:
+            self._dispatch_wakeup.set()
+        if self.store.window_count() > self.policy.max_windows:
+            self._count(self.store.transact(lambda tx: evict_windows(tx, self.policy, IdBook())))
+
+    def _count(self, report: Report) -> None:
+        self.stats_counters.add(**report.counters())
+
+    def _hits(self, unit: _Unit, index: int) -> list[Hit]:
+        first_alert = self._alert(unit.first)
+        level = first_alert.severity
+        route_key = (first_alert.source, level, first_alert.tags, first_alert.groups)
+        group_names = self._routes.get(route_key)
+        if group_names is None:
+            group_names = self.router.group_names(first_alert)
+            if len(self._routes) > 10_000:
+                self._routes.clear()
+            self._routes[route_key] = group_names
+        fingerprint = self._fingerprint(first_alert)
+        first_text = format_alert(first_alert, max_segments=self.policy.max_segments)
+        last_text = first_text
+        if unit.last is not unit.first:
+            with contextlib.suppress(ValueError):
+                last_text = format_alert(self._alert(unit.last), max_segments=self.policy.max_segments)
+        return [
+            Hit(
+                window_key(group, level, fingerprint),
+                group,
+                self.router.numbers(group),
+                unit.count,
+                first_text,
+                last_text,
+                index,
+            )
+            for group in group_names
+        ]
+
+    def _alert(self, payload: Payload) -> Alert:
+        text, level, key, chosen, source, tags, template, exc_type, host = payload
+        if callable(text):
+            try:
+                text = text()
+            except Exception as exc:  # a broken __str__ in a log argument must not stop the thread
+                text = f"(message could not be formatted: {type(exc).__name__})"
+        cleaned = clean_text(text)
+        if not cleaned.strip():
+            raise ValueError(f"text={text[:40]!r}: nothing left to send once control characters are removed")
+        return Alert(
+            text=cleaned,
+            severity=level,
+            source=source,
+            host=self.host if host is None else host,
+            tags=frozenset(tags),
+            key=key,
+            groups=chosen,
+            template=template,
+            exc_type=exc_type,
+            created_at=time.time(),
+        )
+
+    def _fingerprint(self, alert: Alert) -> str:
+        basis = (
+            (alert.key,)
+            if alert.key
+            else (alert.source, alert.severity, alert.template or alert.text, alert.exc_type)
+        )
+        fingerprint = self._fingerprints.get(basis)
+        if fingerprint is None:
+            fingerprint = alert.fingerprint
+            if len(self._fingerprints) > 50_000:
+                self._fingerprints.clear()
+            self._fingerprints[basis] = fingerprint
+        return fingerprint
+
+    # -- timers and housekeeping (on the intake thread) ------------------------------
+    def _timers(self, *, force: bool = False) -> bool:
+        now = time.monotonic()
+        worked = False
+        if now >= self._renew_due:
+            self._renew_due = now + self.dispatcher.policy.lease / 3
+            in_flight = list(self.dispatcher.in_flight)
+            if in_flight:
+                self.store.outbox_renew(in_flight, self.dispatcher.policy.lease)
+        if not force and now < self._timers_due:
+            return False
+        self._timers_due = now + TIMER_INTERVAL
+        for store in self._timer_stores():
+            next_due = store.next_due()
+            if next_due is None or next_due > store.now():
+                continue
+            for sweep in (sweep_windows, sweep_digests, sweep_groups):
+                report = store.transact(lambda tx, sweep=sweep: sweep(tx, self.policy, IdBook()))
+                self._count(report)
+                worked |= bool(report.queued or report.windows_closed or report.groups)
+                if report.queued:
+                    self._dispatch_wakeup.set()
+        if force or now >= self._housekeeping_due:
+            self._housekeeping_due = now + 1.0
+            self._housekeeping()
+        return worked
+
+    def _timer_stores(self) -> list[Any]:
+        stores = getattr(self.store, "timer_stores", None)
+        return list(stores()) if stores is not None else [self.store]
+
+    def _housekeeping(self) -> None:
+        counts = self.store.outbox_counts()
+        if counts.pending > self.max_pending:
+            dropped = self.store.outbox_trim(self.max_pending, "dropped: outbox full")
+            if dropped:
+                self.stats_counters.add(outbox_dropped=len(dropped))
+                _log.warning(
+                    "outbox full; oldest pending SMS dropped",
+                    dropped=len(dropped),
+                    max_pending=self.max_pending,
+                )
+        if counts.dead:
+            self.store.outbox_expire_dead(self.store.now() - DEAD_LETTER_RETENTION)
+        move = getattr(self.store, "move_spool", None)
+        if move is not None and move():
+            self._dispatch_wakeup.set()
+
+    def _on_outcome(self, items: list[OutboxItem]) -> None:
+        with self._progress:
+            self._progress.notify_all()
+
+    # -- flush and close --------------------------------------------------------------
+    def tick(self, *, force_sweep: bool = False) -> bool:
+        """One round of everything on the caller's thread (a notifier made with ``start=False``)."""
+        worked = self._intake_round()
+        worked |= self._timers(force=force_sweep)
+        worked |= self.dispatcher.run_once() > 0
+        return worked
+
+    def _threads_alive(self) -> bool:
+        return self._intake_thread is not None and self._intake_thread.is_alive()
 
     def flush(self, timeout: float | None = None) -> bool:
         """Deliver everything queued or pending; True if nothing is left by the deadline."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        if self._close_result is not None:
+            return self._close_result
+        if self._threads_alive():
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not self.sync(remaining):
+                return False
+            self._timers_due = 0.0
+            self._intake_wakeup.set()
         while True:
-            if self._worker is None or not self._worker.is_alive():
+            if not self._threads_alive():
                 self.tick(force_sweep=True)
             else:
-                self._wakeup.set()
+                self._dispatch_wakeup.set()
             if self._drained():
                 return True
             if deadline is not None and time.monotonic() >= deadline:
                 return False
-            with self._idle:
-                self._idle.wait(0.02)
+            with self._progress:
+                self._progress.wait(0.02)
 
     def _drained(self) -> bool:
-        if self._queue or self._busy or self._buffers:
+        if self._queue or self._coalescer.dirty:
+            return False
+        if self.policy.group_wait > 0 and self.store.transact(lambda tx: tx.count("groups")):
             return False
         return self.store.outbox_open() == 0
 
     def close(self, timeout: float | None = None) -> bool:
-        """Deliver what is pending within ``timeout``, then stop. Safe to call twice."""
-        if self._closed:
-            return True
+        """Deliver what is pending within ``timeout``, then stop. Safe to call twice.
+
+        Returns within ``timeout`` (plus a fraction of a second) whatever the
+        gateway does. On a durable store what is not delivered stays in the
+        outbox for the next process; on a memory store it is lost, counted as
+        ``lost`` and logged once.
+        """
+        with self._close_lock:
+            if self._close_result is not None:
+                return self._close_result
+            deadline = None if timeout is None else time.monotonic() + timeout
+
+            def remaining() -> float | None:
+                return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+            self._closed = True  # from here on alert() drops: the queue can only shrink
+            # Handing the queue to the store never waits for the network: it gets a
+            # grace period past the deadline rather than losing accepted alerts.
+            grace = remaining()
+            delivered = self._finish_intake(None if grace is None else grace + INTAKE_GRACE)
+            delivered = self.flush(remaining()) and delivered
+            self._stopping = True
+            self.dispatcher.stopping = True
+            self._intake_wakeup.set()
+            self._dispatch_wakeup.set()
+            for thread in (self._intake_thread, self._dispatch_thread):
+                if thread is not None and thread is not threading.current_thread():
+                    wait = remaining()
+                    thread.join(None if wait is None else max(0.05, wait))
+            left = self._undelivered()
+            if not delivered or left:
+                if self.store.durable:
+                    _log.warning("closed with SMS undelivered; they stay in the outbox", pending=left)
+                else:
+                    self.stats_counters.add(lost=left)
+                    _log.error("closed with SMS undelivered; a memory store loses them", lost=left)
+            self._close_result = delivered and not left
+            dispatching = self._dispatch_thread is not None and self._dispatch_thread.is_alive()
+            if not dispatching:  # else the dispatch thread releases when its request ends
+                self._release()
+            return self._close_result
+
+    def _finish_intake(self, timeout: float | None) -> bool:
+        """Everything queued or counted goes into the store; a memory store's timers fire now."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        # Producers holding counts back hand them over first: at interpreter exit
-        # this hook runs before logging.shutdown() closes the handlers.
-        for drain in tuple(self._drains):
-            with contextlib.suppress(Exception):
-                drain(True)
-        self._closed = True  # from here on alert() drops: the queue can only shrink
+        try:
+            while self._queue or self._coalescer.dirty:
+                if not self._intake_lock.acquire(
+                    timeout=-1 if deadline is None else max(0.0, deadline - time.monotonic())
+                ):
+                    return False
+                try:
+                    self._intake_round()
+                finally:
+                    self._intake_lock.release()
+                if deadline is not None and time.monotonic() >= deadline:
+                    return not self._queue
+            with self._intake_lock:
+                self._intake_round(final=True)
+                if not self.store.durable:
+                    # Nobody will sweep a memory store later: say "+N more" and send gathered alerts now.
+                    ids = IdBook()
+                    self._count(self.store.transact(lambda tx: flush_groups(tx, self.policy, ids)))
+                    self._count(self.store.transact(lambda tx: close_all_windows(tx, self.policy, ids)))
+        except Exception as exc:
+            self._log_failure("could not hand queued alerts to the store at close", exc)
+            return False
+        return True
 
-        def remaining() -> float | None:
-            return None if deadline is None else max(0.0, deadline - time.monotonic())
+    def _undelivered(self) -> int:
+        with contextlib.suppress(Exception):
+            return self.store.outbox_open() + len(self._queue)
+        return len(self._queue)
 
-        # Drain the queue first: closing windows while repeats are still queued
-        # would lose their count.
-        self.flush(remaining())
-        with self._tick_lock:
-            self._flush_group_buffers(force=True)
-            if not getattr(self.store, "durable", False):
-                # Nobody will sweep a memory store later: say "+N similar" now.
-                self._summarise(self.store.dedup_close_all())
-        delivered = self.flush(remaining())
-        self._stopping = True
-        self._wakeup.set()
-        if self._worker is not None:
-            self._worker.join(None if deadline is None else max(0.1, deadline - time.monotonic()))
-        if not delivered:  # before the store closes: it is what we ask for the count
-            _log.warning(
-                "closed with alerts undelivered", queued=len(self._queue), pending=self.store_pending()
-            )
-        if self._owns_client:
-            self.client.close()
-        if self._owns_store:
-            self.store.close()
-        return delivered
+    def _release(self) -> None:
+        with contextlib.suppress(Exception):
+            if self._owns_client:
+                self.client.close()
+        with contextlib.suppress(Exception):
+            if self._owns_store:
+                self.store.close()
 
     def store_pending(self) -> int:
         with contextlib.suppress(Exception):
@@ -309,253 +842,49 @@ class Notifier:
         self.close()
 
     def stats(self) -> dict[str, int]:
+        """Counters (see :class:`~sslsms_notify.alerting.stats.Stats`) and the current backlog, in O(1)."""
         data = self.stats_counters.snapshot()
-        data["received"] = _peek(self._received) + data["coalesced"]
+        data["received"] = _peek(self._received)
         data["dropped"] = _peek(self._dropped)
         data["queued"] = len(self._queue)
         with contextlib.suppress(Exception):
             counts = self.store.outbox_counts()
-            data["pending"] = counts.pending + counts.inflight
+            data["pending"] = counts.pending
             data["dead"] = counts.dead
+        with contextlib.suppress(Exception):
+            data["windows"] = self.store.window_count()
         return data
 
-    # -- the worker's round -----------------------------------------------------
-    def tick(self, *, force_sweep: bool = False) -> bool:
-        """One round of work; True if anything was done. Runs on the worker thread,
-        or on the caller's thread for a notifier made with ``start=False``."""
-        with self._tick_lock:
-            self._busy = True
-            try:
-                for drain in tuple(self._drains):
-                    drain(False)
-                worked = False
-                batch = []
-                while self._queue and len(batch) < 5_000:
-                    batch.append(self._queue.popleft())
-                for raw in batch:
-                    try:
-                        self._intake(raw)
-                    except Exception as exc:  # one bad alert must not take the others with it
-                        self.stats_counters.add(rejected=1)
-                        _log.error("alert could not be processed", error=f"{type(exc).__name__}: {exc}")
-                worked = bool(batch)
-                now = time.monotonic()
-                if force_sweep or now - self._last_sweep >= 0.2:
-                    self._last_sweep = now
-                    worked |= self._sweep()
-                worked |= self.dispatcher.run_once() > 0
-                return worked
-            finally:
-                self._busy = False
-                with self._idle:
-                    self._idle.notify_all()
-
-    def enqueue_lazy(
-        self,
-        render: Callable[[], str],
-        *,
-        severity: Severity,
-        template: str,
-        source: str = "",
-        exc_type: str | None = None,
-        groups: tuple[str, ...] | None = None,
-        tags: Iterable[str] = (),
-        count: int = 1,
-    ) -> bool:
-        """The integrations' hot path: no validation, no formatting on the caller's thread.
-
-        ``render`` runs on the worker; ``template`` (the message before
-        formatting) is what identifies repeats.
-        """
-        # alert()'s twin, inlined on purpose (see there)
-        next(self._received)
-        if self._closed or len(self._queue) >= self._queue_size:
-            next(self._dropped)
-            return False
-        self._queue.append(
-            (render, severity, None, groups, source, tags, template, exc_type, None, None, count)
-        )
-        if self._worker is None and self._start:
-            self._start_worker()
-        if self._sleeping:
-            self._wakeup.set()
-        return True
-
-    def add_drain(self, drain: Callable[[bool], None]) -> None:
-        """Register ``drain(force)``: called each round to hand over held-back repeats."""
-        self._drains.append(drain)
-
-    def is_worker_thread(self) -> bool:
-        return threading.current_thread() is self._worker
-
-    def _intake(self, raw: tuple[Any, ...]) -> None:
-        text, level, key, chosen, source, tags, template, exc_type, host, created, count = raw
-        if count > 1:
-            self.stats_counters.add(coalesced=count - 1)
-        if callable(text):
-            try:
-                text = text()
-            except Exception as exc:  # a broken __str__ in a log argument must not kill the worker
-                text = f"(message could not be formatted: {type(exc).__name__})"
-            if not text.strip():
-                self.stats_counters.add(rejected=1)
-                return
-        alert = Alert(
-            text=text,
-            severity=level,
-            source=source,
-            host=self.host if host is None else host,
-            tags=frozenset(tags),
-            key=key,
-            groups=chosen,
-            template=template,
-            exc_type=exc_type,
-            created_at=created or time.time(),
-        )
-        try:
-            group_names = self.router.group_names(alert)
-            sms = format_alert(alert, max_segments=self.max_segments)
-        except ValueError as exc:
-            self.stats_counters.add(rejected=1)
-            _log.warning("alert rejected", error=str(exc))
-            return
-        fingerprint = alert.fingerprint
-        fresh: list[str] = []
-        for group in group_names:
-            if self.dedup_window > 0:
-                window_key = _SEP.join((group, str(int(level)), fingerprint))
-                hit = self.store.dedup_hit(window_key, self.dedup_window, sms, count)
-                repeats = count if not hit.first else count - 1
-                if repeats:
-                    self.stats_counters.add(suppressed=repeats)
-                if not hit.first:
-                    continue
-            fresh.append(group)
-        if not fresh:
-            return
-        if self.group_wait > 0:
-            for group in fresh:
-                buffer = self._buffers.get(group)
-                if buffer is None:
-                    buffer = self._buffers[group] = _GroupBuffer(self.store.now() + self.group_wait)
-                buffer.texts.append(sms)
-            return
-        self._enqueue(sms, self._numbers(fresh))
-
-    def _numbers(self, groups: Iterable[str]) -> list[str]:
-        # A phone in several matched groups gets one SMS.
-        return list(dict.fromkeys(n for g in groups for n in self.router.numbers(g)))
-
-    def _enqueue(self, text: str, numbers: Sequence[str], *, capped: bool = True) -> None:
-        now = self.store.now()
-        items = []
-        throttled = 0
-        for number in numbers:
-            if capped and self.per_recipient_limit is not None:
-                rate = self.per_recipient_limit / self.per_recipient_period
-                wait = self.store.rate_acquire(
-                    f"rcpt:{number}", rate, self.per_recipient_limit, reserve=False
-                )
-                if wait > 0:
-                    self.store.digest_add(number, text)
-                    throttled += 1
-                    continue
-            items.append(OutboxItem(new_csms_id(), number, text, now, now))
-        if throttled:
-            self.stats_counters.add(throttled=throttled)
-        if items:
-            self.store.outbox_add(items)
-
-    def _sweep(self) -> bool:
-        closed = self.store.dedup_close(self.repeat_interval)
-        worked = self._summarise(closed)
-        worked |= self._flush_group_buffers()
-        worked |= self._send_digests()
-        return worked
-
-    def _summarise(self, closed: Sequence[Any]) -> bool:
-        """One summary per alert and count, to the union of its groups' phones."""
-        merged: dict[tuple[str, str], tuple[Severity, int, float, str, list[str]]] = {}
-        for window in closed:
-            group, level, fingerprint = window.key.split(_SEP, 2)
-            severity = Severity(int(level))
-            key = (level, fingerprint)
-            numbers = list(self.router.numbers(group)) if self._known(group) else []
-            if key in merged:
-                s, count, last_at, text, known = merged[key]
-                merged[key] = (
-                    s,
-                    max(count, window.suppressed),
-                    max(last_at, window.last_at),
-                    text,
-                    known + numbers,
-                )
+    def outcomes(self, csms_ids: Sequence[str]) -> dict[str, str]:
+        """``delivered``, ``pending`` or ``failed`` (with the reason) for each of these SMS."""
+        found = self.store.outbox_get(csms_ids)
+        result = {}
+        for csms_id in csms_ids:
+            item = found.get(csms_id)
+            if item is None:
+                result[csms_id] = "delivered"  # a sent SMS leaves the outbox
+            elif item.state is OutboxState.DEAD:
+                result[csms_id] = "failed"
             else:
-                merged[key] = (
-                    severity,
-                    window.suppressed,
-                    window.last_at,
-                    window.last_text,
-                    numbers,
-                )
-        for severity, count, last_at, text, numbers in merged.values():
-            summary = format_summary(severity, text, count, last_at, max_segments=self.max_segments)
-            self.stats_counters.add(summaries=1)
-            self._enqueue(summary, list(dict.fromkeys(numbers)))
-        return bool(merged)
-
-    def _known(self, group: str) -> bool:
-        try:
-            self.router.numbers(group)
-        except ValueError:
-            return False  # a group removed from the configuration since
-        return True
-
-    def _flush_group_buffers(self, *, force: bool = False) -> bool:
-        now = self.store.now()
-        due = [g for g, b in self._buffers.items() if force or b.deadline <= now]
-        for group in due:
-            buffer = self._buffers.pop(group)
-            text = format_group(buffer.texts, max_segments=self.max_segments)
-            self._enqueue(text, self._numbers([group]))
-        return bool(due)
-
-    def _send_digests(self) -> bool:
-        if self.per_recipient_limit is None:
-            return False
-        rate = self.per_recipient_limit / self.per_recipient_period
-        sent = False
-        for number in self.store.digest_recipients():
-            if self.store.rate_acquire(f"rcpt:{number}", rate, self.per_recipient_limit, reserve=False) > 0:
-                continue
-            held = self.store.digest_take(number)
-            if not held:
-                continue
-            text = format_digest(held, max_segments=self.max_segments)
-            self.stats_counters.add(folded=len(held), digests=1)
-            self._enqueue(text, [number], capped=False)
-            sent = True
-        return sent
+                result[csms_id] = "pending"
+        return result
 
     # -- os.fork ----------------------------------------------------------------
     def _after_fork_in_child(self) -> None:
         # The parent still owns what it had queued; the child starts empty, with
-        # its own worker, connections and locks.
+        # its own threads (started on first use), connections and locks.
         self._init_runtime()
+        self._close_lock = threading.Lock()
         self.stats_counters.reset_lock()
+        self.dispatcher.in_flight = set()
+        self.dispatcher.auth_failed = threading.Event()
         self.client._reopen_after_fork()
         self.store.after_fork()
 
 
-def _peek(counter: itertools.count) -> int:
+def _peek(counter: itertools.count[int]) -> int:
     # itertools.count has no getter; its repr is "count(N)".
     return int(repr(counter)[6:-1])
-
-
-def _check_non_negative(**values: float) -> None:
-    for name, value in values.items():
-        if value < 0:
-            raise ValueError(f"{name} must not be negative, not {value}")
 
 
 def _after_fork() -> None:

@@ -10,9 +10,9 @@ from dataclasses import dataclass, field, fields
 class Stats:
     #: alerts handed to ``alert()``
     received: int = 0
-    #: repeats a producer counted without queueing them (SMSHandler), part of ``received``
+    #: of ``received``, repeats counted on the producer's thread instead of being queued
     coalesced: int = 0
-    #: alerts the bounded queue had no room for
+    #: alerts the bounded queue had no room for, or raised after close()
     dropped: int = 0
     #: alerts that could not be routed or formatted (bad input)
     rejected: int = 0
@@ -36,6 +36,12 @@ class Stats:
     requests: int = 0
     #: bulk/dynamic requests that failed as a whole and were resent as singles
     fallbacks: int = 0
+    #: dedup windows closed early to stay within ``max_windows``
+    evicted: int = 0
+    #: pending SMS made dead letters to stay within ``max_pending``
+    outbox_dropped: int = 0
+    #: SMS still undelivered when a notifier on a memory store closed
+    lost: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def add(self, **deltas: int) -> None:

@@ -402,12 +402,23 @@ class GatewayEmulator:
             if missing:
                 return self._fail(ApiStatus.REQUIRED_PARAMETER_MISSING, f"sms[{position}].{missing}")
         used = self._ids_today(today)
-        infos, accepted = [], 0
+        infos, accepted, seen = [], 0, set()
         for item in items:
             text, csms_id = item["text"], item["csms_id"]
             text = text if isinstance(text, str) else str(text)
             number, problem = self._normalize(item["msisdn"])
             shown = number or str(item["msisdn"])
+            if number is not None and number in seen:
+                # Spec 3.2: DUPLICATE / "Duplicate MSISDN": "MSISDN is duplicate on the same
+                # request." Not sent; its csms_id stays unused.
+                infos.append(
+                    self._info(
+                        SmsStatus.DUPLICATE, SmsStatusMessage.DUPLICATE_MSISDN, shown, text, str(csms_id)
+                    )
+                )
+                continue
+            if number is not None:
+                seen.add(number)
             if not is_valid_csms_id(csms_id):
                 infos.append(
                     self._info(

@@ -224,10 +224,21 @@ def plan_dynamic(messages: Iterable[DynamicMessage | tuple[str, str]]) -> SendPl
             raise ValueError(f"messages[{index}].csms_id {csms_id!r} is used twice in one call")
         seen_ids.add(csms_id)
         entries.append(Entry(index, number, item.text, csms_id))
+    # Spec 3.2: "Duplicate MSISDN" is "MSISDN is duplicate on the same request", and
+    # such an SMS is not sent. Several texts for one number go in successive requests.
+    layers: list[list[Entry]] = []
+    depth: dict[str, int] = {}
+    for entry in entries:
+        level = depth.get(entry.msisdn, 0)
+        depth[entry.msisdn] = level + 1
+        if level == len(layers):
+            layers.append([])
+        layers[level].append(entry)
     calls = []
-    for chunk in chunked(entries, MAX_RECIPIENTS_PER_REQUEST):
-        payload = {"sms": [{"msisdn": e.msisdn, "text": e.text, "csms_id": e.csms_id} for e in chunk]}
-        calls.append(Call("dynamic", "POST", DYNAMIC_PATH, payload, chunk))
+    for layer in layers:
+        for chunk in chunked(layer, MAX_RECIPIENTS_PER_REQUEST):
+            payload = {"sms": [{"msisdn": e.msisdn, "text": e.text, "csms_id": e.csms_id} for e in chunk]}
+            calls.append(Call("dynamic", "POST", DYNAMIC_PATH, payload, chunk))
     return SendPlan("dynamic", len(items), calls)
 
 

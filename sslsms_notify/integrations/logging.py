@@ -9,22 +9,22 @@ or in ``dictConfig``::
             "url": "sslsms://SID:TOKEN@01712345678",
             "level_groups": {"CRITICAL": ["oncall", "managers"]}}
 
-``emit()`` never blocks and never raises: it filters and appends the record to
-a bounded queue. The message, the exception type and its last frame are
-rendered on the pipeline's worker thread. Records from this library, httpx,
-httpcore and uvicorn, and anything logged on the worker thread, are ignored,
-so an SMS can never cause an SMS.
+``emit()`` never blocks, never raises and takes no lock: it appends the record
+to a bounded queue, or, for a repeat of a record seen lately (same message
+template, level, logger and exception type), only counts it. The message, the
+exception type and its last frame are rendered on the pipeline's worker thread.
+Records from this library, httpx, httpcore and uvicorn, and anything logged on
+the pipeline's threads, are ignored, so an SMS can never cause an SMS.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import time
 import traceback
 from collections.abc import Mapping, Sequence
 from dataclasses import fields, replace
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any
 
 from ..alerting.alert import Severity
@@ -34,9 +34,6 @@ from ..config import Settings
 from ..gateway.msisdn import normalize_msisdn
 
 IGNORED_LOGGERS = ("sslsms_notify", "httpx", "httpcore", "uvicorn", "hpack", "h11")
-#: exact repeats of a record within this many seconds are counted here, not queued
-COALESCE_SECONDS = 1.0
-_MAX_TRACKED = 10_000
 
 
 def render_record(record: logging.LogRecord) -> str:
@@ -133,10 +130,7 @@ class SMSHandler(logging.Handler):
         for names in [*(g for _, g in self._level_groups), *self._logger_groups.values()]:
             notifier.router._check_names(names, "SMSHandler groups")
         self._groups_for = lru_cache(maxsize=4096)(self._compute_groups)
-        # (logger, level, template, exception type) -> [until, repeats held, last record]
-        self._recent: dict[tuple[Any, ...], list[Any]] = {}
-        self._coalesce = notifier.dedup_window > 0
-        notifier.add_drain(self._drain_repeats)
+        self._ignored: dict[str, bool] = {}
 
     def __repr__(self) -> str:
         return f"<SMSHandler level={logging.getLevelName(self.level)} {self.notifier!r}>"
@@ -152,67 +146,75 @@ class SMSHandler(logging.Handler):
                 chosen.extend(names)
         return tuple(dict.fromkeys(chosen)) or None
 
+    def handle(self, record: logging.LogRecord) -> Any:
+        # logging.Handler.handle() holds the handler's lock around emit(). emit() here
+        # needs no lock (the pipeline's queue and repeat counters are lock-free), and
+        # taking it is most of what an exact repeat would cost.
+        result = self.filter(record)
+        if isinstance(result, logging.LogRecord):  # Python 3.12+: a filter may swap the record
+            record = result
+        if result:
+            self.emit(record)
+        return result
+
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            if record.name.startswith(IGNORED_LOGGERS) or self.notifier.is_worker_thread():
+            ignored = self._ignored.get(record.name)
+            if ignored is None:
+                ignored = record.name.startswith(IGNORED_LOGGERS)
+                if len(self._ignored) < 10_000:
+                    self._ignored[record.name] = ignored
+            notifier = self.notifier
+            if ignored or notifier.is_worker_thread():
                 return
-            exc = record.exc_info[1] if record.exc_info else None
-            if self._coalesce:
-                # A repeat of a record forwarded less than a second ago costs a dict
-                # lookup: the worker gets the count later, in one queued item.
-                key = (record.name, record.levelno, record.msg, type(exc))
-                entry = self._recent.get(key)
-                now = time.monotonic()
-                if entry is not None and now < entry[0]:
-                    entry[1] += 1
-                    entry[2] = record
+            msg = record.msg
+            key: tuple[Any, ...] | None = None
+            if notifier._coalescing and type(msg) is str:
+                exc_info = record.exc_info
+                key = (
+                    (msg, record.levelno, record.name)
+                    if not exc_info
+                    else (msg, record.levelno, record.name, exc_info[0])
+                )
+                # Coalescer.repeat(), inlined (see Notifier.alert): a repeat of a record
+                # seen lately costs a dict lookup and a counter step.
+                coalescer = notifier._coalescer
+                entry = coalescer.entries.get(key)
+                if entry is not None:
+                    next(notifier._received)
+                    next(entry.counter)
+                    entry.last = record
+                    if not entry.dirty:
+                        entry.dirty = True
+                        coalescer.dirty.append(entry)
+                        if notifier._intake_sleeping:
+                            notifier._intake_wakeup.set()
                     return
-                if entry is not None and entry[1]:
-                    self._forward(entry[2], entry[1])
-                if len(self._recent) >= _MAX_TRACKED:
-                    self._drain_repeats(True)
-                self._recent[key] = [now + COALESCE_SECONDS, 0, None]
-            self._forward(record, 1)
+            if notifier.enqueue_payload(key, self._payload(record)) and key is not None:
+                notifier._coalescer.register(key, record, self._payload)
         except Exception:
             self.handleError(record)
 
-    def _forward(self, record: logging.LogRecord, count: int) -> None:
+    def _payload(self, record: logging.LogRecord) -> tuple[Any, ...]:
+        """The record as the pipeline queues an alert; rendered later, on its intake thread."""
         exc = record.exc_info[1] if record.exc_info else None
-        self.notifier.enqueue_lazy(
-            lambda: render_record(record),
-            severity=Severity.parse(record.levelno),
-            template=str(record.msg),
-            source=record.name,
-            exc_type=type(exc).__name__ if exc is not None else None,
-            groups=self._groups_for(record.levelno, record.name),
-            count=count,
+        return (
+            partial(render_record, record),
+            Severity.parse(record.levelno),
+            None,
+            self._groups_for(record.levelno, record.name),
+            record.name,
+            (),
+            str(record.msg),
+            type(exc).__name__ if exc is not None else None,
+            None,
         )
 
-    def _drain_repeats(self, force: bool) -> None:
-        """Hand held-back repeats to the pipeline (each round, and on flush/close)."""
-        if not self._recent or self.lock is None:
-            return
-        # emit() runs under this lock. The worker's round must never wait for it:
-        # logging.shutdown() holds it while flush() waits for the worker.
-        if not self.lock.acquire(blocking=force):
-            return
-        try:
-            now = time.monotonic()
-            for key, entry in list(self._recent.items()):
-                if force or now >= entry[0]:
-                    if entry[1]:
-                        self._forward(entry[2], entry[1])
-                    del self._recent[key]
-        finally:
-            self.lock.release()
-
     def flush(self) -> None:
-        self._drain_repeats(True)
         self.notifier.flush(self.close_timeout)
 
     def close(self) -> None:
         try:
-            self._drain_repeats(True)
             if self._owns_notifier:
                 self.notifier.close(self.close_timeout)
         finally:

@@ -1,0 +1,433 @@
+"""The pipeline's decisions, written once against a store transaction (:class:`~..stores.base.Tx`).
+
+- :func:`apply_intake`: is each alert the first of its window or a repeat;
+  the firsts go to a ``group_wait`` buffer, or through each phone's cap to the
+  outbox or a digest.
+- :func:`sweep_windows`, :func:`sweep_digests`, :func:`sweep_groups`: the
+  timers. A window that ended with repeats sends one summary and starts again
+  for ``repeat_interval``; a digest goes out when its phone's allowance
+  returns; a group buffer when its wait is over.
+- :func:`evict_windows`: beyond ``max_windows``, the windows that end first
+  make room (with their summary if they hold repeats).
+
+Each function may run more than once for one commit (Redis reruns a
+transaction after a conflict), so they only read and write through ``tx``;
+csms_ids come from an :class:`IdBook`, which gives the same SMS the same id
+on every rerun. What they did is added to a :class:`Report`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+
+from ..gateway.ids import new_csms_id
+from ..stores.base import Digest, GroupBuffer, OutboxItem, Tx, Window
+from .alert import Severity
+from .formatting import format_digest, format_group, format_summary
+
+SEP = "\x1f"
+#: texts a digest keeps besides its count; the SMS shows what fits of them
+DIGEST_KEEP = 5
+#: texts a group buffer keeps besides its count
+GROUP_KEEP = 20
+
+
+def window_key(group: str, severity: Severity, fingerprint: str) -> str:
+    return f"{group}{SEP}{int(severity)}{SEP}{fingerprint}"
+
+
+def cap_key(msisdn: str) -> str:
+    return f"rcpt:{msisdn}"
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """The settings the decisions depend on (a subset of the Notifier's)."""
+
+    dedup_window: float = 300.0
+    repeat_interval: float = 300.0
+    group_wait: float = 0.0
+    #: SMS per phone per ``cap_period``; None: no cap
+    cap_limit: int | None = 10
+    cap_period: float = 3600.0
+    max_segments: int = 2
+    max_windows: int = 100_000
+
+
+class IdBook:
+    """csms_ids keyed by what they are for: a rerun of a transaction reuses them.
+
+    If a commit's outcome is unknown (Redis dropped the connection during
+    ``EXEC``) and the transaction runs again elsewhere, the same SMS carries the
+    same id in both places, and the gateway delivers it once.
+    """
+
+    __slots__ = ("_ids",)
+
+    def __init__(self) -> None:
+        self._ids: dict[Hashable, str] = {}
+
+    def __call__(self, *purpose: Hashable) -> str:
+        csms_id = self._ids.get(purpose)
+        if csms_id is None:
+            csms_id = self._ids[purpose] = new_csms_id()
+        return csms_id
+
+
+@dataclass(slots=True)
+class Hit:
+    """One alert (``count`` occurrences of it) for one group."""
+
+    key: str
+    group: str
+    numbers: tuple[str, ...]
+    count: int
+    #: the SMS for the first occurrence, and the last one (for a later summary)
+    first_text: str
+    last_text: str
+    #: the alert this hit belongs to (one alert for several groups gives several hits)
+    alert: int
+
+
+@dataclass(slots=True)
+class AlertResult:
+    csms_ids: list[str] = field(default_factory=list)
+    suppressed: int = 0
+    throttled: int = 0
+    buffered: bool = False
+
+    @property
+    def status(self) -> str:
+        if self.csms_ids:
+            return "queued"
+        if self.buffered:
+            return "buffered"
+        if self.throttled:
+            return "throttled"
+        return "suppressed"
+
+
+@dataclass(slots=True)
+class Report:
+    """What one transaction did, for the counters and for the callers waiting on it."""
+
+    alerts: dict[int, AlertResult] = field(default_factory=dict)
+    queued: int = 0
+    suppressed: int = 0
+    throttled: int = 0
+    folded: int = 0
+    digests: int = 0
+    summaries: int = 0
+    groups: int = 0
+    evicted: int = 0
+    windows_closed: int = 0
+
+    def counters(self) -> dict[str, int]:
+        return {
+            "suppressed": self.suppressed,
+            "throttled": self.throttled,
+            "folded": self.folded,
+            "digests": self.digests,
+            "summaries": self.summaries,
+            "evicted": self.evicted,
+        }
+
+
+# -- delivery through the per-phone cap ------------------------------------------------
+def _allowance_wait(tx: Tx, msisdn: str, policy: Policy) -> tuple[float, float]:
+    """(seconds until this phone may get an SMS, the GCRA time to store if it does)."""
+    assert policy.cap_limit is not None
+    interval = policy.cap_period / policy.cap_limit
+    tat = max(tx.rates.get(cap_key(msisdn)) or tx.now, tx.now)
+    wait = tat + interval - policy.cap_limit * interval - tx.now
+    return max(0.0, wait), tat + interval
+
+
+def _outbox(tx: Tx, csms_id: str, msisdn: str, text: str) -> None:
+    tx.add_outbox(OutboxItem(csms_id, msisdn, text, tx.now, tx.now))
+
+
+def _send_digest(tx: Tx, digest: Digest, policy: Policy, ids: IdBook, report: Report) -> str:
+    text = format_digest(digest.texts, digest.count, digest.since_at, max_segments=policy.max_segments)
+    csms_id = ids("digest", digest.msisdn, digest.since_at)
+    _outbox(tx, csms_id, digest.msisdn, text)
+    tx.digests.delete(digest.msisdn)
+    report.folded += digest.count
+    report.digests += 1
+    report.queued += 1
+    return csms_id
+
+
+def deliver(
+    tx: Tx,
+    text: str,
+    numbers: Sequence[str],
+    policy: Policy,
+    ids: IdBook,
+    report: Report,
+    purpose: Hashable,
+    result: AlertResult | None = None,
+) -> None:
+    """``text`` to each number: to the outbox, or into the phone's digest if its cap is used up.
+
+    A phone with a digest waiting gets new alerts folded into it, and the digest
+    takes the next free slot: held alerts go out before newer ones.
+    """
+    if policy.cap_limit is None:
+        for msisdn in numbers:
+            csms_id = ids(purpose, msisdn)
+            _outbox(tx, csms_id, msisdn, text)
+            report.queued += 1
+            if result is not None:
+                result.csms_ids.append(csms_id)
+        return
+    tx.rates.load(cap_key(n) for n in numbers)
+    tx.digests.load(numbers)
+    for msisdn in numbers:
+        wait, next_tat = _allowance_wait(tx, msisdn, policy)
+        held = tx.digests.get(msisdn)
+        if held is None and wait <= 0:
+            tx.rates.put(cap_key(msisdn), next_tat)
+            csms_id = ids(purpose, msisdn)
+            _outbox(tx, csms_id, msisdn, text)
+            report.queued += 1
+            if result is not None:
+                result.csms_ids.append(csms_id)
+            continue
+        report.throttled += 1
+        if result is not None:
+            result.throttled += 1
+        if held is None:
+            held = Digest(msisdn, 1, tx.now, (text,), tx.now + wait)
+        else:
+            texts = held.texts if len(held.texts) >= DIGEST_KEEP else (*held.texts, text)
+            held = replace(held, count=held.count + 1, texts=texts, ready_at=tx.now + wait)
+        if wait <= 0:
+            tx.rates.put(cap_key(msisdn), next_tat)
+            _send_digest(tx, held, policy, ids, report)
+        else:
+            tx.digests.put(msisdn, held)
+
+
+# -- intake -------------------------------------------------------------------------
+def apply_intake(tx: Tx, hits: Sequence[Hit], policy: Policy, ids: IdBook) -> Report:
+    """Decide a round of alerts: one transaction, whatever the number of alerts."""
+    report = Report()
+    now = tx.now
+    dedup = policy.dedup_window > 0
+    if dedup:
+        tx.windows.load(h.key for h in hits)
+    if policy.cap_limit is not None and policy.group_wait <= 0:
+        numbers = {n for h in hits for n in h.numbers}
+        tx.rates.load(cap_key(n) for n in numbers)
+        tx.digests.load(numbers)
+    firsts: dict[int, tuple[str, dict[str, None], list[Hit]]] = {}
+    for hit in hits:
+        result = report.alerts.setdefault(hit.alert, AlertResult())
+        if dedup:
+            window = tx.windows.get(hit.key)
+            if window is None or (window.end_at <= now and window.count == 0):
+                window = Window(
+                    hit.key, now + policy.dedup_window, hit.count - 1, now, now, hit.last_text, hit.numbers
+                )
+                tx.windows.put(hit.key, window)
+                repeats = hit.count - 1
+            else:
+                tx.windows.put(
+                    hit.key,
+                    replace(window, count=window.count + hit.count, last_at=now, last_text=hit.last_text),
+                )
+                result.suppressed += hit.count
+                report.suppressed += hit.count
+                continue
+            result.suppressed += repeats
+            report.suppressed += repeats
+        first = firsts.setdefault(hit.alert, (hit.first_text, {}, []))
+        first[1].update(dict.fromkeys(hit.numbers))  # a phone in two matched groups: one SMS
+        first[2].append(hit)
+    for alert, (text, numbers, alert_hits) in firsts.items():
+        result = report.alerts[alert]
+        if policy.group_wait > 0:
+            for hit in alert_hits:
+                _buffer(tx, hit.group, text, hit.numbers, policy)
+            result.buffered = True
+            continue
+        deliver(tx, text, list(numbers), policy, ids, report, ("alert", alert), result)
+    return report
+
+
+def _buffer(tx: Tx, group: str, text: str, numbers: tuple[str, ...], policy: Policy) -> None:
+    buffer = tx.groups.get(group)
+    if buffer is None:
+        buffer = GroupBuffer(group, tx.now + policy.group_wait, 1, (text,), numbers)
+    else:
+        texts = buffer.texts if len(buffer.texts) >= GROUP_KEEP else (*buffer.texts, text)
+        merged = tuple(dict.fromkeys((*buffer.numbers, *numbers)))
+        buffer = replace(buffer, count=buffer.count + 1, texts=texts, numbers=merged)
+    tx.groups.put(group, buffer)
+
+
+# -- timers ---------------------------------------------------------------------------
+@dataclass(slots=True)
+class _Summary:
+    key: str
+    count: int
+    since_at: float
+    last_at: float
+    last_text: str
+    numbers: dict[str, None]
+
+
+def _summarise(
+    tx: Tx, windows: Iterable[Window], policy: Policy, ids: IdBook, report: Report, purpose: str
+) -> None:
+    """One summary per alert and severity, to the union of its groups' phones."""
+    merged: dict[tuple[str, str], _Summary] = {}
+    for window in windows:
+        _group, level, fingerprint = window.key.split(SEP, 2)
+        entry = merged.get((level, fingerprint))
+        if entry is None:
+            merged[(level, fingerprint)] = _Summary(
+                window.key,
+                window.count,
+                window.since_at,
+                window.last_at,
+                window.last_text,
+                dict.fromkeys(window.numbers),
+            )
+            continue
+        # the same alert for several groups: counted once, not once per group
+        entry.count = max(entry.count, window.count)
+        entry.since_at = min(entry.since_at, window.since_at)
+        if window.last_at > entry.last_at:
+            entry.last_at, entry.last_text = window.last_at, window.last_text
+        entry.numbers.update(dict.fromkeys(window.numbers))
+    for (level, _fingerprint), entry in merged.items():
+        summary = format_summary(
+            Severity(int(level)),
+            entry.last_text,
+            entry.count,
+            entry.since_at,
+            entry.last_at,
+            max_segments=policy.max_segments,
+        )
+        report.summaries += 1
+        deliver(tx, summary, list(entry.numbers), policy, ids, report, (purpose, entry.key, entry.since_at))
+
+
+def sweep_windows(tx: Tx, policy: Policy, ids: IdBook, limit: int = 1000) -> Report:
+    """Close windows that ended: quiet ones are forgotten, ones with repeats summarised."""
+    report = Report()
+    keys = tx.due("windows", limit)
+    if not keys:
+        return report
+    tx.windows.load(keys)
+    ended: list[Window] = []
+    for key in keys:
+        window = tx.windows.get(key)
+        if window is None or window.end_at > tx.now:
+            continue
+        report.windows_closed += 1
+        if window.count == 0:
+            tx.windows.delete(key)
+            continue
+        ended.append(window)
+        # the storm may go on: the next summary comes after repeat_interval at the earliest
+        tx.windows.put(key, replace(window, count=0, since_at=tx.now, end_at=tx.now + policy.repeat_interval))
+    _summarise(tx, ended, policy, ids, report, "summary")
+    return report
+
+
+def sweep_digests(tx: Tx, policy: Policy, ids: IdBook, limit: int = 1000) -> Report:
+    """Send each held digest whose phone's allowance has come back."""
+    report = Report()
+    numbers = tx.due("digests", limit)
+    if not numbers:
+        return report
+    tx.digests.load(numbers)
+    tx.rates.load(cap_key(n) for n in numbers)
+    for msisdn in numbers:
+        digest = tx.digests.get(msisdn)
+        if digest is None or digest.ready_at > tx.now:
+            continue
+        if policy.cap_limit is None:  # this process caps nothing: let it go now
+            _send_digest(tx, digest, policy, ids, report)
+            continue
+        wait, next_tat = _allowance_wait(tx, msisdn, policy)
+        if wait > 0:
+            tx.digests.put(msisdn, replace(digest, ready_at=tx.now + wait))
+            continue
+        tx.rates.put(cap_key(msisdn), next_tat)
+        _send_digest(tx, digest, policy, ids, report)
+    return report
+
+
+def sweep_groups(tx: Tx, policy: Policy, ids: IdBook, limit: int = 1000) -> Report:
+    """Send each ``group_wait`` buffer whose wait is over, as one SMS."""
+    report = Report()
+    names = tx.due("groups", limit)
+    if not names:
+        return report
+    tx.groups.load(names)
+    for name in names:
+        buffer = tx.groups.get(name)
+        if buffer is None or buffer.deadline > tx.now:
+            continue
+        text = format_group(buffer.texts, buffer.count, max_segments=policy.max_segments)
+        tx.groups.delete(name)
+        report.groups += 1
+        deliver(tx, text, buffer.numbers, policy, ids, report, ("group", name, buffer.deadline))
+    return report
+
+
+def flush_groups(tx: Tx, policy: Policy, ids: IdBook) -> Report:
+    """Every group buffer now, due or not (closing a pipeline nobody will sweep later)."""
+    report = Report()
+    for name in tx.earliest("groups", 10_000):
+        buffer = tx.groups.get(name)
+        if buffer is None:
+            continue
+        text = format_group(buffer.texts, buffer.count, max_segments=policy.max_segments)
+        tx.groups.delete(name)
+        report.groups += 1
+        deliver(tx, text, buffer.numbers, policy, ids, report, ("group", name, buffer.deadline))
+    return report
+
+
+def close_all_windows(tx: Tx, policy: Policy, ids: IdBook) -> Report:
+    """Summarise every window holding repeats now (closing a memory-only pipeline)."""
+    report = Report()
+    keys = tx.earliest("windows", tx.count("windows"))
+    tx.windows.load(keys)
+    held = []
+    for key in keys:
+        window = tx.windows.get(key)
+        if window is None:
+            continue
+        tx.windows.delete(key)
+        if window.count:
+            held.append(window)
+    _summarise(tx, held, policy, ids, report, "final")
+    return report
+
+
+def evict_windows(tx: Tx, policy: Policy, ids: IdBook, limit: int = 5000) -> Report:
+    """Keep at most ``max_windows``: the windows ending first go, summarised if they hold repeats."""
+    report = Report()
+    excess = tx.count("windows") - policy.max_windows
+    if excess <= 0:
+        return report
+    keys = tx.earliest("windows", min(excess, limit))
+    tx.windows.load(keys)
+    held = []
+    for key in keys:
+        window = tx.windows.get(key)
+        if window is None:
+            continue
+        tx.windows.delete(key)
+        report.evicted += 1
+        if window.count:
+            held.append(window)
+    _summarise(tx, held, policy, ids, report, "evicted")
+    return report
