@@ -33,7 +33,7 @@ from ..gateway.client import GatewayClient
 from ..gateway.codes import SmsStatus, SmsStatusMessage
 from ..gateway.errors import AuthError, BadRequestError, GatewayError, RateLimitError
 from ..gateway.ids import new_csms_id
-from ..gateway.models import SendResult, SmsInfo
+from ..gateway.models import DynamicMessage, SendResult, SmsInfo
 from ..stores.base import OutboxItem, OutboxState, Store
 from .planner import Batch, plan_batches
 from .stats import Stats
@@ -55,7 +55,7 @@ class DispatchPolicy:
     max_age: float = 3600.0
     #: how long a claim is ours without renewal; a live process renews it every
     #: third of this, so a dead process's SMS are taken over this long after it died
-    lease: float = 10.0
+    lease: float = 6.0
     #: SMS claimed per round
     claim_limit: int = 500
     #: how long sending pauses after the gateway refused our credentials
@@ -149,14 +149,23 @@ class Dispatcher:
     def _call(self, batch: Batch) -> SendResult:
         self._pace()
         items = batch.items
+        # The outbox retries with its own backoff; inside one call, one quick retry at
+        # most (a dropped connection), so a call never holds its SMS for long.
+        retry = self.client.retry.capped(max_attempts=2, max_delay=1.0, total_timeout=5.0)
         if batch.kind == "bulk":
             return self.client.send_bulk(
-                [i.msisdn for i in items], items[0].text, batch_csms_id=batch.batch_id, is_retry=True
+                [i.msisdn for i in items],
+                items[0].text,
+                batch_csms_id=batch.batch_id,
+                is_retry=True,
+                retry=retry,
             )
         if batch.kind == "dynamic":
-            return self.client.send_dynamic([(i.msisdn, i.text, i.csms_id) for i in items], is_retry=True)  # type: ignore[misc]
+            return self.client.send_dynamic(
+                [DynamicMessage(i.msisdn, i.text, i.csms_id) for i in items], is_retry=True, retry=retry
+            )
         return self.client.send_single(
-            items[0].msisdn, items[0].text, csms_id=items[0].csms_id, is_retry=True
+            items[0].msisdn, items[0].text, csms_id=items[0].csms_id, is_retry=True, retry=retry
         )
 
     def _send(self, batch: Batch) -> None:

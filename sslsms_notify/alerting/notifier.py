@@ -770,6 +770,8 @@ class Notifier:
                 if thread is not None and thread is not threading.current_thread():
                     wait = remaining()
                     thread.join(None if wait is None else max(0.05, wait))
+            if self._dispatch_thread is not None and self._dispatch_thread.is_alive():
+                self._hand_back_in_flight()
             left = self._undelivered()
             if not delivered or left:
                 if self.store.durable:
@@ -809,6 +811,25 @@ class Notifier:
             self._log_failure("could not hand queued alerts to the store at close", exc)
             return False
         return True
+
+    def _hand_back_in_flight(self) -> None:
+        """The request under way is abandoned: its SMS are due again now, for the next process.
+
+        Their outcome is unknown, so they keep their csms_id (and bulk binding):
+        if the gateway did take them, it answers the resend with "Duplicate CMS ID".
+        """
+        try:
+            in_flight = self.store.outbox_get(list(self.dispatcher.in_flight))
+            now = self.store.now()
+            self.store.outbox_update(
+                [
+                    i.evolve(state=OutboxState.PENDING, next_attempt_at=now, maybe_sent=True)
+                    for i in in_flight.values()
+                    if i.state is OutboxState.INFLIGHT
+                ]
+            )
+        except Exception as exc:
+            self._log_failure("could not hand back SMS of the abandoned request", exc)
 
     def _undelivered(self) -> int:
         with contextlib.suppress(Exception):

@@ -83,9 +83,15 @@ class FaultPlan:
         """Never answer (the client's timeout fires)."""
         return self.add(Fault("timeout", count=count, hold=hold))
 
-    def outage(self, seconds: float, *, mode: Literal["http_error", "drop"] = "http_error") -> Fault:
-        """Every request fails for ``seconds`` from now."""
-        return self.add(Fault(mode, count=None, until=self._clock() + seconds))
+    def outage(
+        self,
+        seconds: float,
+        *,
+        mode: Literal["http_error", "drop", "timeout"] = "http_error",
+        hold: float = 30.0,
+    ) -> Fault:
+        """Every request fails for ``seconds`` from now (``timeout``: hangs for ``hold`` seconds)."""
+        return self.add(Fault(mode, count=None, until=self._clock() + seconds, hold=hold))
 
     def clear(self) -> None:
         with self._lock:

@@ -228,6 +228,7 @@ class EmulatorServer:
         if server is None or thread is None:
             return
         server.should_exit = True
+        server.force_exit = True  # do not wait for held connections: a stop is an outage
         thread.join(timeout)
 
     def serve_forever(self) -> None:

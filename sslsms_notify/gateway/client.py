@@ -172,9 +172,13 @@ class GatewayClient(_ClientBase):
         csms_id: str | None = None,
         method: str = "POST",
         is_retry: bool = False,
+        retry: RetryPolicy | None = None,
     ) -> SendResult:
-        """Send one SMS. ``is_retry=True`` if this csms_id may have been sent before."""
-        return self._run(plan_single(msisdn, text, csms_id, method), is_retry)
+        """Send one SMS. ``is_retry=True`` if this csms_id may have been sent before.
+
+        ``retry`` overrides the client's retry policy for this call.
+        """
+        return self._run(plan_single(msisdn, text, csms_id, method), is_retry, retry)
 
     def send_bulk(
         self,
@@ -183,23 +187,26 @@ class GatewayClient(_ClientBase):
         *,
         batch_csms_id: str | None = None,
         is_retry: bool = False,
+        retry: RetryPolicy | None = None,
     ) -> SendResult:
         """One text to many numbers, 100 numbers a request; repeats are sent once."""
-        return self._run(plan_bulk(msisdns, text, batch_csms_id), is_retry)
+        return self._run(plan_bulk(msisdns, text, batch_csms_id), is_retry, retry)
 
     def send_dynamic(
         self,
         messages: Iterable[DynamicMessage | tuple[str, str]],
         *,
         is_retry: bool = False,
+        retry: RetryPolicy | None = None,
     ) -> SendResult:
-        """A different text per number, 100 SMS a request."""
-        return self._run(plan_dynamic(messages), is_retry)
+        """A text per number, 100 SMS a request; a number at most once per request
+        (several texts for one number go in successive requests)."""
+        return self._run(plan_dynamic(messages), is_retry, retry)
 
-    def _run(self, plan: SendPlan, is_retry: bool) -> SendResult:
+    def _run(self, plan: SendPlan, is_retry: bool, retry: RetryPolicy | None = None) -> SendResult:
         for position, call in enumerate(plan.calls):
             try:
-                outcome: ApiResponse | GatewayError = self._send_call(plan, call, is_retry)
+                outcome: ApiResponse | GatewayError = self._send_call(plan, call, is_retry, retry)
             except GatewayError as exc:
                 outcome = exc
             if not self._finish_call(plan, call, outcome):
@@ -207,8 +214,11 @@ class GatewayClient(_ClientBase):
                 break
         return plan.result()
 
-    def _send_call(self, plan: SendPlan, call: Call, is_retry: bool) -> ApiResponse:
-        retrying = tenacity.Retrying(**self.retry.tenacity_kwargs(), before_sleep=self._log_retry)
+    def _send_call(
+        self, plan: SendPlan, call: Call, is_retry: bool, retry: RetryPolicy | None = None
+    ) -> ApiResponse:
+        policy = retry or self.retry
+        retrying = tenacity.Retrying(**policy.tenacity_kwargs(), before_sleep=self._log_retry)
         for attempt in retrying:
             with attempt:
                 number = attempt.retry_state.attempt_number
@@ -265,8 +275,9 @@ class AsyncGatewayClient(_ClientBase):
         csms_id: str | None = None,
         method: str = "POST",
         is_retry: bool = False,
+        retry: RetryPolicy | None = None,
     ) -> SendResult:
-        return await self._run(plan_single(msisdn, text, csms_id, method), is_retry)
+        return await self._run(plan_single(msisdn, text, csms_id, method), is_retry, retry)
 
     async def send_bulk(
         self,
@@ -275,21 +286,23 @@ class AsyncGatewayClient(_ClientBase):
         *,
         batch_csms_id: str | None = None,
         is_retry: bool = False,
+        retry: RetryPolicy | None = None,
     ) -> SendResult:
-        return await self._run(plan_bulk(msisdns, text, batch_csms_id), is_retry)
+        return await self._run(plan_bulk(msisdns, text, batch_csms_id), is_retry, retry)
 
     async def send_dynamic(
         self,
         messages: Iterable[DynamicMessage | tuple[str, str]],
         *,
         is_retry: bool = False,
+        retry: RetryPolicy | None = None,
     ) -> SendResult:
-        return await self._run(plan_dynamic(messages), is_retry)
+        return await self._run(plan_dynamic(messages), is_retry, retry)
 
-    async def _run(self, plan: SendPlan, is_retry: bool) -> SendResult:
+    async def _run(self, plan: SendPlan, is_retry: bool, retry: RetryPolicy | None = None) -> SendResult:
         for position, call in enumerate(plan.calls):
             try:
-                outcome: ApiResponse | GatewayError = await self._send_call(plan, call, is_retry)
+                outcome: ApiResponse | GatewayError = await self._send_call(plan, call, is_retry, retry)
             except GatewayError as exc:
                 outcome = exc
             if not self._finish_call(plan, call, outcome):
@@ -297,8 +310,11 @@ class AsyncGatewayClient(_ClientBase):
                 break
         return plan.result()
 
-    async def _send_call(self, plan: SendPlan, call: Call, is_retry: bool) -> ApiResponse:
-        retrying = tenacity.AsyncRetrying(**self.retry.tenacity_kwargs(), before_sleep=self._log_retry)
+    async def _send_call(
+        self, plan: SendPlan, call: Call, is_retry: bool, retry: RetryPolicy | None = None
+    ) -> ApiResponse:
+        policy = retry or self.retry
+        retrying = tenacity.AsyncRetrying(**policy.tenacity_kwargs(), before_sleep=self._log_retry)
         async for attempt in retrying:
             with attempt:
                 number = attempt.retry_state.attempt_number

@@ -55,6 +55,15 @@ class RetryPolicy:
     def none(cls) -> RetryPolicy:
         return cls(max_attempts=1)
 
+    def capped(self, *, max_attempts: int, max_delay: float, total_timeout: float) -> RetryPolicy:
+        """This policy, but never looser than the given bounds."""
+        return RetryPolicy(
+            max_attempts=min(self.max_attempts, max_attempts),
+            initial_delay=min(self.initial_delay, max_delay),
+            max_delay=min(self.max_delay, max_delay),
+            total_timeout=min(self.total_timeout, total_timeout),
+        )
+
     def tenacity_kwargs(self) -> dict[str, Any]:
         return {
             "stop": tenacity.stop_after_attempt(self.max_attempts)
