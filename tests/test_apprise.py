@@ -112,7 +112,7 @@ def test_apprise_cli_example_with_config_files(sslsms_gateway, cli_env) -> None:
     assert result.returncode == 0, result.stderr
     bodies = [m.text.split(": ", 1)[1] for m in sslsms_gateway.emulator.messages()]
     assert bodies == [
-        "deploy\r\nrelease 2026.11.25 rolled back",
+        "deploy\nrelease 2026.11.25 rolled back",
         "db1 replication broken",
         "cache cluster degraded",
     ]

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-import re
 from dataclasses import dataclass, field
 from enum import IntEnum
+
+from .fingerprint import template_of
 
 
 class Severity(IntEnum):
@@ -55,14 +56,6 @@ _ALIASES = {s.name: s for s in Severity} | {
     "FATAL": Severity.CRITICAL,
 }
 
-# Numbers, hex ids and quoted values vary between alerts of the same kind.
-_VOLATILE = re.compile(r"0x[0-9a-fA-F]+|\b[0-9a-fA-F]{8,}\b|\d+(?:\.\d+)?|'[^']*'|\"[^\"]*\"")
-
-
-def template_of(text: str) -> str:
-    """A message with its variable parts blanked: 'disk 91% on db1' ~ 'disk 95% on db1'."""
-    return _VOLATILE.sub("#", text)
-
 
 @dataclass(frozen=True, slots=True)
 class Alert:
@@ -83,11 +76,23 @@ class Alert:
     @property
     def fingerprint(self) -> str:
         """Stable identity: the key, or source + severity + template + exception type."""
-        if self.key:
-            basis = f"key\0{self.key}"
-        else:
-            # Blank numbers and ids in the template too: f-string log messages
-            # ("order 17 failed") must not make every record a new alert.
-            template = template_of(self.template if self.template is not None else self.text)
-            basis = f"{self.source}\0{int(self.severity)}\0{template}\0{self.exc_type or ''}"
-        return hashlib.blake2b(basis.encode(), digest_size=10).hexdigest()
+        return fingerprint_of(
+            self.key,
+            self.source,
+            self.severity,
+            self.template if self.template is not None else self.text,
+            self.exc_type,
+        )
+
+
+def fingerprint_of(
+    key: str | None, source: str, severity: Severity, template: str, exc_type: str | None
+) -> str:
+    """The identity of an alert (see :attr:`Alert.fingerprint`), without building one."""
+    if key:
+        basis = f"key\0{key}"
+    else:
+        # Measurements are blanked in the template too: f-string log messages
+        # ("order 17 failed") must not make every record a new alert.
+        basis = f"{source}\0{int(severity)}\0{template_of(template)}\0{exc_type or ''}"
+    return hashlib.blake2b(basis.encode(), digest_size=10).hexdigest()

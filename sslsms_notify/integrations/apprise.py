@@ -113,7 +113,7 @@ class NotifySSLSMS(NotifyBase):  # type: ignore[misc]
         if not self.targets:
             self.logger.warning("There are no valid sslsms targets to notify.")
             return False
-        text = f"{title}\r\n{body}".strip() if title else body
+        text = f"{title}\n{body}".strip() if title else body
         notifier = self.notifier
         before = notifier.stats()
         try:
