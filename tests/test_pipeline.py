@@ -11,6 +11,7 @@ import pytest
 from sslsms_notify import GatewayClient, Notifier
 from sslsms_notify.alerting import DispatchPolicy, Route, Severity
 from sslsms_notify.alerting.alert import Alert, template_of
+from sslsms_notify.alerting.dispatch import IN_CALL_ATTEMPTS
 from sslsms_notify.alerting.formatting import format_alert
 from sslsms_notify.emulator import DEMO_API_TOKEN, DEMO_SID, EmulatorTransport, GatewayEmulator
 from sslsms_notify.gateway.text import count_segments
@@ -242,7 +243,7 @@ def test_global_tps_is_paced_never_4031(emulator) -> None:
 # -- dispatch and fallback --------------------------------------------------------
 def test_failed_bulk_falls_back_to_singles(make, emulator) -> None:
     n = make()
-    emulator.faults.api_code(5000, count=FAST_RETRY.max_attempts)  # the bulk, after all retries
+    emulator.faults.api_code(5000, count=IN_CALL_ATTEMPTS)  # the bulk, and its one quick retry
     n.alert("fallback please")
     n.flush(2)
     assert sorted(m.msisdn for m in emulator.messages()) == sorted(bd(x) for x in ONCALL)
@@ -283,7 +284,7 @@ def test_dynamic_request_for_different_texts(make, emulator) -> None:
 def test_unknown_outcome_resends_the_same_bulk_once(make, emulator, clock) -> None:
     n = make()
     # every attempt reaches the gateway, but no answer comes back
-    emulator.faults.drop(count=FAST_RETRY.max_attempts, after_processing=True)
+    emulator.faults.drop(count=IN_CALL_ATTEMPTS, after_processing=True)
     n.alert("exactly once")
     n.flush(0.5)
     assert n.stats()["pending"] == 3

@@ -111,3 +111,10 @@ def test_truncation_always_fits(text: str, budget: int) -> None:
     assert len(out) <= MAX_SMS_CHARS
     if count_segments(text).segments <= budget and len(text) <= MAX_SMS_CHARS:
         assert out == text
+
+
+@given(gsm_text | st.text(max_size=700) | st.text(alphabet="ab{€😀ক", max_size=400))
+def test_fast_segment_count_equals_the_definition(text: str) -> None:
+    from sslsms_notify.gateway.text import _count_segments_slowly
+
+    assert count_segments(text) == _count_segments_slowly(text)

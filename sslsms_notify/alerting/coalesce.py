@@ -11,7 +11,8 @@ turns the difference into one queued occurrence with a count.
 Nothing is lost: a counter is read again after its entry is retired, so an
 increment racing with the retirement is still counted. Registered entries
 are dropped every ``period`` seconds, which bounds memory by what one period
-sees (and at most ``max_entries`` of it).
+sees, at most ``max_entries`` alerts: only repeats make an entry worth its
+memory, and an alert not registered still goes through the queue, correctly.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ class Entry:
 class Coalescer:
     """Producer side: :meth:`repeat` and :meth:`register`; worker side: :meth:`collect`."""
 
-    def __init__(self, *, period: float = 1.0, max_entries: int = 10_000) -> None:
+    def __init__(self, *, period: float = 1.0, max_entries: int = 2_048) -> None:
         self.period = period
         self.max_entries = max_entries
         self.entries: dict[Hashable, Entry] = {}

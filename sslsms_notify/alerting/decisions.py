@@ -202,7 +202,7 @@ def deliver(
             held = Digest(msisdn, 1, tx.now, (text,), tx.now + wait)
         else:
             texts = held.texts if len(held.texts) >= DIGEST_KEEP else (*held.texts, text)
-            held = replace(held, count=held.count + 1, texts=texts, ready_at=tx.now + wait)
+            held = Digest(msisdn, held.count + 1, held.since_at, texts, tx.now + wait)
         if wait <= 0:
             tx.rates.put(cap_key(msisdn), next_tat)
             _send_digest(tx, held, policy, ids, report)
@@ -236,7 +236,15 @@ def apply_intake(tx: Tx, hits: Sequence[Hit], policy: Policy, ids: IdBook) -> Re
             else:
                 tx.windows.put(
                     hit.key,
-                    replace(window, count=window.count + hit.count, last_at=now, last_text=hit.last_text),
+                    Window(
+                        hit.key,
+                        window.end_at,
+                        window.count + hit.count,
+                        window.since_at,
+                        now,
+                        hit.last_text,
+                        window.numbers,
+                    ),
                 )
                 result.suppressed += hit.count
                 report.suppressed += hit.count
@@ -392,6 +400,16 @@ def flush_groups(tx: Tx, policy: Policy, ids: IdBook) -> Report:
         tx.groups.delete(name)
         report.groups += 1
         deliver(tx, text, buffer.numbers, policy, ids, report, ("group", name, buffer.deadline))
+    return report
+
+
+def flush_digests(tx: Tx, policy: Policy, ids: IdBook) -> Report:
+    """Every held digest now, whatever the caps say (closing a pipeline nobody will sweep later)."""
+    report = Report()
+    for msisdn in tx.earliest("digests", 100_000):
+        digest = tx.digests.get(msisdn)
+        if digest is not None:
+            _send_digest(tx, digest, policy, ids, report)
     return report
 
 

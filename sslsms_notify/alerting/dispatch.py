@@ -42,6 +42,8 @@ _log = get_logger("sslsms_notify.dispatch")
 TPS_KEY = "gateway:tps"
 TPS_SAFETY = 0.95
 _DUPLICATE_MSISDN = SmsStatusMessage.DUPLICATE_MSISDN.lower()
+#: attempts of one request within a call; the outbox retries later with its own backoff
+IN_CALL_ATTEMPTS = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +153,7 @@ class Dispatcher:
         items = batch.items
         # The outbox retries with its own backoff; inside one call, one quick retry at
         # most (a dropped connection), so a call never holds its SMS for long.
-        retry = self.client.retry.capped(max_attempts=2, max_delay=1.0, total_timeout=5.0)
+        retry = self.client.retry.capped(max_attempts=IN_CALL_ATTEMPTS, max_delay=1.0, total_timeout=5.0)
         if batch.kind == "bulk":
             return self.client.send_bulk(
                 [i.msisdn for i in items],

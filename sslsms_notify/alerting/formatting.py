@@ -28,10 +28,6 @@ def clock_time(timestamp: float) -> str:
     return time.strftime("%H:%M", time.localtime(timestamp))
 
 
-def _origin(alert: Alert) -> str:
-    return "/".join(p for p in (alert.host, alert.source) if p)
-
-
 def _fit(head: str, body: str, tail: str, max_segments: int) -> str:
     """``head + body + tail``, cutting only the body, never the head or tail."""
     whole = head + body + tail
@@ -43,9 +39,14 @@ def _fit(head: str, body: str, tail: str, max_segments: int) -> str:
 
 def format_alert(alert: Alert, *, max_segments: int = DEFAULT_MAX_SEGMENTS) -> str:
     """``[CRIT] db1/app.db: Disk full`` within ``max_segments`` SMS."""
-    origin = _origin(alert)
-    head = f"[{alert.severity.tag}] " + (f"{origin}: " if origin else "")
-    return _fit(head, alert.text, "", max_segments)
+    return format_parts(alert.severity, alert.host, alert.source, alert.text, max_segments)
+
+
+def format_parts(severity: Severity, host: str, source: str, text: str, max_segments: int) -> str:
+    """:func:`format_alert` from an alert's parts (the intake's hot path builds no Alert)."""
+    origin = f"{host}/{source}" if host and source else host or source
+    head = f"[{severity.tag}] {origin}: " if origin else f"[{severity.tag}] "
+    return _fit(head, text, "", max_segments)
 
 
 def format_summary(

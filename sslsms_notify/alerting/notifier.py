@@ -31,20 +31,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._log import get_logger
+from ..gateway.clean import clean_text
 from ..gateway.client import GatewayClient
-
-try:  # TEMP until gateway/clean.py lands
-    from ..gateway.clean import clean_text
-except ImportError:  # pragma: no cover
-
-    def clean_text(text: str) -> str:
-        return text
-
-
 from ..stores import open_store
 from ..stores.base import OutboxItem, OutboxState, Store
 from ..validation import integer, non_negative, positive
-from .alert import Alert, Severity
+from .alert import Alert, Severity, fingerprint_of
 from .coalesce import Coalescer
 from .decisions import (
     Hit,
@@ -54,6 +46,7 @@ from .decisions import (
     apply_intake,
     close_all_windows,
     evict_windows,
+    flush_digests,
     flush_groups,
     sweep_digests,
     sweep_groups,
@@ -61,15 +54,22 @@ from .decisions import (
     window_key,
 )
 from .dispatch import Dispatcher, DispatchPolicy
-from .formatting import DEFAULT_MAX_SEGMENTS, format_alert
+from .formatting import DEFAULT_MAX_SEGMENTS, format_parts
+from .messages import render
 from .routing import DEFAULT_GROUP, Route, Router
 from .stats import Stats
 
 _log = get_logger("sslsms_notify.notifier")
 _live: weakref.WeakSet[Notifier] = weakref.WeakSet()
 
-#: queued items taken per intake round (one store transaction)
+#: queued items taken per intake round at most (one store transaction)
 ROUND_SIZE = 5_000
+#: seconds of work per round on the intake thread, so a round never holds the GIL for long
+ROUND_BUDGET = 0.002
+#: while the application keeps producing, the share of CPU the intake thread takes
+NICE_SHARE = 0.25
+#: ... unless the queue is this full: then it catches up at full speed
+HIGH_WATER = 0.5
 #: how often the timers look at the store while work keeps coming
 TIMER_INTERVAL = 0.1
 #: the longest the intake thread sleeps: other processes sharing the store add windows too
@@ -78,9 +78,10 @@ DEAD_LETTER_RETENTION = 7 * 24 * 3600.0
 #: extra seconds close() allows for handing queued alerts to the store (no network involved)
 INTAKE_GRACE = 0.8
 
-# Payload of a queued alert: (text or a callable rendering it, severity, key,
-# groups, source, tags, template, exception type, host).
-Payload = tuple[Any, Severity, "str | None", "tuple[str, ...] | None", str, tuple[str, ...], Any, Any, Any]
+# Payload of a queued alert: (text, a queued log record or a callable rendering the
+# text; severity as an int; key, groups, source, tags, template, exception type, host).
+Payload = tuple[Any, int, "str | None", "tuple[str, ...] | None", str, tuple[str, ...], Any, Any, Any]
+_SEVERITIES = {int(s): s for s in Severity}
 
 
 class Ticket:
@@ -149,7 +150,8 @@ class Notifier:
             the overflow is folded into a digest (None: no cap).
         max_segments: SMS segments a message may use.
         queue_size: distinct alerts waiting for the intake thread; more are dropped
-            and counted. Exact repeats take no room: they are counted in place.
+            and counted (a queued alert holds a few hundred bytes). Exact repeats take
+            no room: they are counted in place.
         max_windows: dedup windows kept; beyond it the ones ending first are
             closed early (summarised if they hold repeats) and counted as ``evicted``.
         max_pending: SMS waiting in the outbox; beyond it the oldest pending ones
@@ -172,7 +174,7 @@ class Notifier:
         per_recipient_limit: int | None = 10,
         per_recipient_period: float = 3600.0,
         max_segments: int = DEFAULT_MAX_SEGMENTS,
-        queue_size: int = 10_000,
+        queue_size: int = 50_000,
         max_windows: int = 100_000,
         max_pending: int = 10_000,
         host: str | None = None,
@@ -261,10 +263,14 @@ class Notifier:
         self._stopping = False
         self._intake_thread: threading.Thread | None = None
         self._dispatch_thread: threading.Thread | None = None
+        #: the pipeline's own threads: what they log never becomes an SMS
+        self._worker_idents: frozenset[int | None] = frozenset()
         self._timers_due = 0.0
         self._renew_due = 0.0
         self._housekeeping_due = 0.0
         self._last_error_logged = 0.0
+        self._dropped_logged = 0
+        self._drops_log_due = 0.0
 
     def __repr__(self) -> str:
         return f"Notifier(groups={sorted(self.router.groups)}, store={self.store!r}, client={self.client!r})"
@@ -297,7 +303,19 @@ class Notifier:
         chosen = tuple(groups) if groups is not None else None
         if chosen is not None:
             self.router._check_names(chosen, "groups")
-        payload = (text, level, key, chosen, source, tuple(tags) if tags else (), template, exc_type, host)
+        # ints, strings and tuples of them only: the garbage collector stops tracking such
+        # a tuple, so a backlog of queued alerts costs a full collection nothing.
+        payload = (
+            text,
+            int(level),
+            key,
+            chosen,
+            source,
+            tuple(tags) if tags else (),
+            template,
+            exc_type,
+            host,
+        )
         next(self._received)
         if self._closed:
             next(self._dropped)
@@ -345,7 +363,7 @@ class Notifier:
         if chosen is not None:
             self.router._check_names(chosen, "groups")
         ticket = Ticket()
-        payload = (text, level, key, chosen, source, tuple(tags), None, None, host)
+        payload = (text, int(level), key, chosen, source, tuple(tags), None, None, host)
         next(self._received)
         if self._closed or len(self._queue) >= self._queue_size:
             next(self._dropped)
@@ -416,8 +434,7 @@ class Notifier:
         return barrier.wait(timeout)
 
     def is_worker_thread(self) -> bool:
-        current = threading.current_thread()
-        return current is self._intake_thread or current is self._dispatch_thread
+        return threading.get_ident() in self._worker_idents
 
     # -- threads ------------------------------------------------------------------
     def _start_threads(self) -> None:
@@ -432,17 +449,26 @@ class Notifier:
             )
             self._intake_thread.start()
             self._dispatch_thread.start()
+            self._worker_idents = frozenset({self._intake_thread.ident, self._dispatch_thread.ident})
 
     def _intake_loop(self) -> None:
+        clock = time.perf_counter
         while not self._stopping:
+            started, received = clock(), _peek(self._received)
             try:
-                worked = self._intake_round()
+                worked = self._intake_round(budget=ROUND_BUDGET)
                 worked |= self._timers()
             except Exception as exc:  # the thread must outlive any one bad round
                 self._log_failure("intake round failed", exc)
                 worked = False
                 time.sleep(0.2)
             if worked:
+                backlog = len(self._queue)
+                if backlog and backlog < self._queue_size * HIGH_WATER and _peek(self._received) != received:
+                    # The application keeps producing alerts: yield it most of the CPU
+                    # (our share stays near NICE_SHARE) rather than racing it for the GIL.
+                    # Past the high-water mark we catch up at full speed to drop nothing.
+                    time.sleep((clock() - started) * (1 / NICE_SHARE - 1))
                 continue
             self._intake_sleeping = True
             if not self._queue and not self._coalescer.dirty:
@@ -496,8 +522,11 @@ class Notifier:
         return min(max(0.005, w) for w in waits)
 
     # -- intake ---------------------------------------------------------------------
-    def _intake_round(self, *, final: bool = False) -> bool:
-        """Take what is queued (and repeats counted in place); decide it in one transaction."""
+    def _intake_round(self, *, final: bool = False, budget: float | None = None) -> bool:
+        """Take what is queued (and repeats counted in place); decide it in one transaction.
+
+        ``budget``: stop taking items after this many seconds of preparing them.
+        """
         with self._intake_lock:
             units: list[_Unit] = []
             by_key: dict[Hashable, _Unit] = {}
@@ -509,6 +538,7 @@ class Notifier:
                 self._add(units, by_key, ckey, payload, count, None)
             queue = self._queue
             taken = 0
+            deadline = None if budget is None else time.perf_counter() + budget / 4
             while queue and taken < ROUND_SIZE:
                 item = queue.popleft()
                 if isinstance(item, _Barrier):
@@ -517,6 +547,9 @@ class Notifier:
                 taken += 1
                 ckey, payload, count, ticket = item
                 self._add(units, by_key, ckey, payload, count, ticket)
+                # about a quarter of a round's time goes to taking items, the rest to deciding them
+                if deadline is not None and not taken & 63 and time.perf_counter() > deadline:
+                    break
             if coalesced:
                 self.stats_counters.add(coalesced=coalesced)
             if units:
@@ -582,21 +615,32 @@ class Notifier:
         self.stats_counters.add(**report.counters())
 
     def _hits(self, unit: _Unit, index: int) -> list[Hit]:
-        first_alert = self._alert(unit.first)
-        level = first_alert.severity
-        route_key = (first_alert.source, level, first_alert.tags, first_alert.groups)
+        """The unit's alert for each group it goes to (the intake's hot path: no Alert object)."""
+        raw, number, key, chosen, source, tags, template, exc_type, host = unit.first
+        level = _SEVERITIES[number]
+        text = self._render(raw)
+        host = self.host if host is None else host
+        route_key = (source, number, tags, chosen)
         group_names = self._routes.get(route_key)
         if group_names is None:
-            group_names = self.router.group_names(first_alert)
+            probe = Alert(text=text, severity=level, source=source, tags=frozenset(tags), groups=chosen)
+            group_names = self.router.group_names(probe)
             if len(self._routes) > 10_000:
                 self._routes.clear()
             self._routes[route_key] = group_names
-        fingerprint = self._fingerprint(first_alert)
-        first_text = format_alert(first_alert, max_segments=self.policy.max_segments)
+        basis = (key, source, number, template if template is not None else text, exc_type)
+        fingerprint = self._fingerprints.get(basis)
+        if fingerprint is None:
+            fingerprint = fingerprint_of(key, source, level, basis[3], exc_type)
+            if len(self._fingerprints) > 50_000:
+                self._fingerprints.clear()
+            self._fingerprints[basis] = fingerprint
+        segments = self.policy.max_segments
+        first_text = format_parts(level, host, source, text, segments)
         last_text = first_text
-        if unit.last is not unit.first:
+        if unit.last is not unit.first and unit.last[0] is not raw:
             with contextlib.suppress(ValueError):
-                last_text = format_alert(self._alert(unit.last), max_segments=self.policy.max_segments)
+                last_text = format_parts(level, host, source, self._render(unit.last[0]), segments)
         return [
             Hit(
                 window_key(group, level, fingerprint),
@@ -610,42 +654,16 @@ class Notifier:
             for group in group_names
         ]
 
-    def _alert(self, payload: Payload) -> Alert:
-        text, level, key, chosen, source, tags, template, exc_type, host = payload
-        if callable(text):
-            try:
-                text = text()
-            except Exception as exc:  # a broken __str__ in a log argument must not stop the thread
-                text = f"(message could not be formatted: {type(exc).__name__})"
+    @staticmethod
+    def _render(raw: Any) -> str:
+        try:
+            text = render(raw)
+        except Exception as exc:  # a broken __str__ in a log argument must not stop the thread
+            text = f"(message could not be formatted: {type(exc).__name__})"
         cleaned = clean_text(text)
-        if not cleaned.strip():
+        if not cleaned or cleaned.isspace():
             raise ValueError(f"text={text[:40]!r}: nothing left to send once control characters are removed")
-        return Alert(
-            text=cleaned,
-            severity=level,
-            source=source,
-            host=self.host if host is None else host,
-            tags=frozenset(tags),
-            key=key,
-            groups=chosen,
-            template=template,
-            exc_type=exc_type,
-            created_at=time.time(),
-        )
-
-    def _fingerprint(self, alert: Alert) -> str:
-        basis = (
-            (alert.key,)
-            if alert.key
-            else (alert.source, alert.severity, alert.template or alert.text, alert.exc_type)
-        )
-        fingerprint = self._fingerprints.get(basis)
-        if fingerprint is None:
-            fingerprint = alert.fingerprint
-            if len(self._fingerprints) > 50_000:
-                self._fingerprints.clear()
-            self._fingerprints[basis] = fingerprint
-        return fingerprint
+        return cleaned
 
     # -- timers and housekeeping (on the intake thread) ------------------------------
     def _timers(self, *, force: bool = False) -> bool:
@@ -679,6 +697,16 @@ class Notifier:
         return list(stores()) if stores is not None else [self.store]
 
     def _housekeeping(self) -> None:
+        dropped = _peek(self._dropped)
+        if dropped > self._dropped_logged and time.monotonic() >= self._drops_log_due:
+            # Drops are counted in stats(); say so in the log too, at most once a minute.
+            _log.warning(
+                "alerts dropped: the queue was full (or the notifier closed)",
+                dropped=dropped - self._dropped_logged,
+                queue_size=self._queue_size,
+            )
+            self._dropped_logged = dropped
+            self._drops_log_due = time.monotonic() + 60
         counts = self.store.outbox_counts()
         if counts.pending > self.max_pending:
             dropped = self.store.outbox_trim(self.max_pending, "dropped: outbox full")
@@ -803,10 +831,12 @@ class Notifier:
             with self._intake_lock:
                 self._intake_round(final=True)
                 if not self.store.durable:
-                    # Nobody will sweep a memory store later: say "+N more" and send gathered alerts now.
+                    # Nobody will sweep a memory store later: send gathered alerts, "+N more"
+                    # summaries and held digests now (a digest then goes out despite its cap).
                     ids = IdBook()
                     self._count(self.store.transact(lambda tx: flush_groups(tx, self.policy, ids)))
                     self._count(self.store.transact(lambda tx: close_all_windows(tx, self.policy, ids)))
+                    self._count(self.store.transact(lambda tx: flush_digests(tx, self.policy, ids)))
         except Exception as exc:
             self._log_failure("could not hand queued alerts to the store at close", exc)
             return False

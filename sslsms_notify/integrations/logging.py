@@ -20,14 +20,14 @@ the pipeline's threads, are ignored, so an SMS can never cause an SMS.
 from __future__ import annotations
 
 import logging
-import os
-import traceback
 from collections.abc import Mapping, Sequence
 from dataclasses import fields, replace
-from functools import lru_cache, partial
+from functools import lru_cache
+from threading import get_ident
 from typing import Any
 
 from ..alerting.alert import Severity
+from ..alerting.messages import LOG_RECORD, render_message
 from ..alerting.notifier import Notifier
 from ..alerting.routing import source_matches
 from ..config import Settings
@@ -38,19 +38,7 @@ IGNORED_LOGGERS = ("sslsms_notify", "httpx", "httpcore", "uvicorn", "hpack", "h1
 
 def render_record(record: logging.LogRecord) -> str:
     """The message, plus ``(ExcType: detail at file.py:12 in func)`` for exceptions."""
-    message = record.getMessage()
-    exc_info = record.exc_info
-    if exc_info and exc_info[1] is not None:
-        exc = exc_info[1]
-        where = ""
-        frames = traceback.extract_tb(exc_info[2]) if exc_info[2] is not None else []
-        if frames:
-            last = frames[-1]
-            where = f" at {os.path.basename(last.filename)}:{last.lineno} in {last.name}"
-        detail = str(exc)
-        detail = f": {detail}" if detail else ""
-        message = f"{message} ({type(exc).__name__}{detail}{where})"
-    return message
+    return render_message(record.msg, record.args, record.exc_info)
 
 
 _SETTINGS_FIELDS = {f.name for f in fields(Settings)} - {"level", "groups", "routes"}
@@ -131,6 +119,7 @@ class SMSHandler(logging.Handler):
             notifier.router._check_names(names, "SMSHandler groups")
         self._groups_for = lru_cache(maxsize=4096)(self._compute_groups)
         self._ignored: dict[str, bool] = {}
+        self._converter = self._payload  # one bound method for every coalescer entry
 
     def __repr__(self) -> str:
         return f"<SMSHandler level={logging.getLevelName(self.level)} {self.notifier!r}>"
@@ -147,29 +136,19 @@ class SMSHandler(logging.Handler):
         return tuple(dict.fromkeys(chosen)) or None
 
     def handle(self, record: logging.LogRecord) -> Any:
-        # logging.Handler.handle() holds the handler's lock around emit(). emit() here
-        # needs no lock (the pipeline's queue and repeat counters are lock-free), and
-        # taking it is most of what an exact repeat would cost.
-        result = self.filter(record)
-        if isinstance(result, logging.LogRecord):  # Python 3.12+: a filter may swap the record
-            record = result
-        if result:
-            self.emit(record)
-        return result
-
-    def emit(self, record: logging.LogRecord) -> None:
+        # logging.Handler.handle() holds the handler's lock around emit(). Nothing here
+        # needs it (the pipeline's queue and repeat counters are lock-free), and for a
+        # repeat the lock, the filter call and emit()'s frame would be most of the cost.
+        if self.filters:
+            result = self.filter(record)
+            if not result:
+                return result
+            if isinstance(result, logging.LogRecord):  # Python 3.12+: a filter may swap the record
+                record = result
         try:
-            ignored = self._ignored.get(record.name)
-            if ignored is None:
-                ignored = record.name.startswith(IGNORED_LOGGERS)
-                if len(self._ignored) < 10_000:
-                    self._ignored[record.name] = ignored
             notifier = self.notifier
-            if ignored or notifier.is_worker_thread():
-                return
             msg = record.msg
-            key: tuple[Any, ...] | None = None
-            if notifier._coalescing and type(msg) is str:
+            if notifier._coalescing and type(msg) is str and get_ident() not in notifier._worker_idents:
                 exc_info = record.exc_info
                 key = (
                     (msg, record.levelno, record.name)
@@ -178,29 +157,49 @@ class SMSHandler(logging.Handler):
                 )
                 # Coalescer.repeat(), inlined (see Notifier.alert): a repeat of a record
                 # seen lately costs a dict lookup and a counter step.
-                coalescer = notifier._coalescer
-                entry = coalescer.entries.get(key)
+                entry = notifier._coalescer.entries.get(key)
                 if entry is not None:
                     next(notifier._received)
                     next(entry.counter)
                     entry.last = record
                     if not entry.dirty:
                         entry.dirty = True
-                        coalescer.dirty.append(entry)
+                        notifier._coalescer.dirty.append(entry)
                         if notifier._intake_sleeping:
                             notifier._intake_wakeup.set()
-                    return
-            if notifier.enqueue_payload(key, self._payload(record)) and key is not None:
-                notifier._coalescer.register(key, record, self._payload)
+                    return True
+                self._forward(record, key)
+            else:
+                self.emit(record)
         except Exception:
             self.handleError(record)
+        return True
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._forward(record, None)
+        except Exception:
+            self.handleError(record)
+
+    def _forward(self, record: logging.LogRecord, key: tuple[Any, ...] | None) -> None:
+        """Queue a record (``key``: the identity to count its repeats under, if any)."""
+        ignored = self._ignored.get(record.name)
+        if ignored is None:
+            ignored = record.name.startswith(IGNORED_LOGGERS)
+            if len(self._ignored) < 10_000:
+                self._ignored[record.name] = ignored
+        notifier = self.notifier
+        if ignored or notifier.is_worker_thread():
+            return
+        if notifier.enqueue_payload(key, self._payload(record)) and key is not None:
+            notifier._coalescer.register(key, record, self._converter)
 
     def _payload(self, record: logging.LogRecord) -> tuple[Any, ...]:
         """The record as the pipeline queues an alert; rendered later, on its intake thread."""
         exc = record.exc_info[1] if record.exc_info else None
         return (
-            partial(render_record, record),
-            Severity.parse(record.levelno),
+            (LOG_RECORD, record.msg, record.args, record.exc_info),
+            int(Severity.parse(record.levelno)),
             None,
             self._groups_for(record.levelno, record.name),
             record.name,
