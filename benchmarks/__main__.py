@@ -6,7 +6,17 @@ import importlib
 import platform
 import sys
 
-ALL = ["emulator_server", "pipeline", "logging_handler", "outbox"]
+ALL = [
+    "logging_handler",
+    "storm",
+    "worker",
+    "scaling",
+    "intake_latency",
+    "shutdown",
+    "outbox",
+    "pipeline",
+    "emulator_server",
+]
 
 
 def main() -> None:

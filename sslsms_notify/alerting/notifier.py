@@ -72,6 +72,8 @@ NICE_SHARE = 0.25
 HIGH_WATER = 0.5
 #: how often the timers look at the store while work keeps coming
 TIMER_INTERVAL = 0.1
+#: windows, digests or groups one sweep transaction takes: a few milliseconds at most
+SWEEP_LIMIT = 250
 #: the longest the intake thread sleeps: other processes sharing the store add windows too
 MAX_IDLE = 0.5
 DEAD_LETTER_RETENTION = 7 * 24 * 3600.0
@@ -93,7 +95,7 @@ class Ticket:
     or ``dropped`` (queue full, or the notifier closed).
     """
 
-    __slots__ = ("_done", "csms_ids", "error", "status", "throttled")
+    __slots__ = ("_done", "csms_ids", "error", "resolved_ns", "status", "throttled")
 
     def __init__(self) -> None:
         self._done = threading.Event()
@@ -101,11 +103,14 @@ class Ticket:
         self.csms_ids: list[str] = []
         self.throttled = 0
         self.error = ""
+        #: time.perf_counter_ns() when it was decided (for latency measurements)
+        self.resolved_ns = 0
 
     def _resolve(
         self, status: str, csms_ids: Sequence[str] = (), throttled: int = 0, error: str = ""
     ) -> None:
         self.status, self.csms_ids, self.throttled, self.error = status, list(csms_ids), throttled, error
+        self.resolved_ns = time.perf_counter_ns()
         self._done.set()
 
     def wait(self, timeout: float | None = None) -> bool:
@@ -114,6 +119,16 @@ class Ticket:
 
     def __repr__(self) -> str:
         return f"Ticket(status={self.status!r}, csms_ids={self.csms_ids!r})"
+
+
+@dataclass(slots=True)
+class _Merged:
+    """Units of one alert in one round: its identity, first and last unit, and total count."""
+
+    identity: tuple[tuple[str, ...], int, str]
+    first: _Unit
+    last: _Unit
+    count: int
 
 
 class _Barrier(threading.Event):
@@ -579,20 +594,41 @@ class Notifier:
             unit.count += count
 
     def _decide(self, units: list[_Unit]) -> None:
+        """Decide a round in one transaction.
+
+        Units are identified first (route and fingerprint: no rendering when the
+        template or text is known), then occurrences of the same alert are merged,
+        so only each alert's first and last occurrence is rendered and formatted.
+        """
+        merged: dict[Hashable, _Merged] = {}
+        alerts: list[_Merged] = []
+        rejected = 0
+        for unit in units:
+            try:
+                identity = self._identify(unit)
+            except ValueError as exc:
+                rejected += self._reject(unit, exc)
+                continue
+            if unit.ticket is None and self._coalescing:
+                same = merged.get(identity)
+                if same is not None:
+                    same.last = unit
+                    same.count += unit.count
+                    continue
+            alert = _Merged(identity, unit, unit, unit.count)
+            alerts.append(alert)
+            if unit.ticket is None and self._coalescing:
+                merged[identity] = alert
         hits: list[Hit] = []
         tickets: dict[int, Ticket] = {}
-        rejected = 0
-        for index, unit in enumerate(units):
+        for index, alert in enumerate(alerts):
             try:
-                hits.extend(self._hits(unit, index))
+                hits.extend(self._hits(alert, index))
             except ValueError as exc:
-                rejected += 1
-                _log.warning("alert rejected", error=str(exc))
-                if unit.ticket is not None:
-                    unit.ticket._resolve("rejected", error=str(exc))
+                rejected += self._reject(alert.first, exc)
                 continue
-            if unit.ticket is not None:
-                tickets[index] = unit.ticket
+            if alert.first.ticket is not None:
+                tickets[index] = alert.first.ticket
         if rejected:
             self.stats_counters.add(rejected=rejected)
         if not hits:
@@ -611,42 +647,61 @@ class Notifier:
         if self.store.window_count() > self.policy.max_windows:
             self._count(self.store.transact(lambda tx: evict_windows(tx, self.policy, IdBook())))
 
+    @staticmethod
+    def _reject(unit: _Unit, exc: ValueError) -> int:
+        _log.warning("alert rejected", error=str(exc))
+        if unit.ticket is not None:
+            unit.ticket._resolve("rejected", error=str(exc))
+        return unit.count
+
     def _count(self, report: Report) -> None:
         self.stats_counters.add(**report.counters())
 
-    def _hits(self, unit: _Unit, index: int) -> list[Hit]:
-        """The unit's alert for each group it goes to (the intake's hot path: no Alert object)."""
-        raw, number, key, chosen, source, tags, template, exc_type, host = unit.first
-        level = _SEVERITIES[number]
-        text = self._render(raw)
-        host = self.host if host is None else host
+    def _identify(self, unit: _Unit) -> tuple[tuple[str, ...], int, str]:
+        """(groups, severity, fingerprint) of a unit; renders its text only if nothing else identifies it."""
+        raw, number, key, chosen, source, tags, template, exc_type, _host = unit.first
         route_key = (source, number, tags, chosen)
         group_names = self._routes.get(route_key)
         if group_names is None:
-            probe = Alert(text=text, severity=level, source=source, tags=frozenset(tags), groups=chosen)
+            probe = Alert(
+                text="-", severity=_SEVERITIES[number], source=source, tags=frozenset(tags), groups=chosen
+            )
             group_names = self.router.group_names(probe)
             if len(self._routes) > 10_000:
                 self._routes.clear()
             self._routes[route_key] = group_names
-        basis = (key, source, number, template if template is not None else text, exc_type)
+        if key or template is not None or type(raw) is str:
+            basis_text = template if template is not None else raw
+        else:
+            basis_text = self._render(raw)  # a callable with no template: its text is its identity
+        basis = (key, source, number, basis_text, exc_type)
         fingerprint = self._fingerprints.get(basis)
         if fingerprint is None:
-            fingerprint = fingerprint_of(key, source, level, basis[3], exc_type)
+            fingerprint = fingerprint_of(key, source, _SEVERITIES[number], basis_text or "", exc_type)
             if len(self._fingerprints) > 50_000:
                 self._fingerprints.clear()
             self._fingerprints[basis] = fingerprint
+        return group_names, number, fingerprint
+
+    def _hits(self, alert: _Merged, index: int) -> list[Hit]:
+        """The merged alert for each group it goes to, with its first and last SMS text."""
+        group_names, number, fingerprint = alert.identity
+        raw, _, _, _, source, _, _, _, host = alert.first.first
+        level = _SEVERITIES[number]
+        host = self.host if host is None else host
         segments = self.policy.max_segments
-        first_text = format_parts(level, host, source, text, segments)
+        first_text = format_parts(level, host, source, self._render(raw), segments)
         last_text = first_text
-        if unit.last is not unit.first and unit.last[0] is not raw:
+        last_raw = alert.last.last[0]
+        if last_raw is not raw and last_raw != raw:
             with contextlib.suppress(ValueError):
-                last_text = format_parts(level, host, source, self._render(unit.last[0]), segments)
+                last_text = format_parts(level, host, source, self._render(last_raw), segments)
         return [
             Hit(
                 window_key(group, level, fingerprint),
                 group,
                 self.router.numbers(group),
-                unit.count,
+                alert.count,
                 first_text,
                 last_text,
                 index,
@@ -682,9 +737,13 @@ class Notifier:
             if next_due is None or next_due > store.now():
                 continue
             for sweep in (sweep_windows, sweep_digests, sweep_groups):
-                report = store.transact(lambda tx, sweep=sweep: sweep(tx, self.policy, IdBook()))
+                report = store.transact(
+                    lambda tx, sweep=sweep: sweep(tx, self.policy, IdBook(), SWEEP_LIMIT)  # type: ignore[operator]
+                )
                 self._count(report)
                 worked |= bool(report.queued or report.windows_closed or report.groups)
+                if report.windows_closed >= SWEEP_LIMIT:
+                    self._timers_due = 0.0  # more are due: the next round sweeps on at once
                 if report.queued:
                     self._dispatch_wakeup.set()
         if force or now >= self._housekeeping_due:

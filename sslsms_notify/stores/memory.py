@@ -83,24 +83,24 @@ class _Index:
         return row is not None and _time_of(self.table, row) == entry[0]
 
     def first(self, limit: int, until: float | None) -> list[str]:
-        """Up to ``limit`` keys in time order (only those due by ``until`` if given)."""
-        heap, found = self.heap, []
-        while heap and not self._live(heap[0]):
-            heapq.heappop(heap)
-        if not heap or (until is not None and heap[0][0] > until):
-            return found
-        if limit == 1:
-            return [heap[0][1]]
+        """Up to ``limit`` keys in time order (only those due by ``until`` if given).
+
+        Pops what it returns and pushes it back: O(limit · log n), however big the heap.
+        """
+        heap = self.heap
+        found: list[tuple[float, str]] = []
         seen: set[str] = set()
-        for when, key in heapq.nsmallest(limit * 2 + 16, heap):
-            if until is not None and when > until:
+        while heap and len(found) < limit:
+            entry = heap[0]
+            if until is not None and entry[0] > until:
                 break
-            if key not in seen and self._live((when, key)):
-                seen.add(key)
-                found.append(key)
-                if len(found) >= limit:
-                    break
-        return found
+            heapq.heappop(heap)
+            if entry[1] not in seen and self._live(entry):  # stale entries are dropped for good
+                seen.add(entry[1])
+                found.append(entry)
+        for entry in found:
+            heapq.heappush(heap, entry)
+        return [key for _, key in found]
 
     def earliest_time(self) -> float | None:
         heap = self.heap
