@@ -16,6 +16,7 @@ ALL = [
     "outbox",
     "pipeline",
     "emulator_server",
+    "relay",
 ]
 
 

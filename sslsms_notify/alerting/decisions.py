@@ -122,6 +122,8 @@ class Report:
     groups: int = 0
     evicted: int = 0
     windows_closed: int = 0
+    #: group -> [alerts that were first of their window, repeats suppressed]
+    by_group: dict[str, list[int]] = field(default_factory=dict)
 
     def counters(self) -> dict[str, int]:
         return {
@@ -225,6 +227,9 @@ def apply_intake(tx: Tx, hits: Sequence[Hit], policy: Policy, ids: IdBook) -> Re
     firsts: dict[int, tuple[str, dict[str, None], list[Hit]]] = {}
     for hit in hits:
         result = report.alerts.setdefault(hit.alert, AlertResult())
+        per_group = report.by_group.get(hit.group)
+        if per_group is None:
+            per_group = report.by_group[hit.group] = [0, 0]
         if dedup:
             window = tx.windows.get(hit.key)
             if window is None or (window.end_at <= now and window.count == 0):
@@ -248,9 +253,12 @@ def apply_intake(tx: Tx, hits: Sequence[Hit], policy: Policy, ids: IdBook) -> Re
                 )
                 result.suppressed += hit.count
                 report.suppressed += hit.count
+                per_group[1] += hit.count
                 continue
             result.suppressed += repeats
             report.suppressed += repeats
+            per_group[1] += repeats
+        per_group[0] += 1
         first = firsts.setdefault(hit.alert, (hit.first_text, {}, []))
         first[1].update(dict.fromkeys(hit.numbers))  # a phone in two matched groups: one SMS
         first[2].append(hit)

@@ -22,6 +22,7 @@ answered it with an API status code, and *unknown* when the answer never came
 
 from __future__ import annotations
 
+import contextlib
 import random
 import threading
 import time
@@ -105,6 +106,9 @@ class Dispatcher:
         self.stopping = False
         #: called with each recorded item (state SENT or DEAD) after it is written
         self.on_outcome: Callable[[list[OutboxItem]], None] | None = None
+        #: called after each request with (kind, seconds, outcome), e.g. for a metrics histogram;
+        #: outcome is "ok", or the error's class name
+        self.on_request: Callable[[str, float, str], None] | None = None
 
     def run_once(self) -> int:
         """Send one round of due SMS; returns how many were attempted."""
@@ -172,17 +176,25 @@ class Dispatcher:
 
     def _send(self, batch: Batch) -> None:
         retried = sum(1 for i in batch.items if i.attempts > 0)
+        started = time.perf_counter()
         try:
             result = self._call(batch)
         except GatewayError as error:
+            self._observe(batch.kind, started, type(error).__name__)
             self._count_requests(error.result, retried)
             self._on_request_failure(batch, error)
             return
+        self._observe(batch.kind, started, "ok")
         self._count_requests(result, retried)
         if self.auth_failed.is_set():
             _log.warning("gateway accepts our credentials again")
             self.auth_failed.clear()
         self._record(batch, result.messages)
+
+    def _observe(self, kind: str, started: float, outcome: str) -> None:
+        if self.on_request is not None:
+            with contextlib.suppress(Exception):
+                self.on_request(kind, time.perf_counter() - started, outcome)
 
     def _count_requests(self, result: SendResult | None, retried_items: int) -> None:
         """Requests made, plus the client's retries and our own re-attempts of SMS."""

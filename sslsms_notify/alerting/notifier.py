@@ -86,6 +86,9 @@ Payload = tuple[Any, int, "str | None", "tuple[str, ...] | None", str, tuple[str
 _SEVERITIES = {int(s): s for s in Severity}
 
 
+_TICKET_LOCK = threading.Lock()
+
+
 class Ticket:
     """What became of one submitted alert, once the intake has decided (:meth:`Notifier.submit`).
 
@@ -95,10 +98,11 @@ class Ticket:
     or ``dropped`` (queue full, or the notifier closed).
     """
 
-    __slots__ = ("_done", "csms_ids", "error", "resolved_ns", "status", "throttled")
+    __slots__ = ("_callbacks", "_done", "csms_ids", "error", "resolved_ns", "status", "throttled")
 
     def __init__(self) -> None:
         self._done = threading.Event()
+        self._callbacks: list[Callable[[Ticket], None]] | None = None
         self.status: str | None = None
         self.csms_ids: list[str] = []
         self.throttled = 0
@@ -111,11 +115,33 @@ class Ticket:
     ) -> None:
         self.status, self.csms_ids, self.throttled, self.error = status, list(csms_ids), throttled, error
         self.resolved_ns = time.perf_counter_ns()
-        self._done.set()
+        with _TICKET_LOCK:
+            self._done.set()
+            callbacks, self._callbacks = self._callbacks, None
+        for callback in callbacks or ():
+            with contextlib.suppress(Exception):
+                callback(self)
 
     def wait(self, timeout: float | None = None) -> bool:
         """True once decided (then ``status`` is set)."""
         return self._done.wait(timeout)
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def add_done_callback(self, callback: Callable[[Ticket], None]) -> None:
+        """Call ``callback(ticket)`` once decided (at once if it is); on the intake thread.
+
+        For event loops: ``loop.call_soon_threadsafe`` from the callback, never block in it.
+        """
+        with _TICKET_LOCK:
+            if not self._done.is_set():
+                if self._callbacks is None:
+                    self._callbacks = []
+                self._callbacks.append(callback)
+                return
+        callback(self)
 
     def __repr__(self) -> str:
         return f"Ticket(status={self.status!r}, csms_ids={self.csms_ids!r})"
@@ -243,6 +269,8 @@ class Notifier:
         self._closed = False
         self._close_result: bool | None = None
         self._fingerprints: dict[Hashable, str] = {}
+        self._group_counts: dict[str, list[int]] = {}
+        self._group_lock = threading.Lock()
         self._routes: dict[Hashable, tuple[str, ...]] = {}
         self._init_runtime()
         _live.add(self)
@@ -656,6 +684,17 @@ class Notifier:
 
     def _count(self, report: Report) -> None:
         self.stats_counters.add(**report.counters())
+        if report.by_group:
+            with self._group_lock:
+                for group, (first, suppressed) in report.by_group.items():
+                    counts = self._group_counts.setdefault(group, [0, 0])
+                    counts[0] += first
+                    counts[1] += suppressed
+
+    def group_stats(self) -> dict[str, dict[str, int]]:
+        """Per recipient group: alerts that paged (first of their window) and repeats suppressed."""
+        with self._group_lock:
+            return {g: {"alerts": c[0], "suppressed": c[1]} for g, c in self._group_counts.items()}
 
     def _identify(self, unit: _Unit) -> tuple[tuple[str, ...], int, str]:
         """(groups, severity, fingerprint) of a unit; renders its text only if nothing else identifies it."""

@@ -1,0 +1,342 @@
+"""The relay's HTTP intake: a plain ASGI app around one :class:`~sslsms_notify.Notifier`.
+
+Routes:
+
+    POST /v1/alerts[?wait=SECONDS]   our own API: one alert or a list
+    POST /v1/alertmanager            Prometheus Alertmanager's webhook (payload version 4)
+    POST /v1/grafana                 Grafana's webhook contact point
+    GET  /healthz                    store and gateway reachability (no token needed)
+    GET  /metrics                    Prometheus text format
+
+An intake answers **202 once every alert of the body is decided and in the
+store** (an SMS in the outbox, or a repeat counted in its dedup window), so a
+relay that dies right after answering loses nothing on a durable store. With
+``?wait=SECONDS`` (at most 60) ``/v1/alerts`` also waits for the gateway's
+outcome of the SMS it created and answers 200 with it: that is how
+``sslsms-notify send --relay`` keeps its exit codes.
+
+Security: every route but ``/healthz`` needs ``Authorization: Bearer <token>``,
+compared in constant time with every configured token; bodies are read up to
+``max_body`` bytes and refused beyond (413) before they are parsed; no header,
+token or body is ever logged.
+
+No web framework: five routes, and owning the body read is what lets the size
+limit hold while receiving rather than after.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl
+
+from .._log import get_logger
+from ..alerting.notifier import Notifier, Ticket
+from .metrics import RelayMetrics
+from .payloads import (
+    AlertSpec,
+    PayloadError,
+    WebhookOptions,
+    decode_body,
+    parse_alertmanager,
+    parse_alerts,
+    parse_grafana,
+)
+
+_log = get_logger("sslsms_notify.relay")
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+MAX_WAIT = 60.0
+
+
+@dataclass(frozen=True)
+class RelayOptions:
+    #: bearer tokens a producer may present (any one of them)
+    tokens: tuple[str, ...]
+    #: the largest request body accepted, in bytes
+    max_body: int = 1 << 20
+    #: how alert webhooks map to alerts (resolved alerts, severity and groups labels)
+    webhook: WebhookOptions = field(default_factory=WebhookOptions)
+    #: seconds to wait for the intake to decide a body's alerts before answering 503
+    accept_timeout: float = 10.0
+
+    def __post_init__(self) -> None:
+        if not self.tokens or not all(isinstance(t, str) and len(t) >= 16 for t in self.tokens):
+            raise ValueError("relay tokens: at least one, each at least 16 characters")
+        if self.max_body < 1024:
+            raise ValueError(f"max_body={self.max_body!r}: must be at least 1024 bytes")
+
+    def __repr__(self) -> str:
+        return f"RelayOptions(tokens=<{len(self.tokens)} hidden>, max_body={self.max_body})"
+
+
+class HTTPError(Exception):
+    def __init__(
+        self, status: int, message: str, *, field: str | None = None, headers: Sequence[tuple[str, str]] = ()
+    ):
+        super().__init__(message)
+        self.status, self.message, self.field, self.headers = status, message, field, tuple(headers)
+
+
+class RelayApp:
+    def __init__(
+        self, notifier: Notifier, options: RelayOptions, metrics: RelayMetrics | None = None
+    ) -> None:
+        self.notifier = notifier
+        self.options = options
+        self.metrics = metrics or RelayMetrics(notifier)
+        self._tokens = [t.encode() for t in options.tokens]
+        self._routes: dict[tuple[str, str], Callable[[Scope, bytes], Awaitable[tuple[int, Any]]]] = {
+            ("POST", "/v1/alerts"): self._alerts,
+            ("POST", "/v1/alertmanager"): self._alertmanager,
+            ("POST", "/v1/grafana"): self._grafana,
+        }
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        method, path = scope["method"], scope["path"].rstrip("/") or "/"
+        started = time.perf_counter()
+        try:
+            if path == "/healthz":
+                status, payload = await self._health()
+            else:
+                self._authorize(scope)
+                if (method, path) == ("GET", "/metrics"):
+                    body, content_type = self.metrics.render()
+                    await _respond(send, 200, body, content_type)
+                    self.metrics.request("/metrics", 200, time.perf_counter() - started)
+                    return
+                handler = self._routes.get((method, path))
+                if handler is None:
+                    known = any(p == path for _, p in self._routes)
+                    raise HTTPError(
+                        405 if known else 404,
+                        f"{'method not allowed' if known else 'no such route'}: {method} {path}",
+                    )
+                body = await self._read_body(scope, receive)
+                status, payload = await handler(scope, body)
+        except HTTPError as exc:
+            status, payload = (
+                exc.status,
+                {"error": exc.message, **({"field": exc.field} if exc.field else {})},
+            )
+            await _respond(send, status, _json(payload), "application/json", exc.headers)
+            self.metrics.request(path, status, time.perf_counter() - started)
+            return
+        except Exception as exc:  # never a traceback to the client; one line in our log
+            _log.error("relay request failed", path=path, error=f"{type(exc).__name__}: {exc}")
+            status, payload = 500, {"error": "internal error; see the relay's log"}
+        await _respond(send, status, _json(payload), "application/json")
+        self.metrics.request(path, status, time.perf_counter() - started)
+
+    # -- security and input ---------------------------------------------------------------
+    def _authorize(self, scope: Scope) -> None:
+        given = b""
+        for name, value in scope.get("headers", ()):
+            if name.lower() == b"authorization":
+                scheme, _, credentials = value.partition(b" ")
+                if scheme.lower() == b"bearer":
+                    given = credentials.strip()
+        matched = False
+        for token in self._tokens:  # every token compared, in constant time each
+            matched |= hmac.compare_digest(given, token)
+        if not matched:
+            raise HTTPError(
+                401,
+                "a valid 'Authorization: Bearer <token>' header is required",
+                headers=[("www-authenticate", "Bearer")],
+            )
+
+    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
+        limit = self.options.max_body
+        for name, value in scope.get("headers", ()):
+            if name.lower() == b"content-length" and value.isdigit() and int(value) > limit:
+                raise HTTPError(413, f"body too large: at most {limit} bytes")
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise HTTPError(400, "the client went away before sending the whole body")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise HTTPError(413, f"body too large: at most {limit} bytes")
+            chunks.append(chunk)
+            if not message.get("more_body"):
+                return b"".join(chunks)
+
+    @staticmethod
+    def _parse(parse: Callable[[object], list[AlertSpec]], body: bytes) -> list[AlertSpec]:
+        try:
+            return parse(decode_body(body))
+        except PayloadError as exc:
+            raise HTTPError(exc.status, str(exc), field=exc.field) from None
+
+    # -- routes -----------------------------------------------------------------------
+    async def _alerts(self, scope: Scope, body: bytes) -> tuple[int, Any]:
+        wait = _wait_seconds(scope)
+        specs = self._parse(parse_alerts, body)
+        return await self._accept(specs, "api", wait)
+
+    async def _alertmanager(self, scope: Scope, body: bytes) -> tuple[int, Any]:
+        specs = self._parse(lambda data: parse_alertmanager(data, options=self.options.webhook), body)
+        return await self._accept(specs, "alertmanager", 0.0)
+
+    async def _grafana(self, scope: Scope, body: bytes) -> tuple[int, Any]:
+        specs = self._parse(lambda data: parse_grafana(data, options=self.options.webhook), body)
+        return await self._accept(specs, "grafana", 0.0)
+
+    async def _accept(self, specs: list[AlertSpec], door: str, wait: float) -> tuple[int, Any]:
+        tickets: list[Ticket] = []
+        for spec in specs:
+            try:
+                ticket = self.notifier.submit(
+                    spec.text,
+                    severity=spec.severity,
+                    key=spec.key,
+                    groups=spec.groups,
+                    source=spec.source,
+                    tags=spec.tags,
+                )
+            except ValueError as exc:  # an unknown group or a bad number, named by the router
+                ticket = Ticket()
+                ticket._resolve("rejected", error=str(exc))
+            tickets.append(ticket)
+        self.metrics.received(door, len(tickets))
+        if not await _all_done(tickets, self.options.accept_timeout):
+            raise HTTPError(
+                503, "the alerts were not accepted in time; retry", headers=[("retry-after", "1")]
+            )
+        results = [_ticket_json(t) for t in tickets]
+        if tickets and all(t.status == "dropped" for t in tickets):
+            raise HTTPError(503, "the relay's queue is full; retry", headers=[("retry-after", "1")])
+        if wait <= 0:
+            return 202, {"accepted": sum(t.status != "dropped" for t in tickets), "alerts": results}
+        outcomes = await self._wait_for_delivery([i for t in tickets for i in t.csms_ids], wait)
+        for result, ticket in zip(results, tickets, strict=True):
+            result["sms"] = {i: outcomes[i] for i in ticket.csms_ids}
+        summary = {
+            state: sum(1 for o in outcomes.values() if o == state)
+            for state in ("delivered", "pending", "failed")
+        }
+        error = self.notifier.dispatcher.last_error
+        return 200, {
+            "accepted": sum(t.status != "dropped" for t in tickets),
+            "alerts": results,
+            "sms": summary,
+            "auth_failed": self.notifier.dispatcher.auth_failed.is_set(),
+            **({"last_error": str(error)} if error is not None and summary["pending"] else {}),
+        }
+
+    async def _wait_for_delivery(self, csms_ids: list[str], wait: float) -> dict[str, str]:
+        deadline = time.monotonic() + wait
+        outcomes: dict[str, str] = {}
+        while True:
+            outcomes = await asyncio.to_thread(self.notifier.outcomes, csms_ids)
+            pending = any(o == "pending" for o in outcomes.values())
+            if not pending or time.monotonic() >= deadline or self.notifier.dispatcher.auth_failed.is_set():
+                return outcomes
+            await asyncio.sleep(0.05)
+
+    async def _health(self) -> tuple[int, Any]:
+        store_ok, store_detail = True, "ok"
+        try:
+            await asyncio.to_thread(self.notifier.store.check)
+        except Exception as exc:
+            store_ok, store_detail = False, str(exc)
+        gateway = self.metrics.gateway_state()
+        stats = self.notifier.stats()
+        return (200 if store_ok else 503), {
+            "status": "ok"
+            if store_ok and gateway in ("ok", "unknown")
+            else ("degraded" if store_ok else "down"),
+            "store": store_detail,
+            "gateway": gateway,
+            "queue": stats["queued"],
+            "pending": stats.get("pending", -1),
+            "dead": stats.get("dead", -1),
+        }
+
+
+def _wait_seconds(scope: Scope) -> float:
+    query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
+    if "wait" not in query:
+        return 0.0
+    try:
+        wait = float(query["wait"])
+    except ValueError:
+        raise HTTPError(
+            422, f"wait={query['wait'][:20]!r}: must be a number of seconds", field="wait"
+        ) from None
+    if not 0 <= wait <= MAX_WAIT:
+        raise HTTPError(422, f"wait={wait:g}: must be between 0 and {MAX_WAIT:g} seconds", field="wait")
+    return wait
+
+
+def _ticket_json(ticket: Ticket) -> dict[str, Any]:
+    result: dict[str, Any] = {"status": ticket.status}
+    if ticket.csms_ids:
+        result["csms_ids"] = ticket.csms_ids
+    if ticket.error:
+        result["error"] = ticket.error
+    return result
+
+
+async def _all_done(tickets: list[Ticket], timeout: float) -> bool:
+    """Wait for every ticket without blocking the event loop (the intake thread calls back)."""
+    pending = [t for t in tickets if not t.done]
+    if not pending:
+        return True
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+    remaining = [len(pending)]
+
+    def one_done(_: Ticket) -> None:
+        def count() -> None:
+            remaining[0] -= 1
+            if remaining[0] == 0 and not done.done():
+                done.set_result(True)
+
+        loop.call_soon_threadsafe(count)
+
+    for ticket in pending:
+        ticket.add_done_callback(one_done)
+    try:
+        await asyncio.wait_for(done, timeout)
+    except TimeoutError:
+        return False
+    return True
+
+
+def _json(payload: Any) -> bytes:
+    return json.dumps(payload, ensure_ascii=False).encode()
+
+
+async def _respond(
+    send: Send, status: int, body: bytes, content_type: str, headers: Sequence[tuple[str, str]] = ()
+) -> None:
+    raw = [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode())]
+    raw += [(k.encode(), v.encode()) for k, v in headers]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return

@@ -1,0 +1,119 @@
+"""The relay's own settings: where it listens, who may post, how webhooks map to alerts.
+
+From a TOML ``[relay]`` section and the environment (``SSLSMS_RELAY_TOKENS``,
+comma-separated; ``SSLSMS_RELAY_LISTEN``), the environment winning. Every value is
+checked where it enters: the field, the value and the rule in one line (never a
+token's value).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..validation import integer, positive
+from .payloads import SEVERITIES, WebhookOptions
+
+DEFAULT_LISTEN = "127.0.0.1:8026"
+MIN_TOKEN_LENGTH = 16
+
+
+@dataclass(frozen=True)
+class RelaySettings:
+    listen: str = DEFAULT_LISTEN
+    tokens: tuple[str, ...] = field(default=(), repr=False)
+    max_body: int = 1 << 20
+    shutdown_timeout: float = 10.0
+    send_resolved: bool = True
+    severity_label: str = "severity"
+    groups_label: str = "sms_groups"
+    default_severity: str = "error"
+
+    def __repr__(self) -> str:
+        return f"RelaySettings(listen={self.listen!r}, tokens=<{len(self.tokens)} hidden>)"
+
+    @property
+    def host(self) -> str:
+        return self.listen.rsplit(":", 1)[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rsplit(":", 1)[1])
+
+    @property
+    def loopback(self) -> bool:
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return self.host == "localhost"
+
+    def webhook_options(self) -> WebhookOptions:
+        return WebhookOptions(
+            send_resolved=self.send_resolved,
+            severity_label=self.severity_label,
+            groups_label=self.groups_label,
+            default_severity=self.default_severity,
+        )
+
+    @classmethod
+    def load(
+        cls, section: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+    ) -> RelaySettings:
+        """From a TOML ``[relay]`` table, then the environment."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        known = {f for f in cls.__dataclass_fields__}
+        for key, value in (section or {}).items():
+            if key not in known:
+                raise ValueError(f"[relay] {key}: unknown key (known: {', '.join(sorted(known))})")
+            values[key] = value
+        if env.get("SSLSMS_RELAY_TOKENS"):
+            values["tokens"] = env["SSLSMS_RELAY_TOKENS"]
+        if env.get("SSLSMS_RELAY_LISTEN"):
+            values["listen"] = env["SSLSMS_RELAY_LISTEN"]
+        return cls(**values).checked()
+
+    def checked(self) -> RelaySettings:
+        tokens = self.tokens
+        if isinstance(tokens, str):
+            tokens = tuple(t.strip() for t in tokens.split(",") if t.strip())
+        if not isinstance(tokens, list | tuple) or not all(isinstance(t, str) for t in tokens):
+            raise ValueError(
+                "relay tokens: must be a list of strings (or SSLSMS_RELAY_TOKENS, comma-separated)"
+            )
+        for position, token in enumerate(tokens):
+            if len(token) < MIN_TOKEN_LENGTH or any(c.isspace() for c in token):
+                raise ValueError(
+                    f"relay tokens[{position}]: must be at least {MIN_TOKEN_LENGTH} characters without spaces"
+                )
+        listen = self.listen
+        if not isinstance(listen, str) or ":" not in listen:
+            raise ValueError(f"listen={listen!r}: must be HOST:PORT, e.g. {DEFAULT_LISTEN}")
+        port_text = listen.rsplit(":", 1)[1]
+        if not port_text.isdigit() or not 0 <= int(port_text) < 65536:
+            raise ValueError(f"listen={listen!r}: the port must be a number from 0 (any free port) to 65535")
+        max_body = integer("max_body", self.max_body, minimum=1024, maximum=64 << 20)
+        shutdown = positive("shutdown_timeout", self.shutdown_timeout, maximum=600)
+        if not isinstance(self.send_resolved, bool):
+            raise ValueError(f"send_resolved={self.send_resolved!r}: must be true or false")
+        for name in ("severity_label", "groups_label"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value.strip():
+                raise ValueError(f"{name}={value!r}: must be a label name")
+        if self.default_severity not in SEVERITIES:
+            raise ValueError(
+                f"default_severity={self.default_severity!r}: must be one of {', '.join(SEVERITIES)}"
+            )
+        return RelaySettings(
+            listen=listen,
+            tokens=tuple(tokens),
+            max_body=max_body,
+            shutdown_timeout=shutdown,
+            send_resolved=self.send_resolved,
+            severity_label=self.severity_label,
+            groups_label=self.groups_label,
+            default_severity=self.default_severity,
+        )
