@@ -45,7 +45,7 @@ def run_demo(echo: Callable[[str], None] = print) -> dict[str, int]:
     logging.getLogger("shop.db").error("disk %d%% full on %s", 91, "/var/lib/postgresql")
     logging.getLogger("shop.db").error("disk %d%% full on %s", 95, "/var/lib/postgresql")  # a repeat
     try:
-        {}["order_id"]
+        {"id": 7}["order_id"]
     except KeyError:
         logging.getLogger("shop.orders").exception("cannot read order")
     logging.getLogger("shop.db").critical("primary database down, failover started")

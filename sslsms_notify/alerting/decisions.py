@@ -221,9 +221,9 @@ def apply_intake(tx: Tx, hits: Sequence[Hit], policy: Policy, ids: IdBook) -> Re
     if dedup:
         tx.windows.load(h.key for h in hits)
     if policy.cap_limit is not None and policy.group_wait <= 0:
-        numbers = {n for h in hits for n in h.numbers}
-        tx.rates.load(cap_key(n) for n in numbers)
-        tx.digests.load(numbers)
+        phones = {n for h in hits for n in h.numbers}
+        tx.rates.load(cap_key(n) for n in phones)
+        tx.digests.load(phones)
     firsts: dict[int, tuple[str, dict[str, None], list[Hit]]] = {}
     for hit in hits:
         result = report.alerts.setdefault(hit.alert, AlertResult())

@@ -776,9 +776,7 @@ class Notifier:
             if next_due is None or next_due > store.now():
                 continue
             for sweep in (sweep_windows, sweep_digests, sweep_groups):
-                report = store.transact(
-                    lambda tx, sweep=sweep: sweep(tx, self.policy, IdBook(), SWEEP_LIMIT)  # type: ignore[operator]
-                )
+                report = store.transact(lambda tx, sweep=sweep: sweep(tx, self.policy, IdBook(), SWEEP_LIMIT))
                 self._count(report)
                 worked |= bool(report.queued or report.windows_closed or report.groups)
                 if report.windows_closed >= SWEEP_LIMIT:
@@ -795,15 +793,15 @@ class Notifier:
         return list(stores()) if stores is not None else [self.store]
 
     def _housekeeping(self) -> None:
-        dropped = _peek(self._dropped)
-        if dropped > self._dropped_logged and time.monotonic() >= self._drops_log_due:
+        dropped_alerts = _peek(self._dropped)
+        if dropped_alerts > self._dropped_logged and time.monotonic() >= self._drops_log_due:
             # Drops are counted in stats(); say so in the log too, at most once a minute.
             _log.warning(
                 "alerts dropped: the queue was full (or the notifier closed)",
-                dropped=dropped - self._dropped_logged,
+                dropped=dropped_alerts - self._dropped_logged,
                 queue_size=self._queue_size,
             )
-            self._dropped_logged = dropped
+            self._dropped_logged = dropped_alerts
             self._drops_log_due = time.monotonic() + 60
         counts = self.store.outbox_counts()
         if counts.pending > self.max_pending:

@@ -377,7 +377,7 @@ class GatewayEmulator:
                         batch_id,
                     )
                 )
-            else:
+            elif number is not None:
                 seen.add(number)
                 infos.append(self._accept(number, text, batch_id, sid, now, "bulk"))
                 accepted += 1

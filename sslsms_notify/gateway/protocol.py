@@ -90,12 +90,12 @@ class SendPlan:
             by_key.setdefault(key, info)
         for position, entry in enumerate(call.entries):
             key = entry.csms_id if call.kind == "dynamic" else entry.msisdn
-            info = by_key.get(key)
-            if info is None and position < len(answer.smsinfo) and call.kind == "single":
-                info = answer.smsinfo[position]
-            if info is None:
+            found: SmsInfo | None = by_key.get(key)
+            if found is None and position < len(answer.smsinfo) and call.kind == "single":
+                found = answer.smsinfo[position]
+            if found is None:
                 # A success without smsinfo (seen on real gateways): the request was accepted.
-                info = SmsInfo(
+                found = SmsInfo(
                     msisdn=entry.msisdn,
                     sms_status=SmsStatus.SUCCESS,
                     status_message="Success (no smsinfo in answer)",
@@ -103,7 +103,7 @@ class SendPlan:
                     csms_id=call.batch_csms_id or entry.csms_id,
                     delivered=True,
                 )
-            self.infos[entry.index] = info
+            self.infos[entry.index] = found
 
     def record_error(self, call: Call, error: GatewayError) -> None:
         self.errors.append(error)

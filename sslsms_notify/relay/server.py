@@ -80,7 +80,6 @@ class RelayServer:
     def start(self, timeout: float = 10.0) -> Self:
         sock = self._listen()
         server = uvicorn.Server(self._config())
-        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         self._server = server
         self._thread = threading.Thread(
             target=server.run, kwargs={"sockets": [sock]}, name="sslsms-relay", daemon=True

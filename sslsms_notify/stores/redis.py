@@ -266,7 +266,8 @@ class RedisStore:
         self.url = url
         self.prefix = prefix
         try:
-            self._client = redis.Redis.from_url(
+            # Any: the published stubs lag redis-py (zmscore untyped, invariant mappings).
+            self._client: Any = redis.Redis.from_url(
                 url,
                 decode_responses=True,
                 socket_timeout=socket_timeout,
@@ -340,7 +341,7 @@ class RedisStore:
     def now(self) -> float:
         def remote() -> float:
             seconds, micros = self._client.time()
-            return float(seconds) + micros / 1_000_000
+            return float(seconds) + float(micros) / 1_000_000
 
         return self._remote(remote, time.time)
 
@@ -370,7 +371,7 @@ class RedisStore:
 
     def _server_time(self) -> float:
         seconds, micros = self._client.time()
-        return float(seconds) + micros / 1_000_000
+        return float(seconds) + float(micros) / 1_000_000
 
     def _queue_writes(self, pipe: Any, tx: Tx) -> None:
         values: dict[str, str] = {}
@@ -608,7 +609,7 @@ class RedisStore:
             )
             return [_item_from(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
 
-        dropped = self._remote(remote, list)
+        dropped: list[OutboxItem] = self._remote(remote, list)
         if self._spool is not None:
             dropped += self._spool.outbox_trim(max_open, reason)
         return dropped
