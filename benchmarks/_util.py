@@ -24,7 +24,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
@@ -133,11 +133,11 @@ def _wait_for_port(port: int, timeout: float = 15.0) -> None:
 
 
 @contextmanager
-def emulator_process(*extra: str) -> Iterator[str]:
-    """``sslsms-notify emulator`` in its own process; yields its base URL."""
+def server_process(*args: str) -> Iterator[str]:
+    """``python -m <args...>`` listening on a free port (passed as ``{port}`` in args)."""
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sslsms_notify.cli", "emulator", "--port", str(port), "--quiet", *extra],
+        [sys.executable, "-m", *(a.format(port=port) for a in args)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -147,10 +147,15 @@ def emulator_process(*extra: str) -> Iterator[str]:
     finally:
         proc.terminate()
         try:
-            proc.wait(3)
+            proc.wait(5)
         except subprocess.TimeoutExpired:  # still holding a "hanging" connection open
             proc.kill()
             proc.wait(10)
+
+
+def emulator_process() -> AbstractContextManager[str]:
+    """``sslsms-notify emulator`` in its own process; yields its base URL."""
+    return server_process("sslsms_notify.cli", "emulator", "--port", "{port}", "--quiet")
 
 
 @contextmanager

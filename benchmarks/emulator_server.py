@@ -10,12 +10,11 @@ bulk requests is shown on its own, not divided by the floor's requests.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
 import httpx
@@ -23,7 +22,7 @@ import httpx
 from sslsms_notify.emulator import DEMO_API_TOKEN, DEMO_SID
 from sslsms_notify.gateway.client import default_transport
 
-from ._util import ROUNDS, _wait_for_port, emulator_process, free_port, header, interleaved, rate, row
+from ._util import ROUNDS, emulator_process, header, interleaved, rate, row, server_process
 
 SECONDS = 2.0
 THREADS = 4
@@ -41,20 +40,9 @@ async def fixed_answer(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": FIXED})
 
 
-@contextmanager
-def floor_process() -> Iterator[str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.emulator_server", "--floor", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        _wait_for_port(port)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(10)
+def floor_process() -> AbstractContextManager[str]:
+    """The fixed-answer app in its own process; yields its base URL."""
+    return server_process("benchmarks.emulator_server", "--floor", "{port}")
 
 
 def _serve_floor(port: int) -> None:

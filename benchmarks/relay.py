@@ -9,13 +9,11 @@ uvicorn endpoint that reads the body and answers a constant, in its own process.
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 
 import httpx
 
@@ -23,14 +21,13 @@ from sslsms_notify.gateway.client import default_transport
 
 from ._util import (
     ROUNDS,
-    _wait_for_port,
     emulator_process,
-    free_port,
     header,
     interleaved,
     ns,
     rate,
     row,
+    server_process,
     word,
 )
 from .emulator_server import floor_process
@@ -39,20 +36,9 @@ SECONDS, THREADS = 3.0, 4
 TOKEN = "bench-relay-token-000000001"
 
 
-@contextmanager
-def relay_process(gateway: str, store: str) -> Iterator[str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.relay", "--serve", str(port), gateway, store],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        _wait_for_port(port)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(30)
+def relay_process(gateway: str, store: str) -> AbstractContextManager[str]:
+    """The relay in its own process, as ``sslsms-notify serve`` runs it; yields its base URL."""
+    return server_process("benchmarks.relay", "--serve", "{port}", gateway, store)
 
 
 def _serve(port: int, gateway: str, store: str) -> None:

@@ -388,12 +388,8 @@ def sweep_groups(tx: Tx, policy: Policy, ids: IdBook, limit: int = 1000) -> Repo
     tx.groups.load(names)
     for name in names:
         buffer = tx.groups.get(name)
-        if buffer is None or buffer.deadline > tx.now:
-            continue
-        text = format_group(buffer.texts, buffer.count, max_segments=policy.max_segments)
-        tx.groups.delete(name)
-        report.groups += 1
-        deliver(tx, text, buffer.numbers, policy, ids, report, ("group", name, buffer.deadline))
+        if buffer is not None and buffer.deadline <= tx.now:
+            _send_group(tx, buffer, policy, ids, report)
     return report
 
 
@@ -402,13 +398,16 @@ def flush_groups(tx: Tx, policy: Policy, ids: IdBook) -> Report:
     report = Report()
     for name in tx.earliest("groups", 10_000):
         buffer = tx.groups.get(name)
-        if buffer is None:
-            continue
-        text = format_group(buffer.texts, buffer.count, max_segments=policy.max_segments)
-        tx.groups.delete(name)
-        report.groups += 1
-        deliver(tx, text, buffer.numbers, policy, ids, report, ("group", name, buffer.deadline))
+        if buffer is not None:
+            _send_group(tx, buffer, policy, ids, report)
     return report
+
+
+def _send_group(tx: Tx, buffer: GroupBuffer, policy: Policy, ids: IdBook, report: Report) -> None:
+    text = format_group(buffer.texts, buffer.count, max_segments=policy.max_segments)
+    tx.groups.delete(buffer.name)
+    report.groups += 1
+    deliver(tx, text, buffer.numbers, policy, ids, report, ("group", buffer.name, buffer.deadline))
 
 
 def flush_digests(tx: Tx, policy: Policy, ids: IdBook) -> Report:

@@ -363,8 +363,8 @@ class Notifier:
         if self._closed:
             next(self._dropped)
             return False
-        # The lines below are enqueue_lazy()'s and SMSHandler.emit()'s twin, and
-        # Coalescer.repeat() inlined: a shared helper costs ~150 ns a call.
+        # The lines below inline _put() and Coalescer.repeat() (SMSHandler.handle() does
+        # too): on this hot path a shared helper costs ~150 ns a call.
         if self._coalescing:
             entry = self._coalescer.entries.get(payload)
             if entry is not None:
@@ -407,16 +407,8 @@ class Notifier:
             self.router._check_names(chosen, "groups")
         ticket = Ticket()
         payload = (text, int(level), key, chosen, source, tuple(tags), None, None, host)
-        next(self._received)
-        if self._closed or len(self._queue) >= self._queue_size:
-            next(self._dropped)
+        if not self._put((None, payload, 1, ticket)):
             ticket._resolve("dropped", error="the notifier is closed" if self._closed else "queue full")
-            return ticket
-        self._queue.append((None, payload, 1, ticket))
-        if self._intake_thread is None and self._start:
-            self._start_threads()
-        if self._intake_sleeping:
-            self._intake_wakeup.set()
         return ticket
 
     def enqueue_lazy(
@@ -453,11 +445,15 @@ class Notifier:
 
     def enqueue_payload(self, ckey: Hashable, payload: Payload, count: int = 1) -> bool:
         """Queue a ready payload (see :data:`Payload`); the integrations' lowest level."""
+        return self._put((ckey if self._coalescing else None, payload, count, None))
+
+    def _put(self, item: tuple[Hashable, Payload, int, Ticket | None]) -> bool:
+        """Queue an item unless closed or full (alert() inlines this: see there)."""
         next(self._received)
         if self._closed or len(self._queue) >= self._queue_size:
             next(self._dropped)
             return False
-        self._queue.append((ckey if self._coalescing else None, payload, count, None))
+        self._queue.append(item)
         if self._intake_thread is None and self._start:
             self._start_threads()
         if self._intake_sleeping:
