@@ -77,7 +77,7 @@ class RelaySettings:
         return cls(**values).checked()
 
     def checked(self) -> RelaySettings:
-        tokens = self.tokens
+        tokens: object = self.tokens  # from TOML or the environment it may be anything
         if isinstance(tokens, str):
             tokens = tuple(t.strip() for t in tokens.split(",") if t.strip())
         if not isinstance(tokens, list | tuple) or not all(isinstance(t, str) for t in tokens):
@@ -89,7 +89,7 @@ class RelaySettings:
                 raise ValueError(
                     f"relay tokens[{position}]: must be at least {MIN_TOKEN_LENGTH} characters without spaces"
                 )
-        listen = self.listen
+        listen: object = self.listen
         if not isinstance(listen, str) or ":" not in listen:
             raise ValueError(f"listen={listen!r}: must be HOST:PORT, e.g. {DEFAULT_LISTEN}")
         port_text = listen.rsplit(":", 1)[1]
@@ -97,10 +97,11 @@ class RelaySettings:
             raise ValueError(f"listen={listen!r}: the port must be a number from 0 (any free port) to 65535")
         max_body = integer("max_body", self.max_body, minimum=1024, maximum=64 << 20)
         shutdown = positive("shutdown_timeout", self.shutdown_timeout, maximum=600)
-        if not isinstance(self.send_resolved, bool):
+        send_resolved: object = self.send_resolved
+        if not isinstance(send_resolved, bool):
             raise ValueError(f"send_resolved={self.send_resolved!r}: must be true or false")
         for name in ("severity_label", "groups_label"):
-            value = getattr(self, name)
+            value: object = getattr(self, name)
             if not isinstance(value, str) or not value.strip():
                 raise ValueError(f"{name}={value!r}: must be a label name")
         if self.default_severity not in SEVERITIES:

@@ -1,0 +1,78 @@
+"""``sslsms-notify send --relay URL``: hand an alert to a relay instead of the gateway.
+
+The producer holds only a relay token (``SSLSMS_RELAY_TOKEN``), never the gateway's.
+The relay answers once the alert is decided and stored, and with ``?wait=`` also
+the gateway's outcome for the SMS it created, so the CLI reports the same
+outcomes (and exit codes) as when it sends itself:
+
+    delivered | suppressed | throttled | buffered | rejected | auth_failed |
+    unreachable (the SMS waits in the relay's outbox) | relay_unreachable
+    (nothing was queued: the relay did not take the alert)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from ..gateway.client import default_transport
+from ..version import __version__
+
+MAX_WAIT = 60.0
+
+
+@dataclass(frozen=True)
+class RelayOutcome:
+    outcome: str
+    detail: dict[str, Any] = field(default_factory=dict)
+    error: str = ""
+
+
+def send_via_relay(
+    url: str,
+    token: str,
+    alert: dict[str, Any],
+    *,
+    wait: float,
+    timeout: float | None = None,
+) -> RelayOutcome:
+    """Post one alert to ``{url}/v1/alerts?wait=...`` and read what became of it."""
+    if not url.startswith(("http://", "https://")):
+        return RelayOutcome("rejected", error=f"relay={url!r}: must start with http:// or https://")
+    wait = max(0.0, min(wait, MAX_WAIT))
+    try:
+        with httpx.Client(
+            base_url=url.rstrip("/"),
+            transport=default_transport(),
+            timeout=httpx.Timeout(timeout or wait + 10.0, connect=5.0),
+            headers={"Authorization": f"Bearer {token}", "User-Agent": f"sslsms-notify/{__version__}"},
+        ) as client:
+            answer = client.post("/v1/alerts", params={"wait": f"{wait:g}"}, json=alert)
+    except httpx.HTTPError as exc:
+        return RelayOutcome("relay_unreachable", error=f"relay {url}: {type(exc).__name__}: {exc}")
+    try:
+        body = answer.json()
+    except ValueError:
+        body = {}
+    if answer.status_code == 401:
+        return RelayOutcome("relay_refused", error="the relay refused the token (SSLSMS_RELAY_TOKEN)")
+    if answer.status_code in (400, 413, 422):
+        return RelayOutcome("rejected", body, error=str(body.get("error", answer.text[:200])))
+    if answer.status_code >= 500 or not isinstance(body, dict) or not body.get("alerts"):
+        return RelayOutcome(
+            "relay_unreachable", body, error=f"relay answered {answer.status_code}: {body.get('error', '')}"
+        )
+    result = body["alerts"][0]
+    status = result.get("status")
+    if status != "queued":
+        return RelayOutcome(status or "rejected", body, error=result.get("error", ""))
+    sms = body.get("sms", {})
+    if sms.get("delivered"):
+        return RelayOutcome("delivered", body)
+    if body.get("auth_failed"):
+        return RelayOutcome("auth_failed", body, error=body.get("last_error", "credentials refused"))
+    if sms.get("pending"):
+        return RelayOutcome("unreachable", body, error=body.get("last_error", ""))
+    return RelayOutcome("failed", body, error="every SMS was refused by the gateway")
