@@ -1,19 +1,38 @@
-"""``sslsms-notify``: send alerts from scripts, run the emulator, inspect the outbox."""
+"""``sslsms-notify``: send alerts from scripts, run the emulator, inspect the outbox.
+
+Every input gets one clear line: a bad option, URL argument or TOML key is refused
+where it enters (``<field>=<value>: <rule>``); an unexpected internal error prints one
+line and suggests ``--debug`` for the traceback. No traceback reaches the user otherwise.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import socket
 import sys
-from dataclasses import replace
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
-from .config import DEFAULT_CONFIG_PATH, Settings
-from .gateway.errors import AuthError
+from .config import (
+    ConfigError,
+    NoConfiguration,
+    Settings,
+    default_state_url,
+    looks_like_number,
+    mask_url,
+)
+from .gateway.clean import clean_text
+from .gateway.msisdn import InvalidMsisdnError, normalize_msisdn
 from .gateway.text import MAX_SMS_CHARS, count_segments, truncate_to_segments
+from .validation import Number, StoreURL, Text
 
 # Exit codes a script can act on.
 EXIT_DELIVERED = 0
@@ -24,36 +43,393 @@ EXIT_THROTTLED = 4
 EXIT_AUTH = 5
 EXIT_UNREACHABLE = 6
 
-DEFAULT_STATE = Path(os.environ.get("XDG_STATE_HOME", "~/.local/state")) / "sslsms-notify" / "state.db"
-
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+DEBUG_HINT = "run with --debug for the traceback"
+#: how often ``send`` looks at the outcome of its SMS
+POLL = 0.03
+#: what ``send`` gives the pipeline to finish up once its own SMS are decided
+CLOSE_GRACE = 0.5
+#: at most this long for SMS an earlier run left that are due again soon
+LEFTOVER_GRACE = 3.0
+
+_TIMEOUT = Number(0, 3600, low_open=True, unit="seconds")
+_KEY = Text("a key", min_length=1, max_length=200)
+_SOURCE = Text("a name", max_length=100)
 
 
-def _cli_store(configured: str) -> str:
-    """The configured store; a memory store would forget everything between runs, so
-    the CLI uses its own SQLite file instead."""
-    return configured if configured != "memory" else f"sqlite:///{DEFAULT_STATE.expanduser()}"
+class InputError(click.ClickException):
+    """Bad input: one line, exit 2."""
+
+    exit_code = EXIT_BAD_INPUT
 
 
-def _settings(url: str | None, config: str | None) -> Settings:
-    try:
-        return Settings.load(url, config)
-    except (ValueError, OSError) as exc:
-        raise click.UsageError(str(exc)) from None
+class Unreachable(click.ClickException):
+    """A store or gateway that does not answer: one line, exit 6."""
+
+    exit_code = EXIT_UNREACHABLE
 
 
-@click.group(context_settings=CONTEXT)
+class _State:
+    debug = False
+
+
+def _one_line(text: str) -> str:
+    return " ".join(mask_url(str(text)).split())
+
+
+#: click >= 8.2 raises this for a group called without a command (it prints the help)
+_NoArgsIsHelp: type[click.UsageError] = getattr(
+    click.exceptions, "NoArgsIsHelpError", type("_Never", (click.UsageError,), {})
+)
+
+
+class _Main(click.Group):
+    """The command group, with errors printed as one line and tracebacks only with ``--debug``."""
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.Abort:
+            click.echo("Aborted.", err=True)
+            sys.exit(EXIT_ERROR)
+        except _NoArgsIsHelp as exc:  # a group alone: its help is the answer
+            click.echo(exc.format_message(), err=True)
+            sys.exit(exc.exit_code)
+        except click.UsageError as exc:
+            hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+            click.echo(f"Error: {_one_line(exc.format_message())}{hint}", err=True)
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            click.echo(f"Error: {_one_line(exc.format_message())}", err=True)
+            sys.exit(exc.exit_code)
+        except BrokenPipeError:
+            # `sslsms-notify outbox list | head`: the reader left; nothing to say, and
+            # nothing more to write (Python's flush at exit would fail again)
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(EXIT_ERROR)
+        except Exception as exc:
+            if _State.debug:
+                raise
+            click.echo(
+                f"Error: internal error: {type(exc).__name__}: {_one_line(str(exc))} ({DEBUG_HINT})",
+                err=True,
+            )
+            sys.exit(EXIT_ERROR)
+        sys.exit(result if isinstance(result, int) else 0)
+
+
+def _setup_logging(debug: bool) -> None:
+    """The library's own log lines on stderr: errors only (the CLI reports outcomes
+    itself), everything with ``--debug``."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("sslsms-notify: %(levelname)s: %(message)s"))
+    for name in ("sslsms_notify", *(("httpx",) if debug else ())):
+        logger = logging.getLogger(name)
+        logger.handlers = [handler]
+        logger.setLevel(logging.DEBUG if debug else logging.ERROR)
+        logger.propagate = False
+
+
+@click.group(cls=_Main, context_settings=CONTEXT)
+@click.option(
+    "--debug", is_flag=True, help="Show the library's debug log, and tracebacks of internal errors."
+)
 @click.version_option(package_name="sslsms-notify")
-def main() -> None:
+def main(debug: bool) -> None:
     """Alerts to SMS through the SSL Wireless Push SMS API v3.
 
     Configure with --url, the SSLSMS_URL environment variable, or a TOML file
     (default ~/.config/sslsms-notify/config.toml). Shell completion:
     eval "$(_SSLSMS_NOTIFY_COMPLETE=bash_source sslsms-notify)".
     """
+    _State.debug = debug
+    _setup_logging(debug)
 
 
-# -- send ---------------------------------------------------------------------
+# -- input checks -------------------------------------------------------------------------
+def _check(rule: Any, label: str, value: Any) -> Any:
+    try:
+        return rule.check(label, value, text=True)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+
+
+def _settings(url: str | None, config: str | None) -> tuple[Settings, str]:
+    try:
+        return Settings.load_with_source(url, config)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+
+
+def _cli_store(configured: str) -> str:
+    """The configured store; a memory store would forget everything between runs, so
+    the CLI uses its own SQLite file instead (shared with the apprise CLI plugin)."""
+    if configured != "memory":
+        return configured
+    try:
+        return default_state_url()
+    except ConfigError as exc:
+        raise InputError(str(exc)) from None
+
+
+def _utf8(data: bytes, what: str) -> str:
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputError(
+            f"{what} is not valid UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start})"
+        ) from None
+
+
+def _argument_text(text: str, what: str) -> str:
+    """Arguments come decoded with surrogate escapes: undecodable bytes show up here."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _utf8_error(text, what) from None
+    return text
+
+
+def _utf8_error(text: str, what: str) -> InputError:
+    raw = text.encode("utf-8", "surrogateescape")
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return InputError(f"{what} is not valid UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start})")
+    return InputError(f"{what} is not valid UTF-8")
+
+
+def _read_text(text: str | None) -> str:
+    if text is None:
+        if sys.stdin is None or sys.stdin.isatty():
+            raise InputError("TEXT is missing (give it as an argument or on standard input)")
+        try:
+            text = _utf8(sys.stdin.buffer.read(), "standard input")
+        except OSError as exc:
+            raise InputError(f"cannot read standard input: {exc.strerror or exc}") from None
+        what = "standard input"
+    else:
+        text = _argument_text(text, "TEXT")
+        what = "TEXT"
+    text = text.strip()
+    if not text:
+        raise InputError(f"{what} is empty")
+    if not clean_text(text).strip():
+        raise InputError(f"{what} has nothing to send once control characters are removed")
+    return text
+
+
+def _numbers_file(path: str) -> list[str]:
+    """``--to-file``: one number per line; blank lines and ``#`` comments (however
+    indented, or after a number) are skipped."""
+    label = f"--to-file {path!r}"
+    try:
+        data = Path(path).read_bytes()
+    except IsADirectoryError:
+        raise InputError(f"{label}: is a directory, not a file of numbers") from None
+    except OSError as exc:
+        raise InputError(f"{label}: cannot read: {exc.strerror or exc}") from None
+    numbers = []
+    for number, raw_line in enumerate(data.splitlines(), start=1):
+        try:
+            line = raw_line.decode("utf-8-sig" if number == 1 else "utf-8")
+        except UnicodeDecodeError as exc:
+            raise InputError(
+                f"--to-file line {number}: not valid UTF-8 (byte 0x{raw_line[exc.start]:02x})"
+            ) from None
+        entry = line.split("#", 1)[0].strip()
+        if not entry:
+            continue
+        numbers.append(_number(entry, f"--to-file line {number}:"))
+    if not numbers:
+        raise InputError(f"{label} holds no numbers (only blank lines and # comments)")
+    return numbers
+
+
+def _number(raw: str, label: str) -> str:
+    try:
+        return normalize_msisdn(raw, field=label)
+    except InvalidMsisdnError as exc:
+        raise InputError(str(exc)) from None
+
+
+def _targets(settings: Settings, to: Sequence[str], to_file: str | None) -> list[str]:
+    """``--to`` values (comma lists allowed) and ``--to-file`` numbers. A target shaped
+    like a number (digits, +, spaces, dashes, dots, parentheses) is a number and gets
+    the number rule; anything else is a group name."""
+    groups = settings.all_groups()
+    chosen: list[str] = []
+    for value in to:
+        value = _argument_text(value, "--to")
+        parts = [p for p in value.split(",") if p.strip()] if value.strip() else [value]
+        for part in parts:
+            target = part.strip()
+            if not target:
+                raise InputError(f"--to {part!r}: give a phone number or a group name")
+            if looks_like_number(target):
+                chosen.append(_number(target, "--to"))
+            elif target in groups:
+                chosen.append(target)
+            else:
+                known = f"groups: {', '.join(sorted(groups))}" if groups else "no groups are configured"
+                raise InputError(f"--to {target!r}: no such group ({known})")
+    if to_file is not None:
+        chosen += _numbers_file(to_file)
+    return list(dict.fromkeys(chosen))
+
+
+def _open_store(spec: str, label: str) -> Any:
+    """A store, or one line saying why not (exit 2: it is configuration)."""
+    from .stores import StoreUnavailableError, open_store
+
+    try:
+        return open_store(spec)
+    except ImportError as exc:
+        raise InputError(
+            f"{label}={mask_url(spec)!r}: needs the '{exc.name}' package (pip install 'sslsms-notify[redis]')"
+        ) from None
+    except (StoreUnavailableError, ValueError) as exc:
+        raise InputError(f"{_one_line(str(exc))} (pass another --store, or set XDG_STATE_HOME)") from None
+
+
+# -- send -----------------------------------------------------------------------------------
+@dataclass
+class Delivery:
+    """What became of the SMS one alert created, and only those."""
+
+    #: the intake's decision (:class:`~.alerting.notifier.Ticket` status), or "undecided"
+    status: str
+    csms_ids: list[str] = field(default_factory=list)
+    delivered: int = 0
+    failed: int = 0
+    pending: int = 0
+    #: phones whose SMS the per-phone cap held (they get a digest later)
+    throttled: int = 0
+    #: the gateway refused the credentials while these SMS were pending
+    auth_failed: bool = False
+    #: why: the rejection, the failures' reasons, or why SMS are still pending
+    reasons: list[str] = field(default_factory=list)
+
+
+def deliver(
+    notifier: Any, ticket: Any, deadline: float, progress: Callable[[int, int], None] | None = None
+) -> Delivery:
+    """Wait (until ``deadline``, a ``time.monotonic()`` value) for the SMS ``ticket`` created.
+
+    Returns as soon as each is delivered or failed, or when the gateway refuses the
+    credentials while some are pending; never waits for SMS other processes left in
+    a shared outbox. ``progress(done, total)`` is called as SMS are decided. Used by
+    ``send`` and by the apprise plugin.
+    """
+    if not ticket.wait(max(0.0, deadline - time.monotonic())):
+        return Delivery("undecided", reasons=["the store did not take the alert in time"])
+    delivery = Delivery(ticket.status, list(ticket.csms_ids), throttled=ticket.throttled)
+    if ticket.status == "rejected" or ticket.status == "dropped":
+        delivery.reasons.append(ticket.error)
+        return delivery
+    if not delivery.csms_ids:
+        return delivery
+    while True:
+        outcomes = notifier.outcomes(delivery.csms_ids)
+        pending = [i for i, state in outcomes.items() if state == "pending"]
+        if progress is not None:
+            progress(len(outcomes) - len(pending), len(outcomes))
+        if not pending:
+            break
+        if notifier.dispatcher.auth_failed.is_set():
+            delivery.auth_failed = True
+            break
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(POLL)
+    _count(notifier, delivery, outcomes)
+    return delivery
+
+
+def _count(notifier: Any, delivery: Delivery, outcomes: dict[str, str]) -> None:
+    delivery.delivered = sum(1 for s in outcomes.values() if s == "delivered")
+    delivery.failed = sum(1 for s in outcomes.values() if s == "failed")
+    delivery.pending = sum(1 for s in outcomes.values() if s == "pending")
+    unfinished = [i for i, s in outcomes.items() if s != "delivered"]
+    reasons: dict[str, None] = {}
+    if unfinished:
+        try:
+            items = notifier.store.outbox_get(unfinished)
+        except Exception:
+            items = {}
+        for item in items.values():
+            if item.last_error:
+                reasons[_one_line(item.last_error)] = None
+    last_error = notifier.dispatcher.last_error
+    if delivery.pending and last_error is not None:
+        reasons[_one_line(str(last_error))] = None
+    if delivery.pending and not reasons:
+        reasons["no answer from the gateway yet"] = None
+    delivery.reasons.extend(reasons)
+
+
+def _await_group(
+    notifier: Any, delivery: Delivery, names: Sequence[str], since: float, deadline: float
+) -> None:
+    """``group_wait``: once the group's buffer is sent, wait for the SMS it became.
+
+    A group SMS carries ids of its own, so it is found by its phones and its time: the
+    open and dead outbox items to the group's phones created after this alert.
+    """
+    from .stores.base import OutboxState
+
+    store = notifier.store
+    numbers = {n for name in names for n in notifier.router.numbers(name)}
+
+    def buffered() -> bool:
+        def read(tx: Any) -> bool:
+            tx.groups.load(list(names))
+            return any(tx.groups.get(name) is not None for name in names)
+
+        return bool(store.transact(read))
+
+    while buffered():
+        if time.monotonic() >= deadline:
+            return
+        time.sleep(POLL * 3)
+
+    def ours() -> tuple[list[Any], list[Any]]:
+        items = [
+            i for i in store.outbox_list(None, limit=100_000) if i.msisdn in numbers and i.created_at >= since
+        ]
+        return [i for i in items if i.state is not OutboxState.DEAD], [
+            i for i in items if i.state is OutboxState.DEAD
+        ]
+
+    open_items, dead = ours()
+    while open_items and time.monotonic() < deadline and not notifier.dispatcher.auth_failed.is_set():
+        time.sleep(POLL)
+        open_items, dead = ours()
+
+    def held(tx: Any) -> int:
+        tx.digests.load(list(numbers))
+        return sum(1 for n in numbers if tx.digests.get(n) is not None)
+
+    delivery.status = "queued"
+    delivery.auth_failed = bool(open_items) and notifier.dispatcher.auth_failed.is_set()
+    delivery.csms_ids = [i.csms_id for i in open_items + dead]
+    _count(
+        notifier, delivery, {i.csms_id: "pending" for i in open_items} | {i.csms_id: "failed" for i in dead}
+    )
+    delivery.throttled = int(store.transact(held))
+    # sent SMS leave the outbox: the group's other phones got theirs
+    delivery.delivered = max(0, len(numbers) - delivery.pending - delivery.failed - delivery.throttled)
+
+
 @main.command(context_settings=CONTEXT)
 @click.argument("text", required=False)
 @click.option(
@@ -61,9 +437,14 @@ def main() -> None:
     "targets",
     multiple=True,
     metavar="NUMBER|GROUP",
-    help="A phone number or a configured group; repeat for several.",
+    help="A phone number or a configured group (comma lists too); repeat for several. "
+    "Digits, +, spaces, dashes, dots and parentheses make a number; anything else names a group.",
 )
-@click.option("--to-file", type=click.File("r"), help="A file of numbers, one per line.")
+@click.option(
+    "--to-file",
+    type=click.Path(dir_okay=False),
+    help="A file of phone numbers, one per line; blank lines and # comments are skipped.",
+)
 @click.option(
     "--severity",
     default="error",
@@ -72,119 +453,255 @@ def main() -> None:
 )
 @click.option("--key", help="Identity for dedup (default: derived from the text).")
 @click.option("--source", default="", help="Service or check name shown in the SMS.")
-@click.option("--url", envvar="SSLSMS_URL", help="sslsms:// URL (or SSLSMS_URL).")
+@click.option("--url", help="sslsms:// URL (default: SSLSMS_URL, then the config file).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config file.")
 @click.option("--store", help="State shared between runs (default: a SQLite file in ~/.local/state).")
-@click.option("--timeout", default=30.0, show_default=True, help="Seconds to wait for delivery.")
+@click.option(
+    "--timeout",
+    default="30",
+    show_default=True,
+    metavar="SECONDS",
+    help="Seconds to wait for delivery (0 < SECONDS <= 3600).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
 def send(
     text: str | None,
     targets: tuple[str, ...],
-    to_file: Any,
+    to_file: str | None,
     severity: str,
     key: str | None,
     source: str,
     url: str | None,
     config_path: str | None,
     store: str | None,
-    timeout: float,
+    timeout: str,
     as_json: bool,
 ) -> None:
-    """Send TEXT (or standard input) through the alert pipeline.
+    """Send TEXT (or standard input) through the alert pipeline, and wait for it.
 
     \b
-    Exit codes: 0 delivered, 2 rejected input, 3 suppressed as a repeat,
-    4 held by a per-phone cap, 5 gateway refused credentials,
-    6 gateway unreachable (the SMS stays in the outbox for the next run).
+    Exit codes (about the SMS this run created, never about others in the outbox):
+      0  delivered to at least one phone (or, with group_wait, buffered: see below)
+      2  rejected input: bad option or configuration, no recipients, empty text,
+         text that is not UTF-8, or every SMS refused by the gateway (dead letters)
+      3  suppressed: a repeat inside the dedup window (counted for the summary)
+      4  held by a per-phone cap (it goes out in a digest)
+      5  the gateway refused the credentials (exits after one request)
+      6  gateway unreachable: the SMS waits in the outbox and the next run sends it
+      1  internal error (run with --debug for the traceback)
+
+    \b
+    With group_wait set, the alert waits to be sent with the other alerts of its
+    group. If the group's SMS is due within --timeout, send waits for it and reports
+    its delivery; otherwise it exits 0 with outcome "buffered": the alert is in the
+    store and the next run (or any long-running process on the store) sends it.
 
     \b
     Examples:
       sslsms-notify send --to oncall "db1: disk 95% full"
       df -h | sslsms-notify send --to 01712345678 --severity warning
       sslsms-notify send --to-file oncall.txt --json "deploy finished"
+      sslsms-notify send --to oncall --key disk-full/db1 "disk 95% full on db1"
     """
-    if text is None:
-        if sys.stdin is None or sys.stdin.isatty():
-            raise click.UsageError("TEXT is missing (give it as an argument or on standard input)")
-        text = sys.stdin.read()
-    text = text.strip()
-    if not text:
-        raise click.UsageError("TEXT is empty")
-    settings = _settings(url, config_path)
-    numbers = list(targets)
-    if to_file is not None:
-        numbers += [line.strip() for line in to_file if line.strip() and not line.startswith("#")]
-    state = store or _cli_store(settings.store)
     try:
-        if numbers and not settings.all_groups():
-            settings = replace(settings, recipients=())
-        groups = settings.all_groups() or {"cli": tuple(n for n in numbers if n not in settings.groups)}
-        notifier = settings.notifier(groups=groups, store=state, start=False, close_at_exit=None)
-        notifier.alert(text, severity=severity, key=key, source=source, groups=numbers or None)
-    except ValueError as exc:
-        _finish(EXIT_BAD_INPUT, {"outcome": "rejected", "error": str(exc)}, as_json)
+        wait = _check(_TIMEOUT, "--timeout", timeout)
+        if key is not None:
+            key = _check(_KEY, "--key", _argument_text(key, "--key"))
+        source = _check(_SOURCE, "--source", _argument_text(source, "--source"))
+        settings, _where = _settings(url, config_path)
+        state = _check(StoreURL(), "--store", store) if store is not None else _cli_store(settings.store)
+        chosen = _targets(settings, targets, to_file)
+        if not chosen and not settings.all_groups():
+            raise InputError(
+                "no recipients: pass --to NUMBER|GROUP or --to-file FILE, or put numbers in the URL "
+                "(sslsms://SID:TOKEN@01712345678)"
+            )
+        text = _read_text(text)
+        groups = settings.all_groups() or {"cli": tuple(t for t in chosen if looks_like_number(t))}
+        notifier = _notifier(settings, groups, state)
+    except click.ClickException as exc:
+        _finish(exc.exit_code, {"outcome": "rejected", "error": _one_line(exc.format_message())}, as_json)
+    show_progress = len(chosen) > 100 and not as_json and sys.stderr.isatty()
+    deadline = time.monotonic() + wait
+    code = EXIT_ERROR
+    try:
+        with _progress_bar(show_progress) as progress:
+            code, payload = _send(notifier, text, severity, key, source, chosen, deadline, progress)
+    finally:
+        notifier.close(_leftover_grace(notifier, deadline) if code == EXIT_DELIVERED else CLOSE_GRACE)
+    _finish(code, {**payload, "requests": notifier.stats().get("requests", 0)}, as_json)
+
+
+def _leftover_grace(notifier: Any, deadline: float) -> float:
+    """How long to stay for SMS an earlier run left in the outbox, once ours are delivered.
+
+    They are not this run's business (its outcome is already known), but "the next
+    run sends them" is the promise of exit 6: SMS due within a few seconds get that
+    long; SMS backing off for longer wait for a later run.
+    """
+    try:
+        due = notifier.store.outbox_next_due()
+        if due is None:
+            return CLOSE_GRACE
+        left = min(LEFTOVER_GRACE, deadline - time.monotonic())
+        return max(CLOSE_GRACE, left) if due - notifier.store.now() <= left else CLOSE_GRACE
+    except Exception:
+        return CLOSE_GRACE
+
+
+@contextmanager
+def _progress_bar(show: bool) -> Iterator[Callable[[int, int], None] | None]:
+    """A progress bar on a terminal for large sends; nothing when piped."""
+    if not show:
+        yield None
         return
-    _deliver(notifier, timeout, as_json, show_progress=len(numbers) > 100)
+    bar: Any = None
+    shown = 0
+
+    def update(done: int, total: int) -> None:
+        nonlocal bar, shown
+        if bar is None:
+            bar = click.progressbar(length=total, label="sending", file=sys.stderr)
+            bar.__enter__()
+        bar.update(done - shown)
+        shown = done
+
+    try:
+        yield update
+    finally:
+        if bar is not None:
+            bar.__exit__(None, None, None)
 
 
-def _deliver(notifier: Any, timeout: float, as_json: bool, *, show_progress: bool) -> None:
-    interactive = show_progress and sys.stderr.isatty() and not as_json
-    notifier.tick(force_sweep=True)
-    if interactive:
-        total = notifier.store_pending() or 1
-        with click.progressbar(length=total, label="sending", file=sys.stderr) as bar:
-            done = 0
-            while not notifier.flush(0.2) and done < total:
-                now_done = total - max(notifier.store_pending(), 0)
-                bar.update(now_done - done)
-                done = now_done
-            bar.update(total - done)
-    delivered = notifier.flush(timeout)
-    stats = notifier.stats()
-    last_error = notifier.dispatcher.last_error
-    notifier.close(0.5)
-    summary = {k: stats[k] for k in ("sent", "suppressed", "throttled", "failed", "pending", "requests")}
-    if stats["sent"] and delivered and not stats["failed"]:
-        code, outcome = EXIT_DELIVERED, "delivered"
-    elif stats["suppressed"] and not stats["sent"] and not stats["pending"]:
-        code, outcome = EXIT_SUPPRESSED, "suppressed"
-    elif stats["throttled"] and not stats["pending"] and not stats["sent"]:
-        code, outcome = EXIT_THROTTLED, "throttled"
-    elif stats["failed"] and not stats["pending"]:
-        code, outcome = EXIT_BAD_INPUT, "rejected"
-    elif isinstance(last_error, AuthError):
-        code, outcome = EXIT_AUTH, "auth_failed"
-    elif stats["pending"]:
-        code, outcome = EXIT_UNREACHABLE, "unreachable"
-    else:
-        code, outcome = EXIT_DELIVERED, "delivered"
-    if last_error is not None and code in (EXIT_AUTH, EXIT_UNREACHABLE):
-        summary["error"] = str(last_error)
-    _finish(code, {"outcome": outcome, **summary}, as_json)
+def _notifier(settings: Settings, groups: dict[str, tuple[str, ...]], state: str) -> Any:
+    backend = _open_store(state, "--store")
+    try:
+        return settings.notifier(groups=groups, store=backend, close_at_exit=None)
+    except ValueError as exc:
+        backend.close()
+        raise InputError(str(exc)) from None
 
 
-def _finish(code: int, payload: dict[str, Any], as_json: bool) -> None:
+def _send(
+    notifier: Any,
+    text: str,
+    severity: str,
+    key: str | None,
+    source: str,
+    chosen: list[str],
+    deadline: float,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[int, dict[str, Any]]:
+    since = notifier.store.now()
+    try:
+        ticket = notifier.submit(text, severity=severity, key=key, source=source, groups=chosen or None)
+    except ValueError as exc:
+        return EXIT_BAD_INPUT, {"outcome": "rejected", "error": _one_line(str(exc))}
+    delivery = deliver(notifier, ticket, deadline, progress)
+    if delivery.status == "buffered":
+        from .alerting.alert import Alert, Severity
+
+        names = notifier.router.group_names(
+            Alert(text, Severity.parse(severity), source, groups=tuple(chosen) or None)
+        )
+        if time.monotonic() + notifier.group_wait > deadline:
+            return EXIT_DELIVERED, {
+                "outcome": "buffered",
+                "reason": f"goes out with the group's SMS after group_wait={notifier.group_wait:g}s "
+                "(sent by the next run, or any long-running process on the store)",
+            }
+        _await_group(notifier, delivery, names, since, deadline)
+    return _outcome(delivery)
+
+
+def _outcome(delivery: Delivery) -> tuple[int, dict[str, Any]]:
+    """The exit code and report of one alert's SMS."""
+    counts = {
+        "sms": delivery.delivered + delivery.failed + delivery.pending,
+        "delivered": delivery.delivered,
+        "failed": delivery.failed,
+        "pending": delivery.pending,
+        "throttled": delivery.throttled,
+    }
+    reason = "; ".join(r for r in delivery.reasons if r)
+    if delivery.status == "rejected":
+        return EXIT_BAD_INPUT, {"outcome": "rejected", "error": reason, **counts}
+    if delivery.status == "suppressed":
+        return EXIT_SUPPRESSED, {
+            "outcome": "suppressed",
+            "reason": "a repeat inside the dedup window; counted for the summary",
+            **counts,
+        }
+    if delivery.status == "throttled":
+        return EXIT_THROTTLED, {
+            "outcome": "throttled",
+            "reason": "held by the per-phone cap; it goes out in a digest",
+            **counts,
+        }
+    if delivery.status == "undecided":
+        return EXIT_UNREACHABLE, {"outcome": "unreachable", "error": reason, **counts}
+    if delivery.status != "queued":  # "dropped": the notifier closed or its queue was full
+        return EXIT_ERROR, {"outcome": "error", "error": reason or delivery.status, **counts}
+    if delivery.delivered:
+        payload: dict[str, Any] = {"outcome": "delivered", **counts}
+        if reason:
+            payload["error"] = reason
+        return EXIT_DELIVERED, payload
+    if delivery.auth_failed:
+        return EXIT_AUTH, {"outcome": "auth_failed", "error": reason, **counts}
+    if delivery.pending:
+        return EXIT_UNREACHABLE, {
+            "outcome": "unreachable",
+            "error": f"{reason} (waiting in the outbox: the next run sends it)",
+            **counts,
+        }
+    if delivery.failed:
+        return EXIT_BAD_INPUT, {"outcome": "rejected", "error": reason, **counts}
+    return EXIT_THROTTLED, {
+        "outcome": "throttled",
+        "reason": "held by the per-phone cap; it goes out in a digest",
+        **counts,
+    }
+
+
+def _finish(code: int, payload: dict[str, Any], as_json: bool) -> NoReturn:
     if as_json:
-        click.echo(json.dumps(payload))
+        click.echo(json.dumps(payload, ensure_ascii=False))
     else:
-        details = ", ".join(f"{k}={v}" for k, v in payload.items() if k != "outcome")
-        click.echo(f"{payload['outcome']}: {details}", err=code != EXIT_DELIVERED)
+        details = ", ".join(f"{k}={v}" for k, v in payload.items() if k not in ("outcome", "error", "reason"))
+        error = payload.get("error") or payload.get("reason")
+        line = f"{payload['outcome']}: {error}" if error else f"{payload['outcome']}:"
+        if details:
+            line += f" ({details})" if error else f" {details}"
+        click.echo(line, err=code != EXIT_DELIVERED)
     sys.exit(code)
 
 
-# -- segments -------------------------------------------------------------------
+# -- segments -------------------------------------------------------------------------------
 @main.command(context_settings=CONTEXT)
 @click.argument("text", required=False)
-@click.option("--max-segments", default=2, show_default=True, help="Budget to check against.")
+@click.option(
+    "--max-segments",
+    default=2,
+    show_default=True,
+    type=click.IntRange(1, 15),
+    help="Budget to check against (1-15).",
+)
 @click.option("--json", "as_json", is_flag=True)
 def segments(text: str | None, max_segments: int, as_json: bool) -> None:
     """Show TEXT's encoding, SMS segment count and what a budget would cut.
 
     \b
-    Example:  sslsms-notify segments "সার্ভার ডাউন {db1}"
+    Examples:
+      sslsms-notify segments "সার্ভার ডাউন {db1}"
+      echo "db1 down" | sslsms-notify segments --max-segments 1
     """
     if text is None:
-        text = sys.stdin.read().rstrip("\n")
+        if sys.stdin is None or sys.stdin.isatty():
+            raise InputError("TEXT is missing (give it as an argument or on standard input)")
+        text = _utf8(sys.stdin.buffer.read(), "standard input").rstrip("\n")
+    else:
+        text = _argument_text(text, "TEXT")
     info = count_segments(text)
     cut = truncate_to_segments(text, max_segments) if text else text
     report = {
@@ -211,43 +728,61 @@ def segments(text: str | None, max_segments: int, as_json: bool) -> None:
         click.echo(f"the gateway rejects texts over {MAX_SMS_CHARS} characters")
 
 
-# -- config -------------------------------------------------------------------
+# -- config ---------------------------------------------------------------------------------
 @main.group(context_settings=CONTEXT)
 def config() -> None:
     """Inspect the configuration."""
 
 
 @config.command("check", context_settings=CONTEXT)
-@click.option("--url", envvar="SSLSMS_URL")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False))
+@click.option("--url", help="sslsms:// URL (default: SSLSMS_URL, then the config file).")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config file.")
 @click.option("--json", "as_json", is_flag=True)
 def config_check(url: str | None, config_path: str | None, as_json: bool) -> None:
-    """Validate the configuration and print it with the token masked.
+    """Validate the configuration, check the store answers, print it with every credential masked.
 
     \b
-    Example:  sslsms-notify config check --config ./sslsms.toml
+    Exit codes: 0 valid, 2 invalid (one line: the field, the value and the rule),
+    6 the store does not answer.
+
+    \b
+    Examples:
+      sslsms-notify config check --config ./sslsms.toml
+      sslsms-notify config check --url "sslsms://SID:TOKEN@01712345678?dedup=600" --json
     """
     try:
-        settings = Settings.load(url, config_path)
-        settings.notifier(start=False, close_at_exit=None).close(0)  # routes and groups resolve
-    except (ValueError, OSError) as exc:
-        click.echo(f"invalid configuration: {exc}", err=True)
+        settings, where = Settings.load_with_source(url, config_path)
+    except ValueError as exc:
+        click.echo(f"invalid configuration: {_one_line(str(exc))}", err=True)
         sys.exit(EXIT_BAD_INPUT)
     described = settings.describe()
+    described["cli_store"] = mask_url(_cli_store(settings.store))
     if as_json:
-        click.echo(json.dumps(described, indent=2))
-        return
-    click.echo(f"configuration OK ({config_path or DEFAULT_CONFIG_PATH if not url else 'URL'})")
-    for name, value in described.items():
-        click.echo(f"  {name}: {value}")
+        click.echo(json.dumps(described, indent=2, ensure_ascii=False))
+    else:
+        click.echo(f"configuration OK ({where})")
+        for name, value in described.items():
+            click.echo(f"  {name}: {value}")
+    if settings.store != "memory":
+        from .stores import StoreUnavailableError
+
+        backend = _open_store(settings.store, "store")
+        try:
+            backend.check()
+        except StoreUnavailableError as exc:
+            raise Unreachable(str(exc)) from None
+        finally:
+            backend.close()
 
 
-# -- emulator and demo -------------------------------------------------------------
+# -- emulator and demo ----------------------------------------------------------------------
 @main.command(context_settings=CONTEXT)
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8025, show_default=True)
-@click.option("--tps", type=int, help="Answer 4031 above this many requests per second.")
-@click.option("--daily-quota", type=int, help="Answer 4029 after this many requests a day.")
+@click.option(
+    "--port", default=8025, show_default=True, type=click.IntRange(0, 65535), help="0: any free port."
+)
+@click.option("--tps", type=click.IntRange(min=1), help="Answer 4031 above this many requests per second.")
+@click.option("--daily-quota", type=click.IntRange(min=0), help="Answer 4029 after this many requests a day.")
 @click.option("--quiet", is_flag=True, help="Do not print accepted SMS.")
 def emulator(host: str, port: int, tps: int | None, daily_quota: int | None, quiet: bool) -> None:
     """Run the gateway emulator; print each SMS it accepts.
@@ -262,11 +797,27 @@ def emulator(host: str, port: int, tps: int | None, daily_quota: int | None, qui
     """
     from .emulator import DEMO_API_TOKEN, DEMO_SID, EmulatorConfig, EmulatorServer, GatewayEmulator
 
+    port = _free_to_listen(host, port)
     gateway = GatewayEmulator(EmulatorConfig(tps_limit=tps, daily_quota=daily_quota))
     if not quiet:
         gateway.subscribe(lambda m: click.echo(m.line()))
     click.echo(f"SSL Push SMS v3 emulator on http://{host}:{port}  (token {DEMO_API_TOKEN}, sid {DEMO_SID})")
-    EmulatorServer(gateway, host=host, port=port).serve_forever()
+    try:
+        EmulatorServer(gateway, host=host, port=port).serve_forever()
+    except OSError as exc:
+        raise InputError(f"--port {port}: cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
+def _free_to_listen(host: str, port: int) -> int:
+    """The port, once we know it can be bound (a port in use is one line, not a traceback)."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+            return int(probe.getsockname()[1])
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise InputError(f"--port {port}: cannot listen on {host}:{port}: {reason}") from None
 
 
 @main.command(context_settings=CONTEXT)
@@ -280,27 +831,43 @@ def demo() -> None:
     run_demo(click.echo)
 
 
-# -- outbox -----------------------------------------------------------------------
+# -- outbox ---------------------------------------------------------------------------------
 @main.group(context_settings=CONTEXT)
 def outbox() -> None:
-    """Inspect, retry or purge the durable outbox."""
+    """Inspect, retry or purge the durable outbox.
+
+    \b
+    Exit codes: 0 done, 2 bad input (a bad --store, unknown ids), 6 the store does not answer.
+    """
 
 
 def _store(store: str | None, url: str | None, config_path: str | None) -> Any:
-    from .stores import open_store
+    """The store to work on: --store, else the configured one (the CLI's SQLite file for
+    memory); it must answer before anything is listed or changed."""
+    from .stores import StoreUnavailableError
 
-    if store is None:
+    if store is not None:
+        spec = _check(StoreURL(), "--store", store)
+    else:
         try:
             configured = Settings.load(url, config_path).store
-        except ValueError:
+        except NoConfiguration:
             configured = "memory"
-        store = _cli_store(configured)
-    return open_store(store)
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
+        spec = _cli_store(configured)
+    backend = _open_store(spec, "--store")
+    try:
+        backend.check()
+    except StoreUnavailableError as exc:
+        backend.close()
+        raise Unreachable(str(exc)) from None
+    return backend
 
 
 _store_options = [
     click.option("--store", help="Store URL (default: the configured one, else the CLI's SQLite file)."),
-    click.option("--url", envvar="SSLSMS_URL", hidden=True),
+    click.option("--url", hidden=True),
     click.option("--config", "config_path", type=click.Path(dir_okay=False), hidden=True),
 ]
 
@@ -318,11 +885,19 @@ def _with_store(func: Any) -> Any:
 def outbox_list(
     store: str | None, url: str | None, config_path: str | None, state: str | None, as_json: bool
 ) -> None:
-    """List SMS waiting or given up on."""
+    """List SMS waiting or given up on.
+
+    \b
+    Example:  sslsms-notify outbox list --state dead --json
+    """
     from .stores.base import OutboxState
 
     backend = _store(store, url, config_path)
-    items = backend.outbox_list(OutboxState(state) if state else None)
+    try:
+        items = backend.outbox_list(OutboxState(state) if state else None)
+        counts = backend.outbox_counts()
+    finally:
+        backend.close()
     if as_json:
         click.echo(
             json.dumps(
@@ -346,7 +921,6 @@ def outbox_list(
             f"{item.csms_id}  {item.state:<8} +{item.msisdn}  tries={item.attempts}  "
             f"{item.text[:60]!r}  {item.last_error}"
         )
-    counts = backend.outbox_counts()
     click.echo(f"{counts.pending} pending, {counts.inflight} in flight, {counts.dead} dead")
 
 
@@ -361,16 +935,30 @@ def outbox_retry(
     csms_ids: tuple[str, ...],
     retry_all: bool,
 ) -> None:
-    """Put dead letters back in the queue (same csms_id: never sent twice)."""
+    """Put dead letters back in the queue (same csms_id: never sent twice).
+
+    \b
+    Examples:
+      sslsms-notify outbox retry 0Pq7xYz1AbCdEfGhIjKl
+      sslsms-notify outbox retry --all
+    """
     from .stores.base import OutboxState
 
-    backend = _store(store, url, config_path)
-    ids = list(csms_ids)
-    if retry_all:
-        ids += [i.csms_id for i in backend.outbox_list(OutboxState.DEAD, limit=1_000_000)]
-    if not ids:
+    if not csms_ids and not retry_all:
         raise click.UsageError("name CSMS_IDS or pass --all")
-    click.echo(f"{backend.outbox_requeue(ids)} requeued")
+    backend = _store(store, url, config_path)
+    try:
+        ids = list(dict.fromkeys(csms_ids))
+        if ids:
+            found = backend.outbox_get(ids)
+            unknown = [i for i in ids if i not in found or found[i].state is not OutboxState.DEAD]
+            if unknown:
+                raise InputError(f"not dead letters in this outbox: {', '.join(unknown)}")
+        if retry_all:
+            ids += [i.csms_id for i in backend.outbox_list(OutboxState.DEAD, limit=1_000_000)]
+        click.echo(f"{backend.outbox_requeue(ids)} requeued")
+    finally:
+        backend.close()
 
 
 @outbox.command("purge", context_settings=CONTEXT)
@@ -378,15 +966,23 @@ def outbox_retry(
 @click.option("--state", type=click.Choice(["dead", "pending"]), default="dead", show_default=True)
 @click.option("--yes", is_flag=True, help="Do not ask.")
 def outbox_purge(store: str | None, url: str | None, config_path: str | None, state: str, yes: bool) -> None:
-    """Delete SMS in a state (dead letters by default)."""
+    """Delete SMS in a state (dead letters by default).
+
+    \b
+    Example:  sslsms-notify outbox purge --yes
+    """
     from .stores.base import OutboxState
 
-    if not yes and sys.stdin.isatty():
-        click.confirm(f"Delete every {state} SMS?", abort=True)
-    click.echo(f"{_store(store, url, config_path).outbox_purge(OutboxState(state))} purged")
+    backend = _store(store, url, config_path)
+    try:
+        if not yes and sys.stdin is not None and sys.stdin.isatty():
+            click.confirm(f"Delete every {state} SMS?", abort=True)
+        click.echo(f"{backend.outbox_purge(OutboxState(state))} purged")
+    finally:
+        backend.close()
 
 
-# -- apprise ----------------------------------------------------------------------
+# -- apprise --------------------------------------------------------------------------------
 @main.group("apprise", context_settings=CONTEXT)
 def apprise_group() -> None:
     """Use sslsms:// from the apprise CLI and apprise config files."""
@@ -404,6 +1000,9 @@ def apprise_group() -> None:
 def apprise_install(plugin_dir: str) -> None:
     """Write a one-line loader so the apprise CLI knows sslsms://.
 
+    From the apprise CLI, sslsms:// URLs without store= keep their state in the same
+    SQLite file as `sslsms-notify send`, so dedup and caps hold across invocations.
+
     \b
     Example:
       sslsms-notify apprise install
@@ -411,9 +1010,13 @@ def apprise_install(plugin_dir: str) -> None:
     """
     from .integrations.apprise import LOADER
 
-    target = Path(plugin_dir).expanduser() / "sslsms.py"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(LOADER, encoding="utf-8")
+    try:
+        target = Path(plugin_dir).expanduser() / "sslsms.py"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(LOADER, encoding="utf-8")
+    except (OSError, RuntimeError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise InputError(f"--path {plugin_dir!r}: cannot write the loader: {reason}") from None
     click.echo(f"installed {target}")
 
 

@@ -1,9 +1,32 @@
-"""Checks for option values: every error names the field, the value and the rule, in one line."""
+"""Checks for option values: every error names the field, the value and the rule, in one line.
+
+Two layers:
+
+- :func:`non_negative`, :func:`positive`, :func:`integer`: quick checks of typed values,
+  used by the :class:`~sslsms_notify.Notifier` for its keyword arguments.
+- Rules (:class:`Number`, :class:`Choice`, :class:`Level`, :class:`StoreURL`,
+  :class:`HttpURL`, :class:`Text`): what a setting accepts, written once and used for
+  every door (URL argument, TOML key, environment variable, keyword). ``check(label,
+  value, text=...)`` returns the normalised value or raises :class:`InvalidValue`
+  (``<label>=<value>: must be <rule>``); ``text=True`` means the value is a string a
+  person typed (URL, environment, command line) and is parsed first. ``rule`` is the
+  same sentence the configuration reference prints.
+
+:func:`mask_credentials` masks every credential in any text holding URLs; it is what
+every printed URL, repr and error message goes through.
+"""
 
 from __future__ import annotations
 
 import math
-from typing import Any
+import re
+from dataclasses import dataclass
+from typing import Any, NoReturn
+from urllib.parse import urlsplit
+
+MASK = "****"
+#: longest value repr shown in an error message (a pasted file must not flood a terminal)
+MAX_SHOWN = 80
 
 
 def _number(name: str, value: Any) -> float:
@@ -43,3 +66,256 @@ def integer(name: str, value: Any, *, minimum: int, maximum: int | None = None) 
     if maximum is not None and value > maximum:
         raise ValueError(f"{name}={value!r}: must be at most {maximum}")
     return int(value)
+
+
+# -- rules with a sentence ------------------------------------------------------------
+class InvalidValue(ValueError):
+    """A value that breaks its setting's rule: ``<label>=<value>: must be <rule>``."""
+
+    def __init__(self, label: str, shown: str | None, rule: str) -> None:
+        self.label, self.shown, self.rule = label, shown, rule
+        where = label if shown is None else f"{label}={shown}"
+        super().__init__(f"{where}: {rule}")
+
+
+def shown(value: Any) -> str:
+    """``repr(value)``, masked if it holds a URL with credentials, and cut if very long."""
+    text = mask_credentials(repr(value))
+    return text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 4] + "...'"
+
+
+def fail(label: str, value: Any, rule: str, *, secret: bool = False) -> NoReturn:
+    raise InvalidValue(label, None if secret else shown(value), rule)
+
+
+def _g(number: float) -> str:
+    """300.0 -> '300', 0.5 -> '0.5', 2592000 -> '2592000' (never '2.592e+06')."""
+    return str(int(number)) if float(number).is_integer() else repr(float(number))
+
+
+@dataclass(frozen=True)
+class Number:
+    """A finite number in a range; ``whole``: an integer; ``unit``: what it counts."""
+
+    low: float
+    high: float
+    low_open: bool = False
+    whole: bool = False
+    unit: str = ""
+    #: e.g. "0 turns it off": said after the range
+    note: str = ""
+
+    @property
+    def rule(self) -> str:
+        kind = "a whole number" if self.whole else "a number"
+        if self.unit:
+            kind += f" of {self.unit}"
+        high = _g(self.high)
+        if self.unit == "seconds" and self.high >= 86400:
+            days = self.high / 86400
+            high += f" ({_g(days)} day{'s' if days != 1 else ''})"
+        span = (
+            f"greater than {_g(self.low)} and at most {high}"
+            if self.low_open
+            else f"from {_g(self.low)} to {high}"
+        )
+        return f"must be {kind} {span}" + (f"; {self.note}" if self.note else "")
+
+    def check(self, label: str, value: Any, *, text: bool = False) -> int | float:
+        number = value
+        if text and isinstance(value, str):
+            number = _parse_number(value.strip())
+            if number is None:
+                fail(label, value, self.rule)
+        if isinstance(number, bool) or not isinstance(number, int | float):
+            fail(label, value, self.rule)
+        if not math.isfinite(number):
+            fail(label, value, self.rule)
+        if self.whole and not float(number).is_integer():
+            fail(label, value, self.rule)
+        if number < self.low or (self.low_open and number == self.low) or number > self.high:
+            fail(label, value, self.rule)
+        return int(number) if self.whole else float(number)
+
+
+def _parse_number(text: str) -> int | float | None:
+    if not text:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class Text:
+    """A string: ``max_length`` characters, ``no_spaces`` for identifiers; ``secret``: never shown."""
+
+    what: str = "a string"
+    min_length: int = 0
+    max_length: int = 1000
+    no_spaces: bool = False
+    secret: bool = False
+
+    @property
+    def rule(self) -> str:
+        length = (
+            f"{self.min_length} to {self.max_length} characters"
+            if self.min_length
+            else f"at most {self.max_length} characters"
+        )
+        spaces = " without spaces" if self.no_spaces else ""
+        hidden = " (the value is a secret and is not shown)" if self.secret else ""
+        return f"must be {self.what} of {length}{spaces}{hidden}"
+
+    def check(self, label: str, value: Any, *, text: bool = False) -> str:
+        if not isinstance(value, str):
+            fail(label, value, self.rule, secret=self.secret and isinstance(value, str))
+        stripped = value.strip() if text else value
+        if (
+            len(stripped) < self.min_length
+            or len(stripped) > self.max_length
+            or (self.no_spaces and any(c.isspace() for c in stripped))
+            or not all(c.isprintable() or c == " " for c in stripped)
+        ):
+            fail(label, value, self.rule, secret=self.secret)
+        return stripped
+
+
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+@dataclass(frozen=True)
+class Level:
+    """A logging level: a name (any case) or a number 0..50; names are stored upper case."""
+
+    @property
+    def rule(self) -> str:
+        names = ", ".join(n.lower() for n in LEVELS)
+        return f"must be one of {names} (any case) or a number from 0 to 50"
+
+    def check(self, label: str, value: Any, *, text: bool = False) -> str | int:
+        number = value
+        if isinstance(value, str):
+            name = value.strip().upper()
+            if name in LEVELS:
+                return name
+            if text and name.isdigit() and name.isascii():
+                number = int(name)
+        if isinstance(number, int) and not isinstance(number, bool) and 0 <= number <= 50:
+            return number
+        fail(label, value, self.rule)
+
+
+_REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+@dataclass(frozen=True)
+class StoreURL:
+    """Where the pipeline keeps its state."""
+
+    rule: str = (
+        "must be memory, sqlite:///PATH (sqlite:////ABSOLUTE/PATH), redis://HOST:PORT/DB, "
+        "rediss://HOST:PORT/DB or unix:///SOCKET"
+    )
+
+    def check(self, label: str, value: Any, *, text: bool = False) -> Any:
+        if not isinstance(value, str):
+            if not text and hasattr(value, "outbox_claim") and hasattr(value, "transact"):
+                return value  # a Store instance, given in code (Notifier(store=...) takes one too)
+            fail(label, value, self.rule)
+        spec = value.strip()
+        if spec in ("memory", "memory://"):
+            return "memory"
+        if spec.startswith("sqlite:///"):
+            path = spec.removeprefix("sqlite:///")
+            if not path.strip() or "\x00" in path:
+                fail(label, value, self.rule)
+            return spec
+        try:
+            parts = urlsplit(spec)
+            port = parts.port
+        except ValueError:
+            fail(label, value, self.rule)
+        if parts.scheme not in _REDIS_SCHEMES:
+            fail(label, value, self.rule)
+        if parts.scheme == "unix":
+            if not parts.path:
+                fail(label, value, self.rule)
+            return spec
+        database = parts.path.strip("/")
+        if not parts.hostname or (database and not database.isdigit()) or port == 0:
+            fail(label, value, self.rule)
+        return spec
+
+
+@dataclass(frozen=True)
+class HttpURL:
+    """An http(s) address with a host (the gateway's base URL)."""
+
+    rule: str = "must be an http:// or https:// URL with a host, e.g. https://smsplus.sslwireless.com"
+
+    def check(self, label: str, value: Any, *, text: bool = False) -> str:
+        if not isinstance(value, str):
+            fail(label, value, self.rule)
+        url = value.strip()
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError:
+            fail(label, value, self.rule)
+        if (
+            parts.scheme not in ("http", "https")
+            or not parts.hostname
+            or port == 0
+            or any(c.isspace() for c in url)
+        ):
+            fail(label, value, self.rule)
+        return url.rstrip("/")
+
+
+# -- masking --------------------------------------------------------------------------
+# scheme://userinfo@ : everything after the first ':' of userinfo is a password; a
+# userinfo without ':' may be a bare token (redis://TOKEN@host, https://TOKEN@host).
+_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.\-]*://)(?P<info>[^\s/?#@]*)@")
+# the same, percent-encoded inside another URL's query (store=redis%3A%2F%2F%3APASS%40host)
+_USERINFO_QUOTED = re.compile(
+    r"(?P<scheme>%3[Aa]%2[Ff]%2[Ff])(?P<info>(?:[^\s/?#&'\"%]|%(?!40)[0-9A-Fa-f]{2})*)%40"
+)
+_SECRET_ARGS = re.compile(
+    r"(?P<key>(?:[?&;]|%3[Ff]|%26)(?:api_token|token|password|passwd|pwd|secret)(?:=|%3[Dd]))"
+    r"(?P<value>[^&\s#'\"%]*(?:%(?!26)[0-9A-Fa-f]{2}[^&\s#'\"%]*)*)",
+    re.IGNORECASE,
+)
+
+
+def mask_credentials(text: str) -> str:
+    """``text`` with every credential of every URL in it replaced by ``****``.
+
+    ``sslsms://SID:TOKEN@`` -> ``sslsms://SID:****@``, ``redis://:PASS@host`` ->
+    ``redis://:****@host``, ``https://user:pass@host`` -> ``https://user:****@host``,
+    ``redis://TOKEN@host`` -> ``redis://****@host``; also ``?password=``,
+    ``?api_token=`` and the percent-encoded forms of all of these (a store URL inside
+    an sslsms:// URL's query).
+    """
+    if "@" not in text and "%40" not in text and "=" not in text and "%3D" not in text.upper():
+        return text
+    text = _USERINFO.sub(lambda m: m["scheme"] + _masked_info(m["info"], ":") + "@", text)
+    text = _USERINFO_QUOTED.sub(lambda m: m["scheme"] + _masked_info(m["info"], "%3A") + "%40", text)
+    return _SECRET_ARGS.sub(lambda m: m["key"] + (MASK if m["value"] else ""), text)
+
+
+#: placeholders of our own help texts and messages (sslsms://SID:API_TOKEN@...): not secrets
+_PLACEHOLDERS = frozenset({"API_TOKEN", "TOKEN", MASK})
+
+
+def _masked_info(info: str, colon: str) -> str:
+    index = info.upper().find(colon)
+    secret = info[index + len(colon) :] if index >= 0 else info
+    if not secret or secret in _PLACEHOLDERS:  # placeholders are written in capitals
+        return info
+    return MASK if index < 0 else info[: index + len(colon)] + MASK

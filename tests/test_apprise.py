@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import apprise
@@ -72,12 +73,68 @@ def test_bad_pipeline_option_is_rejected() -> None:
     assert apprise.Apprise.instantiate("sslsms://SID:tok-1234@01711111111?dedup=soon") is None
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ("cap_period=0", "cap_period='0': must be a number of seconds greater than 0"),
+        ("tps=nan", "tps='nan': must be a number greater than 0"),
+        ("segments=0", "segments='0': must be a whole number from 1 to 15"),
+        ("timeout=0", "timeout='0'"),
+        ("store=foo://bar", "store='foo://bar'"),
+        ("store=redis://:RedisPw9@127.0.0.1:x/0", "store='redis://:****@127.0.0.1:x/0'"),
+    ],
+)
+def test_invalid_option_rejects_the_url_with_field_and_rule(caplog, args: str, message: str) -> None:
+    """Not "Sent ... to 0 phone(s)" later: apprise refuses the URL, and says why."""
+    with caplog.at_level("WARNING"):
+        assert apprise.Apprise.instantiate(f"sslsms://SID:tok-1234@01711111111?{args}") is None
+    assert message in caplog.text
+    assert "tok-1234" not in caplog.text and "RedisPw9" not in caplog.text
+
+
+def test_privacy_url_masks_a_store_password(sslsms_gateway) -> None:
+    obj = apprise.Apprise.instantiate(url_for(sslsms_gateway, store="redis://:RedisPw9@127.0.0.1:6379/0"))
+    assert obj is not None
+    private = obj.url(privacy=True)
+    assert "RedisPw9" not in private and sslsms_gateway.api_token not in private
+    again = apprise.Apprise.instantiate(obj.url())  # the full URL still round-trips
+    assert again.settings == obj.settings and again.settings.store == "redis://:RedisPw9@127.0.0.1:6379/0"
+    # apprise's own store=yes/no (its persistent storage) is not taken for a store URL
+    flag = apprise.Apprise.instantiate(url_for(sslsms_gateway, store="no"))
+    assert flag is not None and flag.settings.store == "memory"
+
+
+def test_notify_waits_for_its_own_sms_only(sslsms_gateway, tmp_path) -> None:
+    """An SMS another process left in flight in the shared store is not this notification's."""
+    from sslsms_notify.stores.base import OutboxItem
+    from sslsms_notify.stores.sqlite import SQLiteStore
+
+    store = SQLiteStore(tmp_path / "shared.db")
+    now = time.time()
+    store.outbox_add([OutboxItem("leftover0000000000002", "8801811111111", "left behind", now, now)])
+    assert store.outbox_claim(10, 120)
+    store.close()
+    notifier = apprise.Apprise()
+    notifier.add(url_for(sslsms_gateway, store=f"sqlite:///{tmp_path}/shared.db"))
+    started = time.monotonic()
+    assert notifier.notify(body="mine")
+    assert time.monotonic() - started < 10
+    assert [m.msisdn for m in sslsms_gateway.emulator.messages()] == ["8801711111111"]
+
+
+def test_in_process_default_stays_memory(sslsms_gateway) -> None:
+    obj = apprise.Apprise.instantiate(url_for(sslsms_gateway))
+    assert obj.settings.store == "memory" and not plugin.run_from_apprise_cli()
+
+
 @pytest.fixture
 def cli_env(tmp_path) -> dict[str, str]:
     return {
         **os.environ,
         "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
         "HOME": str(tmp_path),
+        "XDG_STATE_HOME": str(tmp_path / "state"),
+        "SSLSMS_URL": "",
         "APPRISE_PLUGIN_DIR": str(tmp_path / "plugins"),
     }
 
@@ -116,3 +173,64 @@ def test_apprise_cli_example_with_config_files(sslsms_gateway, cli_env) -> None:
         "db1 replication broken",
         "cache cluster degraded",
     ]
+
+
+def test_apprise_cli_keeps_state_across_invocations(sslsms_gateway, cli_env, tmp_path) -> None:
+    """Each `apprise` run is a new process: without store= the plugin uses the same SQLite
+    file as `sslsms-notify send`, so a repeat is suppressed across runs and commands."""
+    subprocess.run(
+        [BIN / "sslsms-notify", "apprise", "install"], env=cli_env, check=True, capture_output=True
+    )
+    url = url_for(sslsms_gateway)
+
+    def page(body: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [BIN / "apprise", "-vv", "-b", body, url],
+            env=cli_env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    first, second = page("db1 disk 91% full"), page("db1 disk 95% full")
+    assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
+    assert "a repeat inside the dedup window" in second.stdout + second.stderr
+    assert len(sslsms_gateway.emulator.messages()) == 1
+    assert (tmp_path / "state" / "sslsms-notify" / "state.db").exists()
+    # ... and `sslsms-notify send` shares that state: the same alert is a repeat there too
+    send = subprocess.run(
+        [
+            BIN / "sslsms-notify",
+            "send",
+            "--url",
+            url,
+            "--severity",
+            "info",
+            "--source",
+            "apprise",
+            "db1 disk 99% full",
+        ],
+        env=cli_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert send.returncode == 3, send.stdout + send.stderr
+    assert len(sslsms_gateway.emulator.messages()) == 1
+
+
+def test_apprise_cli_refuses_a_bad_option(sslsms_gateway, cli_env) -> None:
+    subprocess.run(
+        [BIN / "sslsms-notify", "apprise", "install"], env=cli_env, check=True, capture_output=True
+    )
+    result = subprocess.run(
+        [BIN / "apprise", "-vv", "-b", "x", url_for(sslsms_gateway, cap_period=0)],
+        env=cli_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert "cap_period='0': must be a number of seconds greater than 0" in result.stdout + result.stderr
+    assert "Sent" not in result.stdout + result.stderr
+    assert sslsms_gateway.emulator.messages() == []

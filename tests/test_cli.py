@@ -218,3 +218,33 @@ def test_progress_shows_on_a_terminal_only(sslsms_gateway, cli_env, tmp_path) ->
     assert b"sending" in seen
     quiet = run("send", "--to-file", str(numbers), "piped, no progress", env=cli_env)
     assert quiet.returncode == 0 and "sending" not in quiet.stderr
+
+
+def test_group_wait_waits_for_the_group_sms_or_says_buffered(sslsms_gateway, cli_env) -> None:
+    env = {**cli_env, "SSLSMS_URL": cli_env["SSLSMS_URL"] + "&group_wait=2"}
+    started = time.monotonic()
+    first = run("send", "--json", "db1 down", env=env)
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout)["outcome"] == "delivered" and time.monotonic() - started >= 2
+    # due after --timeout: not waited for; the alert is in the store for the next run
+    second = run("send", "--json", "--timeout", "1", "db2 down", env=env)
+    assert second.returncode == 0 and json.loads(second.stdout)["outcome"] == "buffered"
+    third = run("send", "--json", "db3 down", env=env)  # joins the same buffer, and waits for it
+    assert json.loads(third.stdout)["outcome"] == "delivered"
+    texts = [m.text for m in sslsms_gateway.emulator.messages()]
+    assert len(texts) == 2 and texts[1].startswith("[2 alerts]") and "db2 down" in texts[1]
+
+
+def test_to_file_comments_and_to_lists(sslsms_gateway, cli_env, tmp_path) -> None:
+    numbers = tmp_path / "numbers.txt"
+    numbers.write_text("   # indented comment\n\n01811111111   # Rahim\n\t#\n")
+    result = run(
+        "send", "--json", "--to-file", str(numbers), "--to", "01911111111,01511111111", "x", env=cli_env
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["delivered"] == 3
+    assert sorted(m.msisdn for m in sslsms_gateway.emulator.messages()) == [
+        "8801511111111",
+        "8801811111111",
+        "8801911111111",
+    ]

@@ -9,24 +9,51 @@ plugin path once::
 Every notification goes through the alert pipeline, so the URL takes the
 pipeline's options: ``dedup``, ``repeat``, ``group_wait``, ``tps``, ``cap``,
 ``cap_period``, ``segments``, ``store`` (see :mod:`sslsms_notify.config`).
-Several numbers get one bulk request per 100, not one request each.
+Several numbers get one bulk request per 100, not one request each. A bad value
+makes apprise refuse the URL, with the field and the rule in its log
+(``cap_period='0': must be a number of seconds greater than 0 ...``).
+
+Where the state lives when the URL has no ``store=``:
+
+- in a Python process that keeps running (a web app, a worker): in memory, as
+  dedup windows and caps only need to outlive one notification;
+- run from the ``apprise`` command line, every notification is a new process, so
+  memory would forget every window and cap. The plugin then uses the same SQLite
+  file as ``sslsms-notify send`` (``$XDG_STATE_HOME/sslsms-notify/state.db``,
+  default ``~/.local/state``), and dedup and caps hold across invocations (and
+  across the two commands). "Run from the apprise CLI" means:
+  ``os.path.basename(sys.argv[0])`` starts with ``apprise``.
+
+``notify()`` waits for the SMS of this notification only (never for other SMS a
+shared outbox holds), at most :data:`DELIVERY_TIMEOUT` seconds. A repeat inside
+the dedup window, an alert held by a per-phone cap (it goes out in a digest) or
+gathered by ``group_wait`` counts as accepted.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import sys
+import time
+from dataclasses import replace
 from typing import Any, ClassVar
 
+import apprise.manager_plugins
+import apprise.plugins.base
+import apprise.utils.parse
 from apprise import NotifyType
-from apprise.manager_plugins import NotificationManager
-from apprise.plugins.base import NotifyBase
 from apprise.url import PrivacyMode
-from apprise.utils.parse import parse_phone_no
 
 from ..alerting.alert import Severity
-from ..config import _URL_ARGS, Settings
+from ..config import URL_ARGS, ConfigError, Settings, default_state_url, mask_url
 from ..gateway.models import MAX_RECIPIENTS_PER_REQUEST
 from ..gateway.msisdn import InvalidMsisdnError, normalize_msisdn
+
+# apprise's annotations are partial (untyped helpers, attributes typed None): to us it is Any.
+NotifyBase: Any = apprise.plugins.base.NotifyBase
+NotificationManager: Any = apprise.manager_plugins.NotificationManager
+parse_phone_no: Any = apprise.utils.parse.parse_phone_no
 
 LOADER = (
     "# Registers the sslsms:// scheme (sslsms-notify).\n"
@@ -41,6 +68,24 @@ _SEVERITY = {
 }
 #: seconds a notify() waits for the gateway (retries and backoff included)
 DELIVERY_TIMEOUT = 30.0
+#: seconds a process waits at exit for SMS it leaves in a durable store (the next run sends them)
+DURABLE_EXIT_TIMEOUT = 2.0
+#: URL arguments the plugin forwards to the pipeline (level is SMSHandler's; to= is apprise's targets)
+_OPTIONS = tuple(name for name in URL_ARGS if name not in ("level", "to"))
+
+
+#: apprise's own "store" argument switches its persistent storage: store=yes / store=no
+_APPRISE_BOOLS = frozenset({"yes", "no", "true", "false", "on", "off", "y", "n", "1", "0"})
+
+
+def _apprise_flag(name: str, value: Any) -> bool:
+    """``store=no`` is apprise's persistent-storage switch, not a store URL of ours."""
+    return name == "store" and str(value).strip().lower() in _APPRISE_BOOLS
+
+
+def run_from_apprise_cli() -> bool:
+    """True inside the ``apprise`` command line (one process per notification)."""
+    return os.path.basename(sys.argv[0] if sys.argv else "").startswith("apprise")
 
 
 class NotifySSLSMS(NotifyBase):  # type: ignore[misc]
@@ -71,13 +116,13 @@ class NotifySSLSMS(NotifyBase):  # type: ignore[misc]
     )
     template_args: ClassVar[dict[str, Any]] = dict(
         NotifyBase.template_args,
-        **{name: {"name": name, "type": "string"} for name in _URL_ARGS if name != "level"},
+        **{name: {"name": name, "type": "string"} for name in _OPTIONS},
         **{"to": {"alias_of": "targets"}},
     )
 
     def __init__(self, targets: Any = None, options: dict[str, str] | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.options = {k: v for k, v in (options or {}).items() if k in _URL_ARGS and k != "level"}
+        self.options = {k: v for k, v in (options or {}).items() if k in _OPTIONS and not _apprise_flag(k, v)}
         self.targets: list[str] = []
         self.invalid_targets: list[str] = []
         for target in parse_phone_no(targets) if targets else []:
@@ -86,7 +131,7 @@ class NotifySSLSMS(NotifyBase):  # type: ignore[misc]
             except InvalidMsisdnError as exc:
                 self.logger.warning("Dropped invalid phone number: %s", exc)
                 self.invalid_targets.append(target)
-        query = "&".join(f"{k}={v}" for k, v in self.options.items())
+        query = "&".join(f"{k}={NotifyBase.quote(str(v), safe='')}" for k, v in self.options.items())
         sid, token = self.user or "", self.password or ""
         try:
             self.settings = Settings.from_url(
@@ -95,52 +140,79 @@ class NotifySSLSMS(NotifyBase):  # type: ignore[misc]
                 + (f"?{query}" if query else "")
             )
         except ValueError as exc:
-            self.logger.warning("Invalid sslsms:// URL: %s", exc)
-            from apprise.exception import AppriseInvalidData
-
-            raise TypeError(str(exc)) from AppriseInvalidData(str(exc))
+            message = mask_url(str(exc))
+            self.logger.warning("Invalid sslsms:// URL: %s", message)
+            # apprise takes a TypeError from a plugin's constructor as "this URL is invalid"
+            raise TypeError(message) from None
+        if "store" not in self.options and run_from_apprise_cli():
+            try:
+                self.settings = replace(self.settings, store=default_state_url())
+            except ConfigError as exc:
+                self.logger.warning("sslsms: state kept in memory only: %s", exc)
         self._notifier: Any = None
 
     @property
     def notifier(self) -> Any:
         if self._notifier is None:
-            self._notifier = self.settings.notifier(close_at_exit=DELIVERY_TIMEOUT)
+            durable = self.settings.store != "memory"
+            self._notifier = self.settings.notifier(
+                close_at_exit=DURABLE_EXIT_TIMEOUT if durable else DELIVERY_TIMEOUT
+            )
         return self._notifier
 
     def send(
         self, body: str, title: str = "", notify_type: NotifyType = NotifyType.INFO, **kwargs: Any
     ) -> bool:
+        from ..cli import deliver
+        from ..stores import StoreUnavailableError
+
         if not self.targets:
             self.logger.warning("There are no valid sslsms targets to notify.")
             return False
         text = f"{title}\n{body}".strip() if title else body
-        notifier = self.notifier
-        before = notifier.stats()
         try:
-            notifier.alert(text, severity=_SEVERITY.get(notify_type, Severity.INFO), source="apprise")
+            notifier = self.notifier
+        except (ValueError, StoreUnavailableError, ImportError) as exc:
+            self.logger.warning("sslsms: cannot start the alert pipeline: %s", mask_url(str(exc)))
+            return False
+        try:
+            ticket = notifier.submit(
+                text, severity=_SEVERITY.get(notify_type, Severity.INFO), source="apprise"
+            )
         except ValueError as exc:
             self.logger.warning("sslsms notification rejected: %s", exc)
             return False
-        delivered = notifier.flush(DELIVERY_TIMEOUT)
-        after = notifier.stats()
-        failed = after["failed"] - before["failed"]
-        sent = after["sent"] - before["sent"]
-        if after["suppressed"] > before["suppressed"]:
+        delivery = deliver(notifier, ticket, time.monotonic() + DELIVERY_TIMEOUT)
+        reasons = "; ".join(delivery.reasons)
+        if delivery.status == "suppressed":
             self.logger.info("sslsms: a repeat inside the dedup window; counted for the summary")
-        if failed or not delivered:
+            return not self.invalid_targets
+        if delivery.status == "throttled":
+            self.logger.info("sslsms: held by the per-phone cap; it goes out in a digest")
+            return not self.invalid_targets
+        if delivery.status == "buffered":
+            self.logger.info("sslsms: gathered with the group's other alerts (group_wait)")
+            return not self.invalid_targets
+        if delivery.status != "queued":
+            self.logger.warning("sslsms notification not sent: %s", reasons or delivery.status)
+            return False
+        if delivery.failed or delivery.pending:
             self.logger.warning(
                 "Failed to deliver sslsms notification to %d of %d phone(s)%s.",
-                failed + after["pending"],
+                delivery.failed + delivery.pending,
                 len(self.targets),
-                f" ({notifier.dispatcher.last_error})" if notifier.dispatcher.last_error else "",
+                f" ({reasons})" if reasons else "",
             )
             return False
-        self.logger.info("Sent sslsms notification to %d phone(s).", sent)
+        held = f"; {delivery.throttled} held by the per-phone cap" if delivery.throttled else ""
+        self.logger.info("Sent sslsms notification to %d phone(s)%s.", delivery.delivered, held)
         return not self.invalid_targets
 
     def url(self, privacy: bool = False, *args: Any, **kwargs: Any) -> str:
-        params = dict(self.options)
-        params.update(self.url_parameters(*args, privacy=privacy, **kwargs))
+        params = self.url_parameters(*args, privacy=privacy, **kwargs)
+        # after apprise's own: its "store" (a yes/no for its persistent storage) must
+        # not replace ours (where the pipeline keeps its state)
+        params.update({k: mask_url(str(v)) if privacy else v for k, v in self.options.items()})
         return "{schema}://{sid}:{token}@{targets}/?{params}".format(
             schema=self.secure_protocol,
             sid=self.pprint(self.user, privacy, safe=""),
@@ -159,7 +231,7 @@ class NotifySSLSMS(NotifyBase):  # type: ignore[misc]
 
     @staticmethod
     def parse_url(url: str) -> dict[str, Any] | None:
-        results = NotifyBase.parse_url(url, verify_host=False)
+        results: dict[str, Any] | None = NotifyBase.parse_url(url, verify_host=False)
         if not results:
             return results
         results["targets"] = [
@@ -168,7 +240,7 @@ class NotifySSLSMS(NotifyBase):  # type: ignore[misc]
         ]
         if results["qsd"].get("to"):
             results["targets"] += parse_phone_no(results["qsd"]["to"])
-        results["options"] = {k: NotifySSLSMS.unquote(v) for k, v in results["qsd"].items() if k in _URL_ARGS}
+        results["options"] = {k: NotifySSLSMS.unquote(v) for k, v in results["qsd"].items() if k in _OPTIONS}
         return results
 
 
