@@ -37,6 +37,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from .gateway.client import DEFAULT_BASE_URL, DEFAULT_TIMEOUT, MAX_SID_LENGTH, MAX_TOKEN_LENGTH, GatewayClient
 from .gateway.msisdn import InvalidMsisdnError, normalize_msisdn
+from .paths import state_dir
 from .validation import (
     MASK,
     HttpURL,
@@ -76,9 +77,8 @@ def default_state_path() -> Path:
     ``sslsms-notify send`` and by the apprise plugin run from the ``apprise`` CLI,
     so dedup windows and caps hold across their invocations.
     """
-    base = os.environ.get("XDG_STATE_HOME") or "~/.local/state"
     try:
-        return Path(base).expanduser() / "sslsms-notify" / "state.db"
+        return state_dir() / "state.db"
     except RuntimeError:  # no HOME and no passwd entry
         raise ConfigError(
             "cannot find a home directory for the default state file: set XDG_STATE_HOME or pass a store"

@@ -296,3 +296,18 @@ def test_refused_credentials_are_not_retried_and_logged_once(sslsms_gateway, cap
     assert len(lines) == 1
     assert n.stats()["pending"] == 10  # nothing lost: kept for when the token is fixed
     n.close(0.5)
+
+
+def test_a_new_run_sends_what_an_earlier_one_left_in_backoff(sslsms_gateway, tmp_path) -> None:
+    """The earlier run's token was wrong: its SMS wait out a 60 s pause. The next run, with
+    the token fixed, sends them at once (same csms_id), not a minute later."""
+    store = f"sqlite:///{tmp_path}/paused.db"
+    wrong = GatewayClient("wrong-token-0000", sslsms_gateway.sid, base_url=sslsms_gateway.url)
+    first = Notifier(wrong, recipients=[PHONE], store=store, close_at_exit=None)
+    first.alert("sent with a wrong token first")
+    assert not first.flush(1) and first.dispatcher.auth_failed.is_set()
+    first.close(0.5)
+    second = Notifier(client_for(sslsms_gateway), recipients=[PHONE], store=store, close_at_exit=None)
+    assert second.flush(5)
+    assert [t for _, t in pairs(sslsms_gateway)] == ["sent with a wrong token first"]
+    second.close(5)

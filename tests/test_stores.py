@@ -295,3 +295,13 @@ def test_redis_down_spools_to_sqlite_then_moves_back_with_the_same_ids(tmp_path,
         back.close()
     finally:
         redis_proc.kill()
+
+
+def test_resume_makes_backed_off_pending_due_but_leaves_leases(store) -> None:
+    now = store.now()
+    store.outbox_add([OutboxItem(f"r{i}", A, "t", now, now + 3600) for i in range(3)])
+    store.outbox_add([OutboxItem("leased", A, "t", now, now)])
+    [leased] = store.outbox_claim(10, 60)
+    assert leased.csms_id == "leased" and store.outbox_claim(10, 60) == []
+    assert store.outbox_resume() == 3
+    assert sorted(i.csms_id for i in store.outbox_claim(10, 60)) == ["r0", "r1", "r2"]  # not "leased"

@@ -231,7 +231,8 @@ class Notifier:
         if per_recipient_limit is not None:
             per_recipient_limit = integer("per_recipient_limit", per_recipient_limit, minimum=1)
         per_recipient_period = positive("per_recipient_period", per_recipient_period, maximum=30 * 86400)
-        max_segments = integer("max_segments", max_segments, minimum=1, maximum=20)
+        # 15 UCS-2 parts hold the gateway's 1000-character limit
+        max_segments = integer("max_segments", max_segments, minimum=1, maximum=15)
         self._queue_size = integer("queue_size", queue_size, minimum=1)
         max_pending = integer("max_pending", max_pending, minimum=1)
         max_windows = integer("max_windows", max_windows, minimum=1)
@@ -278,8 +279,12 @@ class Notifier:
             ref = weakref.ref(self)
             atexit.register(lambda: (n := ref()) is not None and n.close(close_at_exit))
         if start and self.store.durable:
-            # Resume: what an earlier process left in the outbox goes out now,
-            # not when this process raises its first alert.
+            # Resume: what an earlier process left in the outbox goes out now, not when
+            # this process raises its first alert, nor when the earlier one's backoff
+            # (or credentials pause) ends. Same csms_ids: the gateway's duplicate check
+            # keeps a resent SMS exactly-once.
+            with contextlib.suppress(Exception):
+                self.store.outbox_resume()
             self._start_threads()
 
     # These are the Notifier's settings, read by integrations and the CLI.

@@ -140,7 +140,7 @@ class SMSHandler(logging.Handler):
         # needs it (the pipeline's queue and repeat counters are lock-free), and for a
         # repeat the lock, the filter call and emit()'s frame would be most of the cost.
         if self.filters:
-            result = self.filter(record)
+            result: object = self.filter(record)  # 3.12+ may return a record
             if not result:
                 return result
             if isinstance(result, logging.LogRecord):  # Python 3.12+: a filter may swap the record

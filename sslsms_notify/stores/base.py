@@ -294,6 +294,13 @@ class Store(Protocol):
         """Dead letters back to pending (same csms_id); returns how many."""
         ...
 
+    def outbox_resume(self) -> int:
+        """Pending SMS waiting out a backoff are due now (a process starting); returns how many.
+
+        In-flight SMS keep their lease: a live process may be sending them.
+        """
+        ...
+
     def outbox_purge(self, state: OutboxState) -> int: ...
 
     def check(self) -> None:

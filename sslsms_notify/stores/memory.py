@@ -297,6 +297,16 @@ class MemoryStore:
                     count += 1
         return count
 
+    def outbox_resume(self) -> int:
+        now = self._clock()
+        with self._lock:
+            waiting = [
+                i for i in self._open.values() if i.state is OutboxState.PENDING and i.next_attempt_at > now
+            ]
+            for item in waiting:
+                self._open[item.csms_id] = item.evolve(next_attempt_at=now)
+        return len(waiting)
+
     def outbox_purge(self, state: OutboxState) -> int:
         with self._lock:
             if state is OutboxState.DEAD:

@@ -19,16 +19,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 from .._log import get_logger
+from ..paths import state_dir
+from ..validation import mask_credentials
 from .base import (
     Digest,
     GroupBuffer,
@@ -105,6 +105,20 @@ for i = 2, #ARGV do
   end
 end
 return 1
+"""
+
+# KEYS: due zset, claimed hash. Pending (unclaimed) SMS in backoff become due now.
+_RESUME = """
+local t = redis.call('TIME') local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf')
+local resumed = 0
+for _, id in ipairs(ids) do
+  if redis.call('HEXISTS', KEYS[2], id) == 0 then
+    redis.call('ZADD', KEYS[1], now, id)
+    resumed = resumed + 1
+  end
+end
+return resumed
 """
 
 # KEYS: due, items, claimed, dead. ARGV: max_open, reason.
@@ -209,21 +223,13 @@ _ROW_PREFIX = {"windows": "w:", "rates": "r:", "digests": "dg:", "groups": "g:"}
 
 
 def _masked(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None and parts.username is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host += f":{parts.port}"
-    user = f"{parts.username}:****@" if parts.username else ":****@"
-    return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))
+    return mask_credentials(url)
 
 
 def default_spool_path(url: str) -> Path:
     """``$XDG_STATE_HOME/sslsms-notify/redis-spool-<hash of the URL>.db``."""
-    state = Path(os.environ.get("XDG_STATE_HOME") or "~/.local/state").expanduser()
     digest = hashlib.sha256(url.encode()).hexdigest()[:16]
-    return state / "sslsms-notify" / f"redis-spool-{digest}.db"
+    return state_dir() / f"redis-spool-{digest}.db"
 
 
 class _RedisTx:
@@ -278,7 +284,13 @@ class RedisStore:
             raise StoreUnavailableError(f"store {_masked(url)}: {exc}") from None
         self._scripts = {
             name: self._client.register_script(body)
-            for name, body in (("rate", _RATE), ("claim", _CLAIM), ("renew", _RENEW), ("trim", _TRIM))
+            for name, body in (
+                ("rate", _RATE),
+                ("claim", _CLAIM),
+                ("renew", _RENEW),
+                ("trim", _TRIM),
+                ("resume", _RESUME),
+            )
         }
         self.spool_path = Path(spool).expanduser() if spool is not None else default_spool_path(url)
         self._spool: SQLiteStore | None = None
@@ -646,6 +658,13 @@ class RedisStore:
             return len(dead)
 
         return count + self._remote(remote, lambda: 0)
+
+    def outbox_resume(self) -> int:
+        count = self._spool.outbox_resume() if self._spool is not None else 0
+        remote = self._remote(
+            lambda: int(self._scripts["resume"](keys=[self._k("due"), self._k("claimed")])), lambda: 0
+        )
+        return count + remote
 
     def outbox_purge(self, state: OutboxState) -> int:
         count = self._spool.outbox_purge(state) if self._spool is not None else 0

@@ -453,6 +453,14 @@ class SQLiteStore:
             )
             return max(0, cursor.rowcount)  # rows of this statement, not the counters' trigger
 
+    def outbox_resume(self) -> int:
+        now = self._clock()
+        with self._write() as db:
+            cursor = db.execute(
+                "UPDATE outbox SET next_attempt_at=? WHERE state='pending' AND next_attempt_at>?", (now, now)
+            )
+            return max(0, cursor.rowcount)
+
     def outbox_purge(self, state: OutboxState) -> int:
         with self._write() as db:
             return db.execute("DELETE FROM outbox WHERE state=?", (state.value,)).rowcount
