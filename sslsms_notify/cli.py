@@ -13,7 +13,7 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +42,7 @@ EXIT_SUPPRESSED = 3
 EXIT_THROTTLED = 4
 EXIT_AUTH = 5
 EXIT_UNREACHABLE = 6
+EXIT_RELAY_UNREACHABLE = 7
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 DEBUG_HINT = "run with --debug for the traceback"
@@ -262,11 +263,11 @@ def _number(raw: str, label: str) -> str:
         raise InputError(str(exc)) from None
 
 
-def _targets(settings: Settings, to: Sequence[str], to_file: str | None) -> list[str]:
+def _targets(groups: Mapping[str, Any] | None, to: Sequence[str], to_file: str | None) -> list[str]:
     """``--to`` values (comma lists allowed) and ``--to-file`` numbers. A target shaped
     like a number (digits, +, spaces, dashes, dots, parentheses) is a number and gets
-    the number rule; anything else is a group name."""
-    groups = settings.all_groups()
+    the number rule; anything else is a group name, checked against ``groups`` (None:
+    not here; a relay knows its own groups)."""
     chosen: list[str] = []
     for value in to:
         value = _argument_text(value, "--to")
@@ -277,7 +278,7 @@ def _targets(settings: Settings, to: Sequence[str], to_file: str | None) -> list
                 raise InputError(f"--to {part!r}: give a phone number or a group name")
             if looks_like_number(target):
                 chosen.append(_number(target, "--to"))
-            elif target in groups:
+            elif groups is None or target in groups:
                 chosen.append(target)
             else:
                 known = f"groups: {', '.join(sorted(groups))}" if groups else "no groups are configured"
@@ -463,6 +464,13 @@ def _await_group(
     metavar="SECONDS",
     help="Seconds to wait for delivery (0 < SECONDS <= 3600).",
 )
+@click.option(
+    "--relay",
+    envvar="SSLSMS_RELAY",
+    metavar="URL",
+    help="Hand the alert to a relay (sslsms-notify serve) instead of the gateway; "
+    "its token comes from SSLSMS_RELAY_TOKEN. Default: SSLSMS_RELAY.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
 def send(
     text: str | None,
@@ -475,6 +483,7 @@ def send(
     config_path: str | None,
     store: str | None,
     timeout: str,
+    relay: str | None,
     as_json: bool,
 ) -> None:
     """Send TEXT (or standard input) through the alert pipeline, and wait for it.
@@ -488,7 +497,13 @@ def send(
       4  held by a per-phone cap (it goes out in a digest)
       5  the gateway refused the credentials (exits after one request)
       6  gateway unreachable: the SMS waits in the outbox and the next run sends it
+      7  with --relay: the relay did not take the alert (nothing was queued)
       1  internal error (run with --debug for the traceback)
+
+    \b
+    With --relay (or SSLSMS_RELAY), the alert goes to a relay, which holds the
+    gateway token and the shared state; this machine needs only SSLSMS_RELAY_TOKEN.
+    The same exit codes apply to what the relay reports for this alert.
 
     \b
     With group_wait set, the alert waits to be sent with the other alerts of its
@@ -502,7 +517,10 @@ def send(
       df -h | sslsms-notify send --to 01712345678 --severity warning
       sslsms-notify send --to-file oncall.txt --json "deploy finished"
       sslsms-notify send --to oncall --key disk-full/db1 "disk 95% full on db1"
+      SSLSMS_RELAY_TOKEN=... sslsms-notify send --relay http://relay:8026 --to oncall "db1 down"
     """
+    if relay:
+        _send_via_relay(relay, text, targets, to_file, severity, key, source, timeout, as_json)
     try:
         wait = _check(_TIMEOUT, "--timeout", timeout)
         if key is not None:
@@ -510,7 +528,7 @@ def send(
         source = _check(_SOURCE, "--source", _argument_text(source, "--source"))
         settings, _where = _settings(url, config_path)
         state = _check(StoreURL(), "--store", store) if store is not None else _cli_store(settings.store)
-        chosen = _targets(settings, targets, to_file)
+        chosen = _targets(settings.all_groups(), targets, to_file)
         if not chosen and not settings.all_groups():
             raise InputError(
                 "no recipients: pass --to NUMBER|GROUP or --to-file FILE, or put numbers in the URL "
@@ -530,6 +548,61 @@ def send(
     finally:
         notifier.close(_leftover_grace(notifier, deadline) if code == EXIT_DELIVERED else CLOSE_GRACE)
     _finish(code, {**payload, "requests": notifier.stats().get("requests", 0)}, as_json)
+
+
+_RELAY_EXIT = {
+    "delivered": EXIT_DELIVERED,
+    "buffered": EXIT_DELIVERED,
+    "suppressed": EXIT_SUPPRESSED,
+    "throttled": EXIT_THROTTLED,
+    "rejected": EXIT_BAD_INPUT,
+    "failed": EXIT_BAD_INPUT,
+    "auth_failed": EXIT_AUTH,
+    "relay_refused": EXIT_AUTH,
+    "unreachable": EXIT_UNREACHABLE,
+    "relay_unreachable": EXIT_RELAY_UNREACHABLE,
+}
+
+
+def _send_via_relay(
+    relay: str,
+    text: str | None,
+    targets: tuple[str, ...],
+    to_file: str | None,
+    severity: str,
+    key: str | None,
+    source: str,
+    timeout: str,
+    as_json: bool,
+) -> NoReturn:
+    """``send --relay``: the relay decides and sends; we report what it says of this alert."""
+    from .relay.client import send_via_relay
+
+    try:
+        wait = _check(_TIMEOUT, "--timeout", timeout)
+        if key is not None:
+            key = _check(_KEY, "--key", _argument_text(key, "--key"))
+        source = _check(_SOURCE, "--source", _argument_text(source, "--source"))
+        token = os.environ.get("SSLSMS_RELAY_TOKEN", "").strip()
+        if not token:
+            raise InputError("SSLSMS_RELAY_TOKEN is not set: the relay needs its bearer token")
+        chosen = _targets(None, targets, to_file)
+        alert: dict[str, Any] = {"text": _read_text(text), "severity": severity}
+        if source:
+            alert["source"] = source
+        if key is not None:
+            alert["key"] = key
+        if chosen:
+            alert["groups"] = list(dict.fromkeys(chosen))
+    except click.ClickException as exc:
+        _finish(exc.exit_code, {"outcome": "rejected", "error": _one_line(exc.format_message())}, as_json)
+    result = send_via_relay(relay, token, alert, wait=wait)
+    payload: dict[str, Any] = {"outcome": result.outcome, "relay": mask_url(relay)}
+    if "sms" in result.detail:
+        payload.update(result.detail["sms"])
+    if result.error:
+        payload["error"] = _one_line(result.error)
+    _finish(_RELAY_EXIT.get(result.outcome, EXIT_ERROR), payload, as_json)
 
 
 def _leftover_grace(notifier: Any, deadline: float) -> float:
@@ -818,6 +891,71 @@ def _free_to_listen(host: str, port: int) -> int:
     except OSError as exc:
         reason = exc.strerror or str(exc)
         raise InputError(f"--port {port}: cannot listen on {host}:{port}: {reason}") from None
+
+
+# -- serve ----------------------------------------------------------------------------------
+@main.command(context_settings=CONTEXT)
+@click.option(
+    "--listen",
+    envvar="SSLSMS_RELAY_LISTEN",
+    metavar="HOST:PORT",
+    help="Where to listen (default [relay] listen, else 127.0.0.1:8026: loopback only).",
+)
+@click.option("--url", help="sslsms:// URL (default: SSLSMS_URL, then the config file).")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config file.")
+@click.option("--store", help="The shared store (default: the configured one, else the CLI's SQLite file).")
+def serve(listen: str | None, url: str | None, config_path: str | None, store: str | None) -> None:
+    """Run the relay: an HTTP intake and the pipeline's timers for every producer.
+
+    \b
+    Endpoints (all but /healthz need "Authorization: Bearer <token>"):
+      POST /v1/alerts          {"text": ..., "severity": ..., "key": ..., "groups": [...]}, or a list
+      POST /v1/alertmanager    Prometheus Alertmanager's webhook
+      POST /v1/grafana         Grafana's webhook contact point
+      GET  /healthz            store and gateway state
+      GET  /metrics            Prometheus text format
+    Tokens: [relay] tokens in the config file, or SSLSMS_RELAY_TOKENS (comma-separated).
+    Summaries, digests, group_wait and retries of every producer on the store fire on
+    time here. SIGTERM: finish requests under way, close within [relay]
+    shutdown_timeout; what is not delivered stays in the store.
+
+    \b
+    Example:
+      SSLSMS_RELAY_TOKENS=$(openssl rand -hex 24) sslsms-notify serve --config relay.toml
+      (examples/relay/ has a config, an Alertmanager receiver, a Grafana contact point
+      and a systemd unit)
+    """
+    from dataclasses import replace as _replace
+
+    from .config import read_section
+    from .relay.server import RelayServer
+    from .relay.settings import RelaySettings
+
+    settings, where = _settings(url, config_path)
+    try:
+        section = read_section(where, "relay") if where not in ("--url", "SSLSMS_URL", "environment") else {}
+        relay = RelaySettings.load(section)
+        if listen is not None:
+            relay = _replace(relay, listen=listen).checked()
+        if not relay.tokens:
+            raise ValueError(
+                "no relay token: set [relay] tokens in the config file or SSLSMS_RELAY_TOKENS "
+                "(producers send 'Authorization: Bearer <token>')"
+            )
+    except (ValueError, ConfigError) as exc:
+        raise InputError(str(exc)) from None
+    state = _check(StoreURL(), "--store", store) if store is not None else _cli_store(settings.store)
+    notifier = _notifier(settings, settings.all_groups(), state)
+    try:
+        server = RelayServer(notifier, relay)
+        if not relay.loopback:
+            click.echo(f"warning: listening on {relay.listen}, beyond this host; put TLS in front", err=True)
+        click.echo(f"relay on http://{relay.listen}, store {mask_url(state)}", err=True)
+        delivered = server.serve_forever()
+    except OSError as exc:
+        notifier.close(0)
+        raise InputError(str(exc)) from None
+    sys.exit(0 if delivered else EXIT_UNREACHABLE)
 
 
 @main.command(context_settings=CONTEXT)

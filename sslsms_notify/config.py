@@ -434,6 +434,8 @@ BY_URL_ARG: dict[str, Setting] = {s.url_arg: s for s in SETTINGS if s.url_arg}
 URL_ARGS: tuple[str, ...] = tuple(BY_URL_ARG)
 _TOML_SECTIONS = ("gateway", "pipeline")
 _TOML_TABLES = {s.toml: s for s in SETTINGS if not s.section}  # groups, routes
+#: tables other parts read themselves: [relay] (sslsms_notify.relay.settings)
+_OTHER_TABLES = ("relay",)
 _BY_TOML = {s.toml: s for s in SETTINGS if s.section}
 
 #: Settings fields that are Notifier options of the same name
@@ -566,7 +568,7 @@ class Settings:
 
     @classmethod
     def _from_data(cls, data: Mapping[str, Any]) -> Settings:
-        known_top = ["url", *_TOML_SECTIONS, *_TOML_TABLES]
+        known_top = ["url", *_TOML_SECTIONS, *_TOML_TABLES, *_OTHER_TABLES]
         for key in data:
             if key in known_top:
                 continue
@@ -789,3 +791,16 @@ def reference_rows() -> list[ReferenceRow]:
         default = s.default_text if s.default_text is not None else _as_text(s.default, s)
         rows.append(ReferenceRow(s.name, url_arg, toml_key, s.env or "", default, f"{s.doc}; {s.rule.rule}"))
     return rows
+
+
+def read_section(path: str | Path, name: str) -> dict[str, Any]:
+    """One table of a TOML config file (e.g. ``[relay]``), or ``{}``; errors name the file."""
+    file = Path(path).expanduser()
+    try:
+        data = tomllib.loads(file.read_bytes().decode("utf-8-sig"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{file}: {exc}") from None
+    table = data.get(name, {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{file}: [{name}] must be a table")
+    return table

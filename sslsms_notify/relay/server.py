@@ -8,6 +8,7 @@ In a background thread (tests, embedding): :meth:`RelayServer.start` / ``stop``.
 
 from __future__ import annotations
 
+import signal
 import socket
 import threading
 import time
@@ -74,7 +75,14 @@ class RelayServer:
         """
         sock = self._listen()
         _log.info("relay listening", url=self.url, store=repr(self.notifier.store))
-        uvicorn.Server(self._config()).run(sockets=[sock])
+        # uvicorn re-raises the signal that stopped it once it is done; our handler takes
+        # it, so the pipeline is closed (and the exit code chosen) instead of dying on it.
+        previous = {s: signal.signal(s, lambda *_: None) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            uvicorn.Server(self._config()).run(sockets=[sock])
+        finally:
+            for number, handler in previous.items():
+                signal.signal(number, handler)
         return self.notifier.close(max(0.5, self.settings.shutdown_timeout / 2))
 
     def start(self, timeout: float = 10.0) -> Self:
