@@ -22,7 +22,8 @@ URL arguments (all optional; see :func:`reference_rows` for the full table):
   cap           SMS per phone per cap_period (0: no cap)  cap_period seconds (default 3600)
   segments      SMS segments per message (default 2)      store     memory | sqlite:///path | redis://...
   level         minimum logging level for SMSHandler      timeout   HTTP timeout in seconds
-  queue_size, max_windows, max_pending: the pipeline's bounds; to: more numbers, comma-separated
+  queue_size, max_windows, max_pending, dead_retention: the pipeline's bounds
+  to: more numbers, comma-separated
 """
 
 from __future__ import annotations
@@ -426,6 +427,15 @@ SETTINGS: tuple[Setting, ...] = (
         doc="SMS waiting in the outbox; beyond it the oldest become dead letters",
         rule=Number(1, 10_000_000, whole=True),
     ),
+    Setting(
+        name="dead_retention",
+        url_arg="dead_retention",
+        toml="pipeline.dead_retention",
+        env=None,
+        default=7 * 86400.0,
+        doc="seconds a dead letter is kept for `outbox list` and `outbox retry`, then forgotten",
+        rule=Number(60, 365 * 86400),
+    ),
 )
 
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
@@ -451,6 +461,7 @@ PIPELINE_FIELDS = (
     "queue_size",
     "max_windows",
     "max_pending",
+    "dead_retention",
 )
 
 
@@ -483,6 +494,7 @@ class Settings:
     queue_size: int = BY_NAME["queue_size"].default
     max_windows: int = BY_NAME["max_windows"].default
     max_pending: int = BY_NAME["max_pending"].default
+    dead_retention: float = BY_NAME["dead_retention"].default
 
     def __repr__(self) -> str:
         return f"Settings({self.masked_url()!r})"

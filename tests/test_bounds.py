@@ -131,3 +131,31 @@ def test_outbox_is_bounded_oldest_pending_become_dead_letters() -> None:
     kept = sorted(int(i.text.rsplit(" ", 1)[1]) for i in n.store.outbox_list(OutboxState.PENDING, 1000))
     assert kept == list(range(150, 200))  # the newest are kept
     n.close(0)
+
+
+def test_dead_letters_expire_after_their_retention() -> None:
+    """A dead letter is kept for `outbox list` / `outbox retry`, then forgotten (dead_retention)."""
+    clock = Clock()
+    emulator = GatewayEmulator()
+    emulator.config.blocked_msisdns.add("8801711111111")
+    n = Notifier(
+        client(emulator),
+        recipients=[PHONE],
+        per_recipient_limit=None,
+        store=MemoryStore(clock=clock),
+        clock=clock,
+        dead_retention=3600,
+        start=False,
+        dispatch=DispatchPolicy(tps=1000),
+        close_at_exit=None,
+    )
+    n.alert("to a blocked number")
+    n.flush(1)
+    assert n.stats()["dead"] == 1
+    clock.advance(3599)
+    n.tick(force_sweep=True)
+    assert n.stats()["dead"] == 1
+    clock.advance(2)
+    n.tick(force_sweep=True)
+    assert n.stats()["dead"] == 0
+    n.close(0)

@@ -197,6 +197,8 @@ class Notifier:
             closed early (summarised if they hold repeats) and counted as ``evicted``.
         max_pending: SMS waiting in the outbox; beyond it the oldest pending ones
             become dead letters ("outbox full"), counted as ``outbox_dropped``.
+        dead_retention: seconds a dead letter is kept (for ``outbox list`` and
+            ``outbox retry``) before it is forgotten.
     """
 
     def __init__(
@@ -218,6 +220,7 @@ class Notifier:
         queue_size: int = 50_000,
         max_windows: int = 100_000,
         max_pending: int = 10_000,
+        dead_retention: float = DEAD_LETTER_RETENTION,
         host: str | None = None,
         dispatch: DispatchPolicy | None = None,
         clock: Callable[[], float] | None = None,
@@ -235,6 +238,7 @@ class Notifier:
         max_segments = integer("max_segments", max_segments, minimum=1, maximum=15)
         self._queue_size = integer("queue_size", queue_size, minimum=1)
         max_pending = integer("max_pending", max_pending, minimum=1)
+        self.dead_retention = positive("dead_retention", dead_retention, maximum=365 * 86400)
         max_windows = integer("max_windows", max_windows, minimum=1)
         if close_at_exit is not None:
             close_at_exit = non_negative("close_at_exit", close_at_exit)
@@ -815,7 +819,7 @@ class Notifier:
                     max_pending=self.max_pending,
                 )
         if counts.dead:
-            self.store.outbox_expire_dead(self.store.now() - DEAD_LETTER_RETENTION)
+            self.store.outbox_expire_dead(self.store.now() - self.dead_retention)
         move = getattr(self.store, "move_spool", None)
         if move is not None and move():
             self._dispatch_wakeup.set()
