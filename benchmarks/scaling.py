@@ -8,7 +8,7 @@ worker's cost is part of the figure). Then:
 - idle CPU over 3 s with every window still live (the worker should sleep);
 - every window is made to expire at once (the store's clock jumps 301 s) and
   the longest timer round that sweeps them is reported: a sweep handles at most
-  1,000 windows, found through a time index, never by scanning all of them.
+  250 windows (SWEEP_LIMIT), found through a time index, never by scanning all of them.
 
 Memory is bounded by ``max_windows`` (100,000 by default): beyond it, the
 windows ending first are evicted (counted). The ratio column compares each

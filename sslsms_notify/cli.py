@@ -454,7 +454,7 @@ def _await_group(
 )
 @click.option("--key", help="Identity for dedup (default: derived from the text).")
 @click.option("--source", default="", help="Service or check name shown in the SMS.")
-@click.option("--url", help="sslsms:// URL (default: SSLSMS_URL, then the config file).")
+@click.option("--url", help="sslsms:// URL (default: the config file, else SSLSMS_URL).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config file.")
 @click.option("--store", help="State shared between runs (default: a SQLite file in ~/.local/state).")
 @click.option(
@@ -808,7 +808,7 @@ def config() -> None:
 
 
 @config.command("check", context_settings=CONTEXT)
-@click.option("--url", help="sslsms:// URL (default: SSLSMS_URL, then the config file).")
+@click.option("--url", help="sslsms:// URL (default: the config file, else SSLSMS_URL).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config file.")
 @click.option("--json", "as_json", is_flag=True)
 def config_check(url: str | None, config_path: str | None, as_json: bool) -> None:
@@ -901,7 +901,7 @@ def _free_to_listen(host: str, port: int) -> int:
     metavar="HOST:PORT",
     help="Where to listen (default [relay] listen, else 127.0.0.1:8026: loopback only).",
 )
-@click.option("--url", help="sslsms:// URL (default: SSLSMS_URL, then the config file).")
+@click.option("--url", help="sslsms:// URL (default: the config file, else SSLSMS_URL).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config file.")
 @click.option("--store", help="The shared store (default: the configured one, else the CLI's SQLite file).")
 def serve(listen: str | None, url: str | None, config_path: str | None, store: str | None) -> None:
@@ -918,6 +918,12 @@ def serve(listen: str | None, url: str | None, config_path: str | None, store: s
     Summaries, digests, group_wait and retries of every producer on the store fire on
     time here. SIGTERM: finish requests under way, close within [relay]
     shutdown_timeout; what is not delivered stays in the store.
+
+    \b
+    Exit codes:
+      0  stopped with every SMS delivered
+      2  bad configuration (no token, bad [relay] value, address in use)
+      6  stopped with SMS undelivered: they wait in the store for the next process
 
     \b
     Example:

@@ -433,6 +433,7 @@ SETTINGS: tuple[Setting, ...] = (
         toml="pipeline.dead_retention",
         env=None,
         default=7 * 86400.0,
+        default_text="604800 (7 days)",
         doc="seconds a dead letter is kept for `outbox list` and `outbox retry`, then forgotten",
         rule=Number(60, 365 * 86400),
     ),
@@ -634,10 +635,12 @@ class Settings:
 
     @classmethod
     def load(cls, url: str | None = None, config: str | Path | None = None) -> Settings:
-        """Flags first, then ``SSLSMS_URL``, then the config file, then ``SSLSMS_*`` variables.
+        """``--url`` first; else the config file (``--config``, ``SSLSMS_CONFIG`` or the
+        default path, if it exists); else ``SSLSMS_URL``; else ``SSLSMS_*`` variables.
 
         With both a config file and ``SSLSMS_URL``, the file wins and the URL only
-        supplies the credentials if the file has none.
+        supplies the credentials if the file has none: the token can live in the
+        environment while the rest lives in the file.
         """
         return cls.load_with_source(url, config)[0]
 

@@ -315,3 +315,36 @@ def test_examples_run_against_the_emulator(sslsms_gateway, example) -> None:
         capture_output=True,
     )
     assert texts(sslsms_gateway)
+
+
+def test_structlog_exception_carries_the_exception(sslsms_gateway) -> None:
+    """log.exception() sets exc_info=True; the processor fetches the exception on the caller's thread."""
+    sms = SMSProcessor(url=url_for(sslsms_gateway), level="error")
+    log = structlog.wrap_logger(
+        structlog.PrintLogger(),
+        processors=[
+            structlog.processors.add_log_level,
+            sms,
+            lambda *_: (_ for _ in ()).throw(structlog.DropEvent),
+        ],
+    )
+    try:
+        {}["order_id"]
+    except KeyError:
+        log.exception("cannot read order")
+    sms.notifier.close(5)
+    [text] = texts(sslsms_gateway)
+    assert text.endswith("cannot read order (KeyError: 'order_id')")
+
+
+def test_first_sms_shows_the_first_occurrence_and_the_summary_the_last(sslsms_gateway, logger) -> None:
+    """An alert and its repeats taken in the same round: the SMS is the first one's text."""
+    handler = SMSHandler(url_for(sslsms_gateway), start=False)
+    logger.addHandler(handler)
+    logger.error("disk %d%% full on %s", 91, "/var")
+    logger.error("disk %d%% full on %s", 95, "/var")  # counted as a repeat of the same template
+    logger.error("disk %d%% full on %s", 97, "/var")
+    handler.close()
+    first, summary = texts(sslsms_gateway)
+    assert first.endswith("tests.app: disk 91% full on /var")
+    assert summary.startswith("[ERROR +2 more since ") and "disk 97% full on /var (last " in summary

@@ -187,8 +187,9 @@ class Notifier:
             (default: ``dedup_window``).
         group_wait: seconds to gather distinct alerts for a group into one SMS (0: off).
         tps: requests per second to the gateway, shared through the store.
-        per_recipient_limit / per_recipient_period: SMS per phone per period;
-            the overflow is folded into a digest (None: no cap).
+        per_recipient_limit: SMS per phone per ``per_recipient_period``; the
+            overflow is folded into a digest (None: no cap).
+        per_recipient_period: the period of the per-phone cap, in seconds.
         max_segments: SMS segments a message may use.
         queue_size: distinct alerts waiting for the intake thread; more are dropped
             and counted (a queued alert holds a few hundred bytes). Exact repeats take
@@ -199,6 +200,16 @@ class Notifier:
             become dead letters ("outbox full"), counted as ``outbox_dropped``.
         dead_retention: seconds a dead letter is kept (for ``outbox list`` and
             ``outbox retry``) before it is forgotten.
+        default_groups: groups for an alert that names none and matches no route
+            (default: ``"default"`` if there is such a group, else the first group).
+        host: shown in every SMS as ``[TAG] host/source: text`` (default: this
+            machine's short host name).
+        dispatch: a :class:`DispatchPolicy` (backoff, ``max_age``, lease,
+            ``auth_pause``); its ``tps`` replaces ``tps`` when given.
+        clock: the time source of a memory or SQLite store opened from a URL (tests).
+        start: start the worker threads (False: drive the pipeline with :meth:`tick`).
+        close_at_exit: seconds :meth:`close` gets at interpreter exit (None: no
+            exit hook).
     """
 
     def __init__(
@@ -242,6 +253,8 @@ class Notifier:
         max_windows = integer("max_windows", max_windows, minimum=1)
         if close_at_exit is not None:
             close_at_exit = non_negative("close_at_exit", close_at_exit)
+        #: how long leaving a ``with Notifier(...)`` block waits for delivery
+        self._exit_timeout = close_at_exit if close_at_exit is not None else 5.0
         groups = dict(groups or {})
         if recipients:
             groups.setdefault(DEFAULT_GROUP, list(recipients))
@@ -579,11 +592,8 @@ class Notifier:
             units: list[_Unit] = []
             by_key: dict[Hashable, _Unit] = {}
             barriers: list[_Barrier] = []
-            coalesced = 0
-            collected = self._coalescer.collect_all() if final else self._coalescer.collect(time.monotonic())
-            for ckey, payload, count in collected:
-                coalesced += count
-                self._add(units, by_key, ckey, payload, count, None)
+            # The queue first: a first occurrence is queued before any of its repeats is
+            # counted, so the alert's SMS shows the first text, its summary the latest.
             queue = self._queue
             taken = 0
             deadline = None if budget is None else time.perf_counter() + budget / 4
@@ -598,6 +608,11 @@ class Notifier:
                 # about a quarter of a round's time goes to taking items, the rest to deciding them
                 if deadline is not None and not taken & 63 and time.perf_counter() > deadline:
                     break
+            coalesced = 0
+            collected = self._coalescer.collect_all() if final else self._coalescer.collect(time.monotonic())
+            for ckey, payload, count in collected:
+                coalesced += count
+                self._add(units, by_key, ckey, payload, count, None)
             if coalesced:
                 self.stats_counters.add(coalesced=coalesced)
             if units:
@@ -991,7 +1006,8 @@ class Notifier:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.close()
+        # Bounded like interpreter exit: a gateway that is down must not hold the block.
+        self.close(self._exit_timeout)
 
     def stats(self) -> dict[str, int]:
         """Counters (see :class:`~sslsms_notify.alerting.stats.Stats`) and the current backlog, in O(1)."""
@@ -1008,7 +1024,7 @@ class Notifier:
         return data
 
     def outcomes(self, csms_ids: Sequence[str]) -> dict[str, str]:
-        """``delivered``, ``pending`` or ``failed`` (with the reason) for each of these SMS."""
+        """``delivered``, ``pending`` or ``failed`` for each of these SMS (a sent SMS has left the outbox)."""
         found = self.store.outbox_get(csms_ids)
         result = {}
         for csms_id in csms_ids:

@@ -17,6 +17,7 @@ the chain still logs the event. It never raises into the caller.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from typing import Any
 
@@ -82,7 +83,11 @@ class SMSProcessor:
             if self.when is not None and not self.when(event_dict):
                 return event_dict
             snapshot = dict(event_dict)  # later processors may change the original
+            if snapshot.get("exc_info") is True:  # log.exception(): the exception is ours to fetch, now
+                snapshot["exc_info"] = sys.exc_info()
             exc = snapshot.get("exc_info")
+            if isinstance(exc, tuple) and len(exc) == 3:
+                exc = exc[1]
             exc_type = type(exc).__name__ if isinstance(exc, BaseException) else None
             self.notifier.enqueue_lazy(
                 lambda: render_event(snapshot),
