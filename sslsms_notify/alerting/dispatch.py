@@ -49,6 +49,22 @@ IN_CALL_ATTEMPTS = 2
 
 @dataclass(frozen=True, slots=True)
 class DispatchPolicy:
+    """How the dispatcher paces, retries and gives up (``Notifier(dispatch=...)``).
+
+    Attributes:
+        tps: requests per second to the gateway, shared by every process on the store
+            (paced at 95 % of it, evenly spaced).
+        backoff: seconds before an SMS is tried again after a failed attempt; doubles
+            with each attempt, with jitter, up to ``max_backoff``.
+        max_backoff: the longest wait between two attempts of an SMS, in seconds.
+        max_age: seconds after which an SMS still not delivered becomes a dead letter.
+        lease: seconds a claimed SMS belongs to one process; a live process renews it
+            every third of this, so a dead process's SMS are taken over this long after.
+        claim_limit: SMS claimed from the outbox per round.
+        auth_pause: seconds sending pauses after the gateway refused the credentials
+            (4001-4003); the SMS are kept.
+    """
+
     #: requests per second to the gateway, shared by every process on the store
     tps: float = 10.0
     #: first backoff after a failed attempt; doubles up to ``max_backoff``

@@ -18,7 +18,7 @@ class Stats:
     rejected: int = 0
     #: repeats held back by a dedup window
     suppressed: int = 0
-    #: "[xN] ..." summaries produced when a window closed with repeats
+    #: "+N more since HH:MM" summaries produced when a window closed with repeats
     summaries: int = 0
     #: SMS held back by a recipient's cap
     throttled: int = 0

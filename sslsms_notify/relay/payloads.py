@@ -342,7 +342,7 @@ def _canonical_severity(value: str, what: str) -> str:
 class WebhookOptions:
     """How the relay reads Alertmanager / Grafana alerts; set per endpoint by the operator.
 
-    ``groups`` (e.g. from a ``?groups=`` query parameter) overrides the groups label.
+    ``groups``, when set, overrides the groups label for every alert.
     Severity and groups names are checked here, so a bad configuration fails at start-up
     with a ValueError rather than on the first page.
     """

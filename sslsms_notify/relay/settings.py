@@ -23,6 +23,26 @@ MIN_TOKEN_LENGTH = 16
 
 @dataclass(frozen=True)
 class RelaySettings:
+    """The ``[relay]`` section of the config file (``SSLSMS_RELAY_*`` variables win).
+
+    Attributes:
+        listen: HOST:PORT to listen on; loopback by default (port 0: any free port).
+        tokens: bearer tokens producers may present, each at least 16 characters
+            without spaces; the relay refuses to start without one.
+        max_body: the largest request body accepted, in bytes (1024 to 64 MiB);
+            larger bodies are refused with 413 while they are read.
+        shutdown_timeout: seconds SIGTERM or SIGINT may take: half for the requests
+            under way, half for closing the pipeline (at most 600).
+        send_resolved: resolved Alertmanager and Grafana alerts become
+            ``[RESOLVED] ...`` SMS (false: they are ignored).
+        severity_label: the alert label read as the severity (``critical``, ``page``,
+            ``p1`` ... ``info``, ``low``, ``none``).
+        groups_label: the alert label naming recipient groups or phone numbers,
+            comma-separated; without it the routes decide.
+        default_severity: the severity of an alert whose severity label is missing
+            or not understood.
+    """
+
     listen: str = DEFAULT_LISTEN
     tokens: tuple[str, ...] = field(default=(), repr=False)
     max_body: int = 1 << 20

@@ -110,6 +110,12 @@ class _Index:
 
 
 class MemoryStore:
+    """The :class:`~.base.Store` in this process's memory (``store="memory"``).
+
+    Fast and not durable: what it holds is gone when the process ends. ``clock`` is
+    the time source (tests pass one they can move).
+    """
+
     durable = False
 
     def __init__(self, *, clock: Callable[[], float] = time.time) -> None:

@@ -259,6 +259,13 @@ class _RedisTx:
 
 
 class RedisStore:
+    """The :class:`~.base.Store` on a Redis server (``store="redis://host:6379/0"``).
+
+    Durable, and shared by every process on every host; times come from the server.
+    ``prefix`` starts every key; ``spool`` is the SQLite file used while Redis is
+    unreachable (default: one per URL in the state directory).
+    """
+
     durable = True
 
     def __init__(

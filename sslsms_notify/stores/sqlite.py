@@ -171,6 +171,13 @@ def _decode(table: str, row: Sequence[Any]) -> Any:
 
 
 class SQLiteStore:
+    """The :class:`~.base.Store` in a SQLite file (``store="sqlite:///path.db"``).
+
+    Durable, and shared by every process of the host that opens the same file.
+    ``url`` is a ``sqlite:///`` URL or a path; ``busy_timeout`` is how long a
+    transaction waits for another process's.
+    """
+
     durable = True
 
     def __init__(
