@@ -143,15 +143,30 @@ def test_emit_never_raises(sslsms_gateway, logger) -> None:
 def test_exact_repeats_are_coalesced_and_counted(sslsms_gateway, logger) -> None:
     handler = SMSHandler(url_for(sslsms_gateway))
     logger.addHandler(handler)
-    for i in range(500):
-        logger.error("worker %d crashed", i)
+    for _ in range(500):
+        logger.error("queue %s over its limit", "payments")  # the same call, the same arguments
+    for ms in range(3000, 3100):
+        logger.error("checkout took %d ms", ms)  # a measurement: one alert, through the queue
     handler.flush()
     stats = handler.notifier.stats()
-    assert stats["received"] == 500 and stats["suppressed"] == 499
-    assert stats["coalesced"] >= 400  # most never reached the queue
+    assert stats["received"] == 600 and stats["suppressed"] == 499 + 99
+    assert stats["coalesced"] >= 400  # most exact repeats never reached the queue
     handler.close()
-    sent = texts(sslsms_gateway)
-    assert len(sent) == 2 and sent[1].startswith("[ERROR +499 more since ")
+    sent = sorted(texts(sslsms_gateway))
+    assert len(sent) == 4
+    assert [t.split(" more since")[0] for t in sent if "more since" in t] == ["[ERROR +499", "[ERROR +99"]
+
+
+def test_log_arguments_that_name_something_keep_alerts_apart(sslsms_gateway, logger) -> None:
+    """%-style arguments are part of the identity: web2 going down is not a repeat of web1."""
+    handler = SMSHandler(url_for(sslsms_gateway))
+    logger.addHandler(handler)
+    logger.error("host %s is down", "web1")
+    logger.error("host %s is down", "web2")
+    logger.error("host %s is down", "web1")  # a repeat of the first
+    handler.close()
+    firsts = sorted(t for t in texts(sslsms_gateway) if "more since" not in t)
+    assert [t.rsplit(": ", 1)[1] for t in firsts] == ["host web1 is down", "host web2 is down"]
 
 
 def test_fstring_messages_still_dedup(sslsms_gateway, logger) -> None:
@@ -347,4 +362,4 @@ def test_first_sms_shows_the_first_occurrence_and_the_summary_the_last(sslsms_ga
     handler.close()
     first, summary = texts(sslsms_gateway)
     assert first.endswith("tests.app: disk 91% full on /var")
-    assert summary.startswith("[ERROR +2 more since ") and "disk 97% full on /var (last " in summary
+    assert summary.startswith("[ERROR +2 more since ") and "disk 97% full on /var" in summary

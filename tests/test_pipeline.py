@@ -411,3 +411,48 @@ def test_forked_child_gets_its_own_worker(sslsms_gateway) -> None:
     texts = sorted(m.text.split(": ", 1)[1] for m in sslsms_gateway.emulator.messages())
     assert texts == ["from the child", "from the parent", "parent again"]
     n.close(2)
+
+
+def test_with_routes_an_alert_matching_none_pages_nobody_and_is_counted(emulator, clock) -> None:
+    client = GatewayClient(DEMO_API_TOKEN, DEMO_SID, transport=EmulatorTransport(emulator), retry=FAST_RETRY)
+    n = Notifier(
+        client,
+        groups={"oncall": ONCALL, "managers": MANAGERS},
+        routes=[{"groups": ["oncall"], "min_severity": "error"}],  # a filter, as operators read it
+        per_recipient_limit=None,
+        store=MemoryStore(clock=clock),
+        clock=clock,
+        start=False,
+        close_at_exit=None,
+    )
+    n.alert("disk at 80%", severity="warning")
+    ticket = n.submit("cpu hot", severity="info")
+    n.alert("disk full", severity="error")
+    n.flush(2)
+    assert ticket.status == "unrouted"
+    assert [m.text for m in emulator.messages(ONCALL[0])] == ["[ERROR] " + n.host + ": disk full"]
+    assert emulator.messages(MANAGERS[0]) == []
+    assert n.stats()["unrouted"] == 2
+    n.close(0)
+    catch_all = Notifier(
+        client,
+        groups={"oncall": ONCALL, "managers": MANAGERS},
+        routes=[{"groups": ["managers"], "min_severity": "critical"}, {"groups": ["oncall"]}],
+        start=False,
+        close_at_exit=None,
+    )
+    assert catch_all.router.group_names(Alert(text="x", severity=Severity.INFO)) == ("oncall",)
+    catch_all.close(0)
+
+
+def test_summary_and_resolved_wording() -> None:
+    from sslsms_notify.alerting.formatting import format_parts, format_summary
+
+    at = 1_800_000_000.0  # any instant; the wording is what matters
+    same_minute = format_summary(Severity.ERROR, "[ERROR] db1: disk full", 4, at, at + 5, max_segments=2)
+    assert same_minute.startswith("[ERROR +4 more since ") and same_minute.endswith("db1: disk full")
+    later = format_summary(Severity.ERROR, "[ERROR] db1: disk full", 4, at, at + 600, max_segments=2)
+    assert later.endswith("db1: disk full (last " + later.rsplit("(last ", 1)[1])
+    assert "(last " in later
+    resolved = format_parts(Severity.CRITICAL, "", "alertmanager/sms", "[RESOLVED] DiskFull (db1)", 2)
+    assert resolved == "[RESOLVED] alertmanager/sms: DiskFull (db1)"

@@ -82,7 +82,7 @@ def test_alert_is_accepted_once_durable_then_sent_and_repeats_suppressed(relay, 
         )
         assert [a["status"] for a in again.json()["alerts"]] == ["suppressed"] * 3
     assert wait_for(lambda: len(texts(sslsms_gateway)) == 1)
-    assert texts(sslsms_gateway) == [f"[CRIT] {relay.notifier.host}: db1 down"]
+    assert texts(sslsms_gateway) == ["[CRIT] db1 down"]  # no host: the relay's name tells a phone nothing
 
 
 def test_wait_reports_delivery_so_send_relay_keeps_its_exit_codes(relay, sslsms_gateway) -> None:
@@ -146,7 +146,9 @@ def test_tokens_never_reach_a_log(sslsms_gateway, caplog) -> None:
         (b'{"text": "x", "severity": "loud"}', 422, "severity"),
         (b'{"text": "x", "bogus": 1}', 422, "bogus"),
         (b"[]", 422, None),
-        (b'{"text": "x", "groups": ["nosuchgroup"]}', 202, None),  # accepted, then rejected by the router
+        (b'{"text": "x", "groups": ["nosuchgroup"]}', 422, "groups"),
+        (b'{"text": "x", "groups": ["01712345678"]}', 422, "groups"),  # numbers: see allow_numbers
+        (b'[{"text": "x"}, {"text": "y", "groups": ["oncall", "dbx"]}]', 422, "[1].groups"),
     ],
 )
 def test_bad_bodies_get_a_status_naming_the_field(relay, body, status, field) -> None:
@@ -155,9 +157,8 @@ def test_bad_bodies_get_a_status_naming_the_field(relay, body, status, field) ->
     assert answer.status_code == status, answer.text
     if field:
         assert answer.json()["field"].endswith(field)
-    if status == 202:
-        result = answer.json()["alerts"][0]
-        assert result["status"] == "rejected" and "nosuchgroup" in result["error"]
+    if field == "groups":
+        assert "group" in answer.json()["error"]
 
 
 def test_body_size_is_limited_before_parsing(relay) -> None:
@@ -328,9 +329,10 @@ def test_real_alertmanager_pages_through_the_relay_then_resolves(sslsms_gateway,
         ]
         assert api.post("/api/v2/alerts", json=alerts).status_code == 200
         assert wait_for(lambda: len(texts(sslsms_gateway, DBA)) == 2, timeout=15)
-        origin = f"[CRIT] {relay.notifier.host}/alertmanager/sms-relay"
         firing = sorted(texts(sslsms_gateway, DBA))
-        assert firing == [f"{origin}: DiskFull (db{i}): /var on db{i} is 97% full" for i in (1, 2)]
+        assert firing == [
+            f"[CRIT] alertmanager/sms-relay: DiskFull (db{i}): /var on db{i} is 97% full" for i in (1, 2)
+        ]
         ended = datetime.now(UTC) - timedelta(seconds=1)
         for alert in alerts:
             alert["endsAt"] = ended.isoformat()
@@ -338,7 +340,10 @@ def test_real_alertmanager_pages_through_the_relay_then_resolves(sslsms_gateway,
         assert wait_for(lambda: len(texts(sslsms_gateway, DBA)) == 4, timeout=15)
         time.sleep(2.5)  # Alertmanager keeps notifying the group; nothing may page twice
         sent = texts(sslsms_gateway, DBA)
-        assert len(sent) == 4 and sum("[RESOLVED]" in t for t in sent) == 2
+        resolved = sorted(t for t in sent if t.startswith("[RESOLVED] "))
+        assert len(sent) == 4 and resolved == [
+            f"[RESOLVED] alertmanager/sms-relay: DiskFull (db{i}): /var on db{i} is 97% full" for i in (1, 2)
+        ]
         assert texts(sslsms_gateway, PHONE) == []  # the sms_groups label routed it to the DBAs only
     finally:
         am.terminate()
@@ -364,3 +369,31 @@ def test_relay_settings_are_checked() -> None:
     settings = RelaySettings.load({}, environ={"SSLSMS_RELAY_TOKENS": f"{TOKEN}, {TOKEN}x"})
     assert settings.tokens == (TOKEN, TOKEN + "x") and TOKEN not in repr(settings)
     assert json.dumps(settings.listen) == '"127.0.0.1:8026"'
+
+
+def test_numbers_from_producers_need_allow_numbers(sslsms_gateway) -> None:
+    notifier = Notifier(
+        GatewayClient(sslsms_gateway.api_token, sslsms_gateway.sid, base_url=sslsms_gateway.url),
+        groups={"oncall": [PHONE]},
+        close_at_exit=None,
+    )
+    settings = RelaySettings(listen="127.0.0.1:0", tokens=(TOKEN,), allow_numbers=True).checked()
+    relay = RelayServer(notifier, settings).start()
+    try:
+        with http(relay) as client:
+            answer = client.post("/v1/alerts?wait=10", json={"text": "to a number", "groups": [DBA]})
+            assert answer.status_code == 200 and answer.json()["sms"]["delivered"] == 1
+    finally:
+        relay.stop(5)
+
+
+def test_webhook_naming_unknown_groups_is_routed_and_counted(relay, sslsms_gateway) -> None:
+    """Alertmanager never retries a 4xx: a mistyped sms_groups label must not lose the page."""
+    body = json.loads((DATA / "alertmanager_firing.json").read_bytes())
+    for alert in body["alerts"]:
+        alert["labels"]["sms_groups"] = "oncal"  # a typo
+    with http(relay) as client:
+        assert client.post("/v1/alertmanager", json=body).status_code == 202
+        assert wait_for(lambda: texts(sslsms_gateway, PHONE))  # the routes (default group) decided
+        metrics = client.get("/metrics").text
+    assert 'sslsms_relay_unknown_groups_total{door="alertmanager"} 1.0' in metrics

@@ -104,7 +104,7 @@ def test_sigterm_closes_within_its_timeout_and_loses_nothing(sslsms_gateway, tmp
     client = GatewayClient(sslsms_gateway.api_token, sslsms_gateway.sid, base_url=sslsms_gateway.url)
     after = Notifier(client, recipients=["01711111111"], store=store, close_at_exit=None)
     assert after.flush(20)
-    sent = sorted(m.text.split(": ", 1)[1] for m in sslsms_gateway.emulator.messages())
+    sent = sorted(m.text.split("] ", 1)[1] for m in sslsms_gateway.emulator.messages())
     assert sent == [f"accepted before SIGTERM {i}" for i in range(5)]
     after.close(5)
 
@@ -154,7 +154,7 @@ def test_send_relay_keeps_the_exit_codes(sslsms_gateway, tmp_path) -> None:
             sslsms_gateway.start()
     gone = relay_send(url, "--to", "dba", "nobody listens", timeout="2")
     assert gone.returncode == 7 and "relay" in gone.stdout
-    assert [m.text.split(": ", 1)[1] for m in sslsms_gateway.emulator.messages("01811111111")] == [
+    assert [m.text.split("] ", 1)[1] for m in sslsms_gateway.emulator.messages("01811111111")] == [
         "via the relay"
     ]
 

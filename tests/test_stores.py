@@ -305,3 +305,13 @@ def test_resume_makes_backed_off_pending_due_but_leaves_leases(store) -> None:
     assert leased.csms_id == "leased" and store.outbox_claim(10, 60) == []
     assert store.outbox_resume() == 3
     assert sorted(i.csms_id for i in store.outbox_claim(10, 60)) == ["r0", "r1", "r2"]  # not "leased"
+
+
+def test_redis_configuration_errors_are_not_outages(redis_server, tmp_path) -> None:
+    """A wrong database number fails at once, naming the store; an unreachable server spools."""
+    bad_db = redis_server.url.rsplit("/", 1)[0] + "/99"
+    with pytest.raises(StoreUnavailableError, match=r"redis://127\.0\.0\.1:\d+/99: DB index is out of range"):
+        RedisStore(bad_db, spool=tmp_path / "spool.db")
+    nobody = RedisStore(f"redis://:secret-pw@127.0.0.1:{free_port()}/0", spool=tmp_path / "spool2.db")
+    assert "secret-pw" not in repr(nobody)
+    nobody.close()

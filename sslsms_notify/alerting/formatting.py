@@ -7,7 +7,8 @@ One wording for counts everywhere (SMS, digests, the demo):
   39 more occurrences after the SMS the phone got at 18:32, the last at 18:39;
 - a digest of what a per-phone cap held back:
   ``[digest: 12 held since 10:02] [ERROR] db1: x | [CRIT] db2: y | +10 more``;
-- alerts gathered by ``group_wait``: ``[3 alerts] [ERROR] a | [ERROR] b | [WARN] c``.
+- alerts gathered by ``group_wait``: ``[3 alerts] [ERROR] a | [ERROR] b | [WARN] c``;
+- an alert that resolved (relay webhooks): ``[RESOLVED] alertmanager/sms: DiskFull (db1): ...``.
 
 Times are the local time of the process that formats the SMS (set ``TZ``).
 """
@@ -21,6 +22,8 @@ from ..gateway.text import ellipsis_for, encoding_of, fits, truncate_to_segments
 from .alert import Alert, Severity
 
 DEFAULT_MAX_SEGMENTS = 2
+#: webhook alerts that ended start with this (the relay's payloads); shown as the SMS's tag
+RESOLVED = "[RESOLVED] "
 _SEPARATOR = " | "
 
 
@@ -45,7 +48,10 @@ def format_alert(alert: Alert, *, max_segments: int = DEFAULT_MAX_SEGMENTS) -> s
 def format_parts(severity: Severity, host: str, source: str, text: str, max_segments: int) -> str:
     """:func:`format_alert` from an alert's parts (the intake's hot path builds no Alert)."""
     origin = f"{host}/{source}" if host and source else host or source
-    head = f"[{severity.tag}] {origin}: " if origin else f"[{severity.tag}] "
+    tag = severity.tag
+    if text.startswith(RESOLVED):  # an all-clear: the tag says so, not the firing severity
+        tag, text = "RESOLVED", text[len(RESOLVED) :]
+    head = f"[{tag}] {origin}: " if origin else f"[{tag}] "
     return _fit(head, text, "", max_segments)
 
 
@@ -59,8 +65,9 @@ def format_summary(
     """
     prefix = f"[{severity.tag}] "
     body = text.removeprefix(prefix)
-    head = f"[{severity.tag} +{count} more since {clock_time(since_at)}] "
-    return _fit(head, body, f" (last {clock_time(last_at)})", max_segments)
+    since, last = clock_time(since_at), clock_time(last_at)
+    head = f"[{severity.tag} +{count} more since {since}] "
+    return _fit(head, body, f" (last {last})" if last != since else "", max_segments)
 
 
 def _joined(head: str, texts: Sequence[str], total: int, max_segments: int) -> str:

@@ -94,8 +94,9 @@ class Ticket:
 
     ``status``: ``queued`` (SMS in the outbox: ``csms_ids``), ``buffered``
     (waiting out ``group_wait``), ``suppressed`` (a repeat), ``throttled``
-    (held by a per-phone cap, in a digest), ``rejected`` (bad input: ``error``)
-    or ``dropped`` (queue full, or the notifier closed).
+    (held by a per-phone cap, in a digest), ``unrouted`` (routes are configured
+    and none matched), ``rejected`` (bad input: ``error``) or ``dropped`` (queue
+    full, or the notifier closed).
     """
 
     __slots__ = ("_callbacks", "_done", "csms_ids", "error", "resolved_ns", "status", "throttled")
@@ -336,6 +337,7 @@ class Notifier:
         self._last_error_logged = 0.0
         self._dropped_logged = 0
         self._drops_log_due = 0.0
+        self._unrouted_log_due = 0.0
 
     def __repr__(self) -> str:
         return f"Notifier(groups={sorted(self.router.groups)}, store={self.store!r}, client={self.client!r})"
@@ -438,7 +440,7 @@ class Notifier:
         render: Callable[[], str],
         *,
         severity: Severity,
-        template: str,
+        template: str | None = None,
         source: str = "",
         exc_type: str | None = None,
         groups: tuple[str, ...] | None = None,
@@ -448,8 +450,8 @@ class Notifier:
     ) -> bool:
         """The integrations' hot path: no validation, no formatting on the caller's thread.
 
-        ``render`` runs on the intake thread; ``template`` (the message before
-        formatting) is what identifies repeats. ``ckey``, if given, is the
+        ``render`` runs on the intake thread. ``template``, if given, identifies
+        repeats instead of the rendered text (both through the fingerprint rule). ``ckey``, if given, is the
         identity under which the caller registered this alert with the coalescer.
         """
         payload = (
@@ -651,11 +653,17 @@ class Notifier:
         merged: dict[Hashable, _Merged] = {}
         alerts: list[_Merged] = []
         rejected = 0
+        unrouted = 0
         for unit in units:
             try:
                 identity = self._identify(unit)
             except ValueError as exc:
                 rejected += self._reject(unit, exc)
+                continue
+            if not identity[0]:  # routes are configured and none matched: nobody is paged
+                unrouted += unit.count
+                if unit.ticket is not None:
+                    unit.ticket._resolve("unrouted", error="no route matches this alert")
                 continue
             if unit.ticket is None and self._coalescing:
                 same = merged.get(identity)
@@ -679,6 +687,11 @@ class Notifier:
                 tickets[index] = alert.first.ticket
         if rejected:
             self.stats_counters.add(rejected=rejected)
+        if unrouted:
+            self.stats_counters.add(unrouted=unrouted)
+            if time.monotonic() >= self._unrouted_log_due:  # a misconfigured route must be visible
+                self._unrouted_log_due = time.monotonic() + 60
+                _log.warning("alerts matched no route and paged nobody", count=unrouted)
         if not hits:
             return
         ids = IdBook()
@@ -707,7 +720,9 @@ class Notifier:
         if report.by_group:
             with self._group_lock:
                 for group, (first, suppressed) in report.by_group.items():
-                    counts = self._group_counts.setdefault(group, [0, 0])
+                    # a number named directly is no group: one bucket, not a series per phone
+                    name = group if group in self.router.groups else "(numbers)"
+                    counts = self._group_counts.setdefault(name, [0, 0])
                     counts[0] += first
                     counts[1] += suppressed
 

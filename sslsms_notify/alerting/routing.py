@@ -69,7 +69,15 @@ def _as_tuple(value: object, field_name: str) -> tuple[str, ...]:
 
 
 class Router:
-    """Resolves an alert to ``{group: [numbers]}``; a number typed directly is its own group."""
+    """Resolves an alert to ``{group: [numbers]}``; a number typed directly is its own group.
+
+    An alert that names its groups goes there. Otherwise the routes decide: every
+    matching route adds its groups. With routes configured, an alert that matches
+    none goes **nowhere** (a route's ``min_severity`` is a filter, as operators
+    read it); add a route with no conditions to catch the rest, or pass
+    ``default_groups``. With no routes at all, alerts go to the ``default`` group
+    (else the first group).
+    """
 
     def __init__(
         self,
@@ -85,7 +93,10 @@ class Router:
             self.groups[name] = tuple(dict.fromkeys(normalized))  # keep order, drop repeats
         self.routes = tuple(routes)
         if default_groups is None:
-            default_groups = [DEFAULT_GROUP] if DEFAULT_GROUP in self.groups else list(self.groups)[:1]
+            if self.routes:
+                default_groups = []  # the routes decide; unmatched alerts are "unrouted"
+            else:
+                default_groups = [DEFAULT_GROUP] if DEFAULT_GROUP in self.groups else list(self.groups)[:1]
         self.default_groups = tuple(default_groups)
         for route in self.routes:
             self._check_names(route.groups, "route")

@@ -16,6 +16,8 @@ class Stats:
     dropped: int = 0
     #: alerts that could not be routed or formatted (bad input)
     rejected: int = 0
+    #: alerts no configured route matched: nobody was paged (see Router)
+    unrouted: int = 0
     #: repeats held back by a dedup window
     suppressed: int = 0
     #: "+N more since HH:MM" summaries produced when a window closed with repeats

@@ -234,7 +234,11 @@ class EmulatorServer:
     def serve_forever(self) -> None:
         """Run in the calling thread until interrupted (the CLI's ``emulator`` command)."""
         config = uvicorn.Config(
-            EmulatorApp(self.emulator), log_level="warning", access_log=False, lifespan="off"
+            EmulatorApp(self.emulator),
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=1,  # a "hanging" fault must not hold the stop for its 30 s
         )
         uvicorn.Server(config).run(sockets=[self._listen()])
 

@@ -150,11 +150,18 @@ class SMSHandler(logging.Handler):
             msg = record.msg
             if notifier._coalescing and type(msg) is str and get_ident() not in notifier._worker_idents:
                 exc_info = record.exc_info
+                # An exact repeat: the same call with the same arguments (values that name
+                # something, "web1", must not be counted as repeats of "web2").
                 key = (
-                    (msg, record.levelno, record.name)
+                    (msg, record.args, record.levelno, record.name)
                     if not exc_info
-                    else (msg, record.levelno, record.name, exc_info[0])
+                    else (msg, record.args, record.levelno, record.name, exc_info[0])
                 )
+                try:
+                    hash(key)
+                except Exception:  # arguments that cannot be hashed: queue it, don't count it
+                    self._forward(record, None)
+                    return True
                 # Coalescer.repeat(), inlined (see Notifier.alert): a repeat of a record
                 # seen lately costs a dict lookup and a counter step.
                 entry = notifier._coalescer.entries.get(key)
@@ -195,7 +202,12 @@ class SMSHandler(logging.Handler):
             notifier._coalescer.register(key, record, self._converter)
 
     def _payload(self, record: logging.LogRecord) -> tuple[Any, ...]:
-        """The record as the pipeline queues an alert; rendered later, on its intake thread."""
+        """The record as the pipeline queues an alert; rendered later, on its intake thread.
+
+        No template: the identity is the rendered message with its measurements
+        blanked (the fingerprint rule), as for every other alert, so
+        ``log.error("%s is down", "web1")`` and ``"web2"`` stay two alerts.
+        """
         exc = record.exc_info[1] if record.exc_info else None
         return (
             (LOG_RECORD, record.msg, record.args, record.exc_info),
@@ -204,7 +216,7 @@ class SMSHandler(logging.Handler):
             self._groups_for(record.levelno, record.name),
             record.name,
             (),
-            str(record.msg),
+            None,
             type(exc).__name__ if exc is not None else None,
             None,
         )

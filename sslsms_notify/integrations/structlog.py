@@ -92,7 +92,7 @@ class SMSProcessor:
             self.notifier.enqueue_lazy(
                 lambda: render_event(snapshot),
                 severity=severity,
-                template=str(snapshot.get("event", "")),
+                template=None,  # the rendered event (key=value pairs too) is its identity
                 source=str(snapshot.get("logger") or getattr(logger, "name", "") or ""),
                 exc_type=exc_type,
                 groups=self.groups,

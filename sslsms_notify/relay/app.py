@@ -27,6 +27,7 @@ limit hold while receiving rather than after.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hmac
 import json
 import time
@@ -37,6 +38,7 @@ from urllib.parse import parse_qsl
 
 from .._log import get_logger
 from ..alerting.notifier import Notifier, Ticket
+from ..gateway.msisdn import is_valid_msisdn
 from .metrics import RelayMetrics
 from .payloads import (
     AlertSpec,
@@ -65,6 +67,8 @@ class RelayOptions:
     webhook: WebhookOptions = field(default_factory=WebhookOptions)
     #: seconds to wait for the intake to decide a body's alerts before answering 503
     accept_timeout: float = 10.0
+    #: whether producers may name phone numbers directly (else only configured groups)
+    allow_numbers: bool = False
 
     def __post_init__(self) -> None:
         if not self.tokens or not all(isinstance(t, str) and len(t) >= 16 for t in self.tokens):
@@ -92,6 +96,8 @@ class RelayApp:
         self.options = options
         self.metrics = metrics or RelayMetrics(notifier)
         self._tokens = [t.encode() for t in options.tokens]
+        #: set by the server: true once shutdown began (waiting requests answer at once)
+        self.stopping: Callable[[], bool] = lambda: False
         self._routes: dict[tuple[str, str], Callable[[Scope, bytes], Awaitable[tuple[int, Any]]]] = {
             ("POST", "/v1/alerts"): self._alerts,
             ("POST", "/v1/alertmanager"): self._alertmanager,
@@ -187,15 +193,57 @@ class RelayApp:
     async def _alerts(self, scope: Scope, body: bytes) -> tuple[int, Any]:
         wait = _wait_seconds(scope)
         specs = self._parse(parse_alerts, body)
+        for index, spec in enumerate(specs):
+            bad = self._unknown_groups(spec)
+            if bad:
+                where = "groups" if len(specs) == 1 else f"[{index}].groups"
+                raise HTTPError(422, f"{where}: {self._why(bad[0])}", field=where)
         return await self._accept(specs, "api", wait)
 
     async def _alertmanager(self, scope: Scope, body: bytes) -> tuple[int, Any]:
         specs = self._parse(lambda data: parse_alertmanager(data, options=self.options.webhook), body)
-        return await self._accept(specs, "alertmanager", 0.0)
+        return await self._accept(self._routable(specs, "alertmanager"), "alertmanager", 0.0)
 
     async def _grafana(self, scope: Scope, body: bytes) -> tuple[int, Any]:
         specs = self._parse(lambda data: parse_grafana(data, options=self.options.webhook), body)
-        return await self._accept(specs, "grafana", 0.0)
+        return await self._accept(self._routable(specs, "grafana"), "grafana", 0.0)
+
+    # -- recipients a producer may name -----------------------------------------------------
+    def _unknown_groups(self, spec: AlertSpec) -> list[str]:
+        if spec.groups is None:
+            return []
+        known = self.notifier.router.groups
+        allow_numbers = self.options.allow_numbers
+        return [g for g in spec.groups if g not in known and not (allow_numbers and is_valid_msisdn(g))]
+
+    def _why(self, name: str) -> str:
+        known = ", ".join(sorted(self.notifier.router.groups)) or "none"
+        if is_valid_msisdn(name):
+            return (
+                f"{name!r} is a phone number; this relay takes only its groups ({known}); see allow_numbers"
+            )
+        return f"{name!r} is not a group of this relay (groups: {known})"
+
+    def _routable(self, specs: list[AlertSpec], door: str) -> list[AlertSpec]:
+        """Webhook alerts naming groups this relay lacks are routed by its rules instead.
+
+        Refusing them would lose the page for good (Alertmanager does not retry a 4xx);
+        the mismatch is logged and counted instead.
+        """
+        routable = []
+        for spec in specs:
+            bad = self._unknown_groups(spec)
+            if bad:
+                self.metrics.misrouted(door, len(bad))
+                _log.warning(
+                    "groups label names groups this relay lacks; the routes decide instead",
+                    door=door,
+                    unknown=",".join(bad[:5]),
+                )
+                kept = tuple(g for g in spec.groups or () if g not in bad) or None
+                spec = dataclasses.replace(spec, groups=kept)
+            routable.append(spec)
+        return routable
 
     async def _accept(self, specs: list[AlertSpec], door: str, wait: float) -> tuple[int, Any]:
         tickets: list[Ticket] = []
@@ -208,6 +256,7 @@ class RelayApp:
                     groups=spec.groups,
                     source=spec.source,
                     tags=spec.tags,
+                    host="",  # the relay's own host name tells a phone nothing: the source does
                 )
             except ValueError as exc:  # an unknown group or a bad number, named by the router
                 ticket = Ticket()
@@ -245,7 +294,12 @@ class RelayApp:
         while True:
             outcomes = await asyncio.to_thread(self.notifier.outcomes, csms_ids)
             pending = any(o == "pending" for o in outcomes.values())
-            if not pending or time.monotonic() >= deadline or self.notifier.dispatcher.auth_failed.is_set():
+            if (
+                not pending
+                or time.monotonic() >= deadline
+                or self.notifier.dispatcher.auth_failed.is_set()
+                or self.stopping()  # shutting down: answer what is known, the SMS stay stored
+            ):
                 return outcomes
             await asyncio.sleep(0.05)
 

@@ -5,9 +5,10 @@ The relay answers once the alert is decided and stored, and with ``?wait=`` also
 the gateway's outcome for the SMS it created, so the CLI reports the same
 outcomes (and exit codes) as when it sends itself:
 
-    delivered | suppressed | throttled | buffered | rejected | auth_failed |
-    unreachable (the SMS waits in the relay's outbox) | relay_unreachable
-    (nothing was queued: the relay did not take the alert)
+    delivered | suppressed | throttled | buffered | unrouted | rejected |
+    auth_failed | unreachable (the SMS waits in the relay's outbox, or the
+    relay's answer was lost after it got the alert) | relay_unreachable
+    (nothing was queued: the relay was not reached, or answered 503)
 """
 
 from __future__ import annotations
@@ -50,8 +51,13 @@ def send_via_relay(
             headers={"Authorization": f"Bearer {token}", "User-Agent": f"sslsms-notify/{__version__}"},
         ) as client:
             answer = client.post("/v1/alerts", params={"wait": f"{wait:g}"}, json=alert)
-    except httpx.HTTPError as exc:
+    except (httpx.ConnectError, httpx.ConnectTimeout) as exc:  # nothing reached the relay
         return RelayOutcome("relay_unreachable", error=f"relay {url}: {type(exc).__name__}: {exc}")
+    except httpx.HTTPError as exc:  # sent, but the answer was lost: the relay may have it
+        return RelayOutcome(
+            "unreachable",
+            error=f"relay {url}: answer lost ({type(exc).__name__}); it may have queued the alert",
+        )
     try:
         body = answer.json()
     except ValueError:
@@ -60,9 +66,11 @@ def send_via_relay(
         return RelayOutcome("relay_refused", error="the relay refused the token (SSLSMS_RELAY_TOKEN)")
     if answer.status_code in (400, 413, 422):
         return RelayOutcome("rejected", body, error=str(body.get("error", answer.text[:200])))
+    if answer.status_code == 503:  # the relay said it did not take it (queue full, store slow)
+        return RelayOutcome("relay_unreachable", body, error=f"relay answered 503: {body.get('error', '')}")
     if answer.status_code >= 500 or not isinstance(body, dict) or not body.get("alerts"):
         return RelayOutcome(
-            "relay_unreachable", body, error=f"relay answered {answer.status_code}: {body.get('error', '')}"
+            "unreachable", body, error=f"relay answered {answer.status_code}; it may have queued the alert"
         )
     result = body["alerts"][0]
     status = result.get("status")

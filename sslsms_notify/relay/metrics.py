@@ -26,6 +26,7 @@ _COUNTERS = {
     "throttled": ("sslsms_alerts_throttled", "SMS held back by a per-phone cap (into a digest)."),
     "dropped": ("sslsms_alerts_dropped", "Alerts the bounded queue had no room for."),
     "rejected": ("sslsms_alerts_rejected", "Alerts refused as bad input."),
+    "unrouted": ("sslsms_alerts_unrouted", "Alerts no configured route matched (nobody was paged)."),
     "summaries": ("sslsms_summaries", "'+N more' summary SMS produced."),
     "digests": ("sslsms_digests", "Digest SMS produced."),
     "sent": ("sslsms_sms_sent", "SMS the gateway accepted."),
@@ -94,6 +95,12 @@ class RelayMetrics:
         self._by_door = Counter(
             "sslsms_relay_alerts_received", "Alerts received per door.", ["door"], registry=self.registry
         )
+        self._misrouted = Counter(
+            "sslsms_relay_unknown_groups",
+            "Group names in webhook labels this relay does not know (the routes decided instead).",
+            ["door"],
+            registry=self.registry,
+        )
         self._gateway = Histogram(
             "sslsms_gateway_request_seconds",
             "Latency of gateway requests by kind and outcome.",
@@ -128,6 +135,9 @@ class RelayMetrics:
 
     def received(self, door: str, count: int) -> None:
         self._by_door.labels(door=door).inc(count)
+
+    def misrouted(self, door: str, count: int) -> None:
+        self._misrouted.labels(door=door).inc(count)
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

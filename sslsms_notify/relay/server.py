@@ -34,7 +34,10 @@ class RelayServer:
         self.notifier = notifier
         self.settings = settings
         options = RelayOptions(
-            tokens=settings.tokens, max_body=settings.max_body, webhook=settings.webhook_options()
+            tokens=settings.tokens,
+            max_body=settings.max_body,
+            webhook=settings.webhook_options(),
+            allow_numbers=settings.allow_numbers,
         )
         self.app = RelayApp(notifier, options)
         self._server: uvicorn.Server | None = None
@@ -64,22 +67,25 @@ class RelayServer:
             log_level="warning",
             access_log=False,  # our own metrics count requests; no header ever reaches a log
             lifespan="on",
-            timeout_graceful_shutdown=max(1, int(self.settings.shutdown_timeout / 2)),
+            timeout_graceful_shutdown=max(1, int(self.settings.shutdown_timeout / 4)),
         )
 
     def serve_forever(self) -> bool:
         """Serve until SIGTERM/SIGINT, then close the pipeline; True if nothing was left undelivered.
 
-        Half of ``shutdown_timeout`` goes to requests under way (uvicorn's graceful
-        shutdown), the other half to the pipeline's close.
+        A quarter of ``shutdown_timeout`` goes to requests under way (uvicorn's
+        graceful shutdown; requests waiting for delivery answer at once), half to the
+        pipeline's close.
         """
         sock = self._listen()
         _log.info("relay listening", url=self.url, store=repr(self.notifier.store))
         # uvicorn re-raises the signal that stopped it once it is done; our handler takes
         # it, so the pipeline is closed (and the exit code chosen) instead of dying on it.
         previous = {s: signal.signal(s, lambda *_: None) for s in (signal.SIGTERM, signal.SIGINT)}
+        server = uvicorn.Server(self._config())
+        self.app.stopping = lambda: bool(server.should_exit)
         try:
-            uvicorn.Server(self._config()).run(sockets=[sock])
+            server.run(sockets=[sock])
         finally:
             for number, handler in previous.items():
                 signal.signal(number, handler)
@@ -88,6 +94,7 @@ class RelayServer:
     def start(self, timeout: float = 10.0) -> Self:
         sock = self._listen()
         server = uvicorn.Server(self._config())
+        self.app.stopping = lambda: bool(server.should_exit)
         self._server = server
         self._thread = threading.Thread(
             target=server.run, kwargs={"sockets": [sock]}, name="sslsms-relay", daemon=True

@@ -37,10 +37,13 @@ class RelaySettings:
             ``[RESOLVED] ...`` SMS (false: they are ignored).
         severity_label: the alert label read as the severity (``critical``, ``page``,
             ``p1`` ... ``info``, ``low``, ``none``).
-        groups_label: the alert label naming recipient groups or phone numbers,
-            comma-separated; without it the routes decide.
+        groups_label: the alert label naming recipient groups, comma-separated;
+            without it (or if it names no group the relay knows) the routes decide.
         default_severity: the severity of an alert whose severity label is missing
             or not understood.
+        allow_numbers: whether producers may name phone numbers directly (in
+            ``groups`` or the groups label); by default only configured groups, so a
+            relay token cannot send SMS to any number.
     """
 
     listen: str = DEFAULT_LISTEN
@@ -51,6 +54,7 @@ class RelaySettings:
     severity_label: str = "severity"
     groups_label: str = "sms_groups"
     default_severity: str = "error"
+    allow_numbers: bool = False
 
     def __repr__(self) -> str:
         return f"RelaySettings(listen={self.listen!r}, tokens=<{len(self.tokens)} hidden>)"
@@ -117,9 +121,10 @@ class RelaySettings:
             raise ValueError(f"listen={listen!r}: the port must be a number from 0 (any free port) to 65535")
         max_body = integer("max_body", self.max_body, minimum=1024, maximum=64 << 20)
         shutdown = positive("shutdown_timeout", self.shutdown_timeout, maximum=600)
-        send_resolved: object = self.send_resolved
-        if not isinstance(send_resolved, bool):
-            raise ValueError(f"send_resolved={self.send_resolved!r}: must be true or false")
+        for name in ("send_resolved", "allow_numbers"):
+            flag: object = getattr(self, name)
+            if not isinstance(flag, bool):
+                raise ValueError(f"{name}={flag!r}: must be true or false")
         for name in ("severity_label", "groups_label"):
             value: object = getattr(self, name)
             if not isinstance(value, str) or not value.strip():
@@ -137,4 +142,5 @@ class RelaySettings:
             severity_label=self.severity_label,
             groups_label=self.groups_label,
             default_severity=self.default_severity,
+            allow_numbers=self.allow_numbers,
         )

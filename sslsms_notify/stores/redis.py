@@ -307,6 +307,24 @@ class RedisStore:
         self._spool_claims: set[str] = set()
         self._down_since: float | None = None
         self._warned = False
+        self._check_configuration()
+
+    def _check_configuration(self) -> None:
+        """A wrong password or database number is configuration, not an outage: say so now.
+
+        An unreachable server is left to the spool (it may come back); a server that
+        answers but refuses us would otherwise make every SMS wait in the spool for good.
+        """
+        try:
+            self._client.ping()
+        except redis.AuthenticationError as exc:
+            raise StoreUnavailableError(
+                f"store {_masked(self.url)}: Redis refused the credentials: {exc}"
+            ) from None
+        except redis.ResponseError as exc:
+            raise StoreUnavailableError(f"store {_masked(self.url)}: {exc}") from None
+        except _DOWN:
+            pass  # not reachable now: the spool takes over until it is
 
     def __repr__(self) -> str:
         return f"RedisStore({_masked(self.url)!r})"
@@ -324,9 +342,10 @@ class RedisStore:
 
     def _went_down(self, exc: BaseException) -> None:
         if not self._warned:
+            refused = isinstance(exc, redis.AuthenticationError)
             _log.error(
-                "Redis unreachable; SMS go to a local spool until it returns "
-                "(dedup and caps hold per host meanwhile)",
+                ("Redis refused our credentials" if refused else "Redis unreachable")
+                + "; SMS go to a local spool until it answers (dedup and caps hold per host meanwhile)",
                 spool=str(self.spool_path),
                 error=str(exc),
             )
