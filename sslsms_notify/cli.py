@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import socket
 import sys
 import time
@@ -26,8 +27,10 @@ from .config import (
     NoConfiguration,
     Settings,
     default_state_url,
+    legacy_state_path,
     looks_like_number,
     mask_url,
+    state_files,
 )
 from .gateway.clean import clean_text
 from .gateway.msisdn import InvalidMsisdnError, normalize_msisdn
@@ -43,6 +46,8 @@ EXIT_THROTTLED = 4
 EXIT_AUTH = 5
 EXIT_UNREACHABLE = 6
 EXIT_RELAY_UNREACHABLE = 7
+#: Ctrl-C (SIGINT): 128 + 2, as a shell reports a process SIGINT ended
+EXIT_INTERRUPTED = 130
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 DEBUG_HINT = "run with --debug for the traceback"
@@ -52,6 +57,12 @@ POLL = 0.03
 CLOSE_GRACE = 0.5
 #: at most this long for SMS an earlier run left that are due again soon
 LEFTOVER_GRACE = 3.0
+#: what ``send`` gives the pipeline to put its alert in the store after Ctrl-C
+INTERRUPT_GRACE = 0.25
+
+#: the severity names ``send --severity`` takes, and the aliases the relay API takes too
+SEVERITIES = ("debug", "info", "warning", "error", "critical")
+SEVERITY_ALIASES = {"warn": "warning", "err": "error", "crit": "critical", "fatal": "critical"}
 
 _TIMEOUT = Number(0, 3600, low_open=True, unit="seconds")
 _KEY = Text("a key", min_length=1, max_length=200)
@@ -99,7 +110,10 @@ class _Main(click.Group):
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         try:
             result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        except click.exceptions.Abort:
+        except click.exceptions.Abort as exc:
+            if isinstance(exc.__cause__, KeyboardInterrupt):  # Ctrl-C
+                click.echo("interrupted", err=True)
+                sys.exit(EXIT_INTERRUPTED)
             click.echo("Aborted.", err=True)
             sys.exit(EXIT_ERROR)
         except _NoArgsIsHelp as exc:  # a group alone: its help is the answer
@@ -128,21 +142,30 @@ class _Main(click.Group):
         sys.exit(result if isinstance(result, int) else 0)
 
 
-def _setup_logging(debug: bool) -> None:
-    """The library's own log lines on stderr: errors only (the CLI reports outcomes
-    itself), everything with ``--debug``."""
-    handler = logging.StreamHandler(sys.stderr)
+def _setup_logging(debug: bool, *, errors: bool = False) -> None:
+    """The library's own log lines: none by default (every command reports its outcome
+    itself, in one line that carries the reason), everything on stderr with ``--debug``.
+    ``errors``: error lines on stderr (``serve``, whose log is its only voice)."""
+    handler: logging.Handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("sslsms-notify: %(levelname)s: %(message)s"))
+    if debug:
+        level = logging.DEBUG
+    elif errors:
+        level = logging.ERROR
+    else:
+        handler, level = logging.NullHandler(), logging.CRITICAL + 1
     for name in ("sslsms_notify", *(("httpx",) if debug else ())):
         logger = logging.getLogger(name)
         logger.handlers = [handler]
-        logger.setLevel(logging.DEBUG if debug else logging.ERROR)
+        logger.setLevel(level)
         logger.propagate = False
 
 
 @click.group(cls=_Main, context_settings=CONTEXT)
 @click.option(
-    "--debug", is_flag=True, help="Show the library's debug log, and tracebacks of internal errors."
+    "--debug",
+    is_flag=True,
+    help="Show the library's log (hidden otherwise), and tracebacks of internal errors.",
 )
 @click.version_option(package_name="sslsms-notify")
 def main(debug: bool) -> None:
@@ -164,20 +187,30 @@ def _check(rule: Any, label: str, value: Any) -> Any:
         raise InputError(str(exc)) from None
 
 
+#: ``--url`` with ``--config``: refused (the URL is a whole configuration of its own)
+BOTH_SOURCES = (
+    "--url and --config cannot be used together: --url is the whole configuration "
+    "(put the URL in the file as url = ..., or keep the token in SSLSMS_URL)"
+)
+
+
 def _settings(url: str | None, config: str | None) -> tuple[Settings, str]:
+    if url is not None and config is not None:
+        raise InputError(BOTH_SOURCES)
     try:
         return Settings.load_with_source(url, config)
     except ValueError as exc:
         raise InputError(str(exc)) from None
 
 
-def _cli_store(configured: str) -> str:
+def _cli_store(settings: Settings) -> str:
     """The configured store; a memory store would forget everything between runs, so
-    the CLI uses its own SQLite file instead (shared with the apprise CLI plugin)."""
-    if configured != "memory":
-        return configured
+    the CLI uses its own SQLite file instead: one per gateway account (SID and base
+    URL), shared with the apprise CLI plugin, so two accounts never share an outbox."""
+    if settings.store != "memory":
+        return settings.store
     try:
-        return default_state_url()
+        return default_state_url(settings.sid, settings.base_url)
     except ConfigError as exc:
         raise InputError(str(exc)) from None
 
@@ -295,8 +328,10 @@ def _open_store(spec: str, label: str) -> Any:
     try:
         return open_store(spec)
     except ImportError as exc:
+        # the Redis store re-raises the missing import with its own message (no .name)
+        package = exc.name or getattr(exc.__cause__, "name", None) or "redis"
         raise InputError(
-            f"{label}={mask_url(spec)!r}: needs the '{exc.name}' package (pip install 'sslsms-notify[redis]')"
+            f"{label}={mask_url(spec)!r}: needs the '{package}' package (pip install 'sslsms-notify[redis]')"
         ) from None
     except (StoreUnavailableError, ValueError) as exc:
         raise InputError(f"{_one_line(str(exc))} (pass another --store, or set XDG_STATE_HOME)") from None
@@ -317,6 +352,8 @@ class Delivery:
     throttled: int = 0
     #: the gateway refused the credentials while these SMS were pending
     auth_failed: bool = False
+    #: why the gateway holds back pending SMS, when the last error was a rate limit (4029...)
+    rate_limited: str = ""
     #: why: the rejection, the failures' reasons, or why SMS are still pending
     reasons: list[str] = field(default_factory=list)
 
@@ -373,9 +410,29 @@ def _count(notifier: Any, delivery: Delivery, outcomes: dict[str, str]) -> None:
     last_error = notifier.dispatcher.last_error
     if delivery.pending and last_error is not None:
         reasons[_one_line(str(last_error))] = None
+    if delivery.pending and _is_rate_limit(last_error):
+        delivery.rate_limited = _rate_limit_reason(last_error)
     if delivery.pending and not reasons:
         reasons["no answer from the gateway yet"] = None
     delivery.reasons.extend(reasons)
+
+
+def _is_rate_limit(error: Any) -> bool:
+    from .gateway.errors import RateLimitError
+
+    return isinstance(error, RateLimitError)
+
+
+def _rate_limit_reason(error: Any) -> str:
+    """A gateway rate limit in words, with its API code."""
+    code = getattr(error, "status_code", None)
+    if code == 4029:
+        return "the gateway's request quota is used up (4029)"
+    if code == 4031:
+        return "the gateway refused more requests per second than the account allows (4031)"
+    if code == 4030:
+        return "the gateway refused a request to more than 100 numbers (4030)"
+    return f"the gateway limits our requests ({_one_line(str(error))})"
 
 
 def _await_group(
@@ -431,6 +488,12 @@ def _await_group(
     delivery.delivered = max(0, len(numbers) - delivery.pending - delivery.failed - delivery.throttled)
 
 
+def _severity(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """``--severity``: a name or an alias the relay API takes too, in any case; normalised."""
+    value = value.lower()
+    return SEVERITY_ALIASES.get(value, value)
+
+
 @main.command(context_settings=CONTEXT)
 @click.argument("text", required=False)
 @click.option(
@@ -450,13 +513,21 @@ def _await_group(
     "--severity",
     default="error",
     show_default=True,
-    type=click.Choice(["debug", "info", "warning", "error", "critical"], case_sensitive=False),
+    type=click.Choice([*SEVERITIES, *SEVERITY_ALIASES], case_sensitive=False),
+    callback=_severity,
+    help="Any case; warn, err, crit and fatal are aliases (as in the relay API).",
 )
 @click.option("--key", help="Identity for dedup (default: derived from the text).")
 @click.option("--source", default="", help="Service or check name shown in the SMS.")
-@click.option("--url", help="sslsms:// URL (default: the config file, else SSLSMS_URL).")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config file.")
-@click.option("--store", help="State shared between runs (default: a SQLite file in ~/.local/state).")
+@click.option("--url", help="sslsms:// URL (default: the config file, else SSLSMS_URL). Not with --config.")
+@click.option(
+    "--config", "config_path", type=click.Path(dir_okay=False), help="TOML config file. Not with --url."
+)
+@click.option(
+    "--store",
+    help="State shared between runs (default: the configured store, else a SQLite file "
+    "per gateway account in ~/.local/state/sslsms-notify).",
+)
 @click.option(
     "--timeout",
     default="30",
@@ -491,14 +562,29 @@ def send(
     \b
     Exit codes (about the SMS this run created, never about others in the outbox):
       0  delivered to at least one phone (or, with group_wait, buffered: see below)
-      2  rejected input: bad option or configuration, no recipients, empty text,
-         text that is not UTF-8, or every SMS refused by the gateway (dead letters)
+      2  rejected input: bad option or configuration, no recipients, no route
+         matching the alert, empty text, text that is not UTF-8, or every SMS
+         refused by the gateway (dead letters)
       3  suppressed: a repeat inside the dedup window (counted for the summary)
       4  held by a per-phone cap (it goes out in a digest)
-      5  the gateway refused the credentials (exits after one request)
-      6  gateway unreachable: the SMS waits in the outbox and the next run sends it
+      5  credentials refused: the gateway's (exits after one request), or the
+         relay's (SSLSMS_RELAY_TOKEN) with --relay
+      6  not sent yet: the gateway is unreachable, or its rate limit or request quota
+         (4029) holds it back; the SMS waits in the outbox and the next run sends it
       7  with --relay: the relay did not take the alert (nothing was queued)
+      130  interrupted (Ctrl-C): the SMS waits in the outbox; the next run sends it
       1  internal error (run with --debug for the traceback)
+
+    \b
+    Configuration: --url, else --config, else SSLSMS_CONFIG or the default file, else
+    SSLSMS_URL. --url and --config cannot be combined (--url is a whole configuration
+    and cannot hold groups or routes): a config file without a token takes it from
+    SSLSMS_URL instead.
+
+    \b
+    State: without --store and without a configured store, dedup windows, caps and
+    the outbox live in a SQLite file per gateway account (SID and base URL), so an
+    SMS one account left is never sent through another.
 
     \b
     With --relay (or SSLSMS_RELAY), the alert goes to a relay, which holds the
@@ -519,6 +605,7 @@ def send(
       sslsms-notify send --to oncall --key disk-full/db1 "disk 95% full on db1"
       SSLSMS_RELAY_TOKEN=... sslsms-notify send --relay http://relay:8026 --to oncall "db1 down"
     """
+    _take_sigint()
     if relay:
         _send_via_relay(relay, text, targets, to_file, severity, key, source, timeout, as_json)
     try:
@@ -527,7 +614,7 @@ def send(
             key = _check(_KEY, "--key", _argument_text(key, "--key"))
         source = _check(_SOURCE, "--source", _argument_text(source, "--source"))
         settings, _where = _settings(url, config_path)
-        state = _check(StoreURL(), "--store", store) if store is not None else _cli_store(settings.store)
+        state = _check(StoreURL(), "--store", store) if store is not None else _cli_store(settings)
         chosen = _targets(settings.all_groups(), targets, to_file)
         if not chosen and not settings.all_groups():
             raise InputError(
@@ -541,13 +628,73 @@ def send(
         _finish(exc.exit_code, {"outcome": "rejected", "error": _one_line(exc.format_message())}, as_json)
     show_progress = len(chosen) > 100 and not as_json and sys.stderr.isatty()
     deadline = time.monotonic() + wait
-    code = EXIT_ERROR
     try:
         with _progress_bar(show_progress) as progress:
             code, payload = _send(notifier, text, severity, key, source, chosen, deadline, progress)
-    finally:
+    except KeyboardInterrupt:
+        _interrupted(notifier, as_json)
+    except BaseException:
+        notifier.close(CLOSE_GRACE)
+        raise
+    try:
         notifier.close(_leftover_grace(notifier, deadline) if code == EXIT_DELIVERED else CLOSE_GRACE)
-    _finish(code, {**payload, "requests": notifier.stats().get("requests", 0)}, as_json)
+    except KeyboardInterrupt:  # the outcome is known: stop staying for leftovers, and report it
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        notifier.close(INTERRUPT_GRACE)
+    payload = {**payload, "requests": notifier.stats().get("requests", 0)}
+    if code == EXIT_UNREACHABLE and not notifier.store.durable:
+        payload["error"] = str(payload.get("error", "")).replace(
+            "waiting in the outbox: the next run sends it", "lost: a memory store keeps nothing between runs"
+        )
+    warning = _auth_warning(notifier, payload["outcome"])
+    if warning:
+        payload["warning"] = warning
+    _finish(code, payload, as_json)
+
+
+def _take_sigint() -> None:
+    """Ctrl-C (SIGINT) interrupts ``send``, even when it started with SIGINT ignored
+    (a shell script's background job inherits SIG_IGN, and Python then never raises
+    KeyboardInterrupt: the wait ran to its end). Stopping is safe: the SMS waits in
+    the outbox for the next run."""
+    try:
+        if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+    except ValueError:  # not the main thread (an embedding caller): leave it be
+        pass
+
+
+def _interrupted(notifier: Any, as_json: bool) -> NoReturn:
+    """Ctrl-C while ``send`` waits: stop at once. The alert goes into the store (a short
+    grace), the request under way is abandoned (its SMS are due again, same csms_id)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the close short
+    try:
+        notifier.close(INTERRUPT_GRACE)
+        durable = bool(notifier.store.durable)
+    except Exception:
+        durable = False
+    message = (
+        "the SMS waits in the outbox; the next run sends it"
+        if durable
+        else "the SMS is lost: a memory store keeps nothing between runs"
+    )
+    _finish(EXIT_INTERRUPTED, {"outcome": "interrupted", "error": message}, as_json)
+
+
+def _auth_warning(notifier: Any, outcome: str) -> str:
+    """When this run's SMS did not need the gateway (a repeat, a capped or buffered
+    alert) but the gateway refused the credentials for other SMS in this run, say so:
+    the exit code alone would hide a wrong token."""
+    if outcome not in ("suppressed", "throttled", "buffered"):
+        return ""
+    dispatcher = notifier.dispatcher
+    if not dispatcher.auth_failed.is_set():
+        return ""
+    error = f" ({_one_line(str(dispatcher.last_error))})" if dispatcher.last_error is not None else ""
+    return (
+        f"the gateway refused the credentials for other SMS in this run{error}: "
+        "check the API token and the SID; those SMS wait in the outbox"
+    )
 
 
 _RELAY_EXIT = {
@@ -556,10 +703,12 @@ _RELAY_EXIT = {
     "suppressed": EXIT_SUPPRESSED,
     "throttled": EXIT_THROTTLED,
     "rejected": EXIT_BAD_INPUT,
+    "unrouted": EXIT_BAD_INPUT,
     "failed": EXIT_BAD_INPUT,
     "auth_failed": EXIT_AUTH,
     "relay_refused": EXIT_AUTH,
     "unreachable": EXIT_UNREACHABLE,
+    "rate_limited": EXIT_UNREACHABLE,
     "relay_unreachable": EXIT_RELAY_UNREACHABLE,
 }
 
@@ -596,7 +745,11 @@ def _send_via_relay(
             alert["groups"] = list(dict.fromkeys(chosen))
     except click.ClickException as exc:
         _finish(exc.exit_code, {"outcome": "rejected", "error": _one_line(exc.format_message())}, as_json)
-    result = send_via_relay(relay, token, alert, wait=wait)
+    try:
+        result = send_via_relay(relay, token, alert, wait=wait)
+    except KeyboardInterrupt:
+        message = "the relay sends the alert if it took it already; nothing was kept here"
+        _finish(EXIT_INTERRUPTED, {"outcome": "interrupted", "error": message}, as_json)
     payload: dict[str, Any] = {"outcome": result.outcome, "relay": mask_url(relay)}
     if "sms" in result.detail:
         payload.update(result.detail["sms"])
@@ -711,6 +864,12 @@ def _outcome(delivery: Delivery) -> tuple[int, dict[str, Any]]:
             "reason": "held by the per-phone cap; it goes out in a digest",
             **counts,
         }
+    if delivery.status == "unrouted":
+        return EXIT_BAD_INPUT, {
+            "outcome": "unrouted",
+            "error": "no route matches this alert, so nobody was paged: pass --to, or add a route",
+            **counts,
+        }
     if delivery.status == "undecided":
         return EXIT_UNREACHABLE, {"outcome": "unreachable", "error": reason, **counts}
     if delivery.status != "queued":  # "dropped": the notifier closed or its queue was full
@@ -722,6 +881,12 @@ def _outcome(delivery: Delivery) -> tuple[int, dict[str, Any]]:
         return EXIT_DELIVERED, payload
     if delivery.auth_failed:
         return EXIT_AUTH, {"outcome": "auth_failed", "error": reason, **counts}
+    if delivery.pending and delivery.rate_limited:
+        return EXIT_UNREACHABLE, {
+            "outcome": "rate_limited",
+            "error": f"{delivery.rate_limited} (waiting in the outbox: the next run sends it)",
+            **counts,
+        }
     if delivery.pending:
         return EXIT_UNREACHABLE, {
             "outcome": "unreachable",
@@ -738,15 +903,20 @@ def _outcome(delivery: Delivery) -> tuple[int, dict[str, Any]]:
 
 
 def _finish(code: int, payload: dict[str, Any], as_json: bool) -> NoReturn:
+    """The outcome: one line (on stdout when delivered, else on stderr), or one JSON
+    object; a ``warning`` is a second line, on stderr."""
     if as_json:
         click.echo(json.dumps(payload, ensure_ascii=False))
     else:
-        details = ", ".join(f"{k}={v}" for k, v in payload.items() if k not in ("outcome", "error", "reason"))
+        words = ("outcome", "error", "reason", "warning")
+        details = ", ".join(f"{k}={v}" for k, v in payload.items() if k not in words)
         error = payload.get("error") or payload.get("reason")
         line = f"{payload['outcome']}: {error}" if error else f"{payload['outcome']}:"
         if details:
             line += f" ({details})" if error else f" {details}"
         click.echo(line, err=code != EXIT_DELIVERED)
+        if payload.get("warning"):
+            click.echo(f"warning: {payload['warning']}", err=True)
     sys.exit(code)
 
 
@@ -773,8 +943,12 @@ def segments(text: str | None, max_segments: int, as_json: bool) -> None:
         if sys.stdin is None or sys.stdin.isatty():
             raise InputError("TEXT is missing (give it as an argument or on standard input)")
         text = _utf8(sys.stdin.buffer.read(), "standard input").rstrip("\n")
+        what = "standard input"
     else:
         text = _argument_text(text, "TEXT")
+        what = "TEXT"
+    if not text.strip():  # as send: nothing to count
+        raise InputError(f"{what} is empty")
     info = count_segments(text)
     cut = truncate_to_segments(text, max_segments) if text else text
     report = {
@@ -796,9 +970,11 @@ def segments(text: str | None, max_segments: int, as_json: bool) -> None:
         f"{info.units} units, {info.segments} SMS"
     )
     if cut != text:
-        click.echo(f"over {max_segments} SMS; would send: {cut}")
-    if info.characters > MAX_SMS_CHARS:
-        click.echo(f"the gateway rejects texts over {MAX_SMS_CHARS} characters")
+        # what cuts it: the budget, the gateway's limit on characters, or both
+        over = [f"over {max_segments} SMS"] if info.segments > max_segments else []
+        if info.characters > MAX_SMS_CHARS:
+            over.append(f"over the gateway's {MAX_SMS_CHARS}-character limit")
+        click.echo(f"{' and '.join(over) or f'over {max_segments} SMS'}; would send: {cut}")
 
 
 # -- config ---------------------------------------------------------------------------------
@@ -808,35 +984,35 @@ def config() -> None:
 
 
 @config.command("check", context_settings=CONTEXT)
-@click.option("--url", help="sslsms:// URL (default: the config file, else SSLSMS_URL).")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config file.")
+@click.option("--url", help="sslsms:// URL (default: the config file, else SSLSMS_URL). Not with --config.")
+@click.option(
+    "--config", "config_path", type=click.Path(dir_okay=False), help="TOML config file. Not with --url."
+)
 @click.option("--json", "as_json", is_flag=True)
 def config_check(url: str | None, config_path: str | None, as_json: bool) -> None:
     """Validate the configuration, check the store answers, print it with every credential masked.
 
+    "store" is the store the CLI uses: the configured one, or, for memory, the
+    CLI's SQLite file of this gateway account.
+
     \b
     Exit codes: 0 valid, 2 invalid (one line: the field, the value and the rule),
-    6 the store does not answer.
+    6 the store does not answer (one line; nothing else is printed).
 
     \b
     Examples:
       sslsms-notify config check --config ./sslsms.toml
       sslsms-notify config check --url "sslsms://SID:TOKEN@01712345678?dedup=600" --json
     """
+    if url is not None and config_path is not None:
+        raise InputError(BOTH_SOURCES)
     try:
         settings, where = Settings.load_with_source(url, config_path)
     except ValueError as exc:
         click.echo(f"invalid configuration: {_one_line(str(exc))}", err=True)
         sys.exit(EXIT_BAD_INPUT)
-    described = settings.describe()
-    described["cli_store"] = mask_url(_cli_store(settings.store))
-    if as_json:
-        click.echo(json.dumps(described, indent=2, ensure_ascii=False))
-    else:
-        click.echo(f"configuration OK ({where})")
-        for name, value in described.items():
-            click.echo(f"  {name}: {value}")
-    if settings.store != "memory":
+    store = _cli_store(settings)
+    if settings.store != "memory":  # it must answer before anything is called OK
         from .stores import StoreUnavailableError
 
         backend = _open_store(settings.store, "store")
@@ -846,6 +1022,20 @@ def config_check(url: str | None, config_path: str | None, as_json: bool) -> Non
             raise Unreachable(str(exc)) from None
         finally:
             backend.close()
+    described = settings.describe()
+    described["store"] = mask_url(store)
+    if store != settings.store:
+        described["configured_store"] = settings.store
+    if as_json:
+        click.echo(json.dumps(described, indent=2, ensure_ascii=False))
+        return
+    click.echo(f"configuration OK ({where})")
+    for name, value in described.items():
+        if name == "configured_store":
+            continue
+        if name == "store" and store != settings.store:
+            value = f"{value} (the CLI's file for this account; the configuration says {settings.store})"
+        click.echo(f"  {name}: {value}")
 
 
 # -- emulator and demo ----------------------------------------------------------------------
@@ -901,9 +1091,15 @@ def _free_to_listen(host: str, port: int) -> int:
     metavar="HOST:PORT",
     help="Where to listen (default [relay] listen, else 127.0.0.1:8026: loopback only).",
 )
-@click.option("--url", help="sslsms:// URL (default: the config file, else SSLSMS_URL).")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config file.")
-@click.option("--store", help="The shared store (default: the configured one, else the CLI's SQLite file).")
+@click.option("--url", help="sslsms:// URL (default: the config file, else SSLSMS_URL). Not with --config.")
+@click.option(
+    "--config", "config_path", type=click.Path(dir_okay=False), help="TOML config file. Not with --url."
+)
+@click.option(
+    "--store",
+    help="The shared store (default: the configured one, else the CLI's SQLite file "
+    "of this gateway account).",
+)
 def serve(listen: str | None, url: str | None, config_path: str | None, store: str | None) -> None:
     """Run the relay: an HTTP intake and the pipeline's timers for every producer.
 
@@ -937,6 +1133,7 @@ def serve(listen: str | None, url: str | None, config_path: str | None, store: s
     from .relay.server import RelayServer
     from .relay.settings import RelaySettings
 
+    _setup_logging(_State.debug, errors=True)  # a daemon's log is its only voice
     settings, where = _settings(url, config_path)
     try:
         section = read_section(where, "relay") if where not in ("--url", "SSLSMS_URL", "environment") else {}
@@ -950,7 +1147,7 @@ def serve(listen: str | None, url: str | None, config_path: str | None, store: s
             )
     except (ValueError, ConfigError) as exc:
         raise InputError(str(exc)) from None
-    state = _check(StoreURL(), "--store", store) if store is not None else _cli_store(settings.store)
+    state = _check(StoreURL(), "--store", store) if store is not None else _cli_store(settings)
     notifier = _notifier(settings, settings.all_groups(), state)
     try:
         server = RelayServer(notifier, relay)
@@ -980,26 +1177,53 @@ def demo() -> None:
 def outbox() -> None:
     """Inspect, retry or purge the durable outbox.
 
+    Without --store: the configured store, else the CLI's SQLite file of the gateway
+    account the configuration names (--url, --config, SSLSMS_URL...).
+
     \b
-    Exit codes: 0 done, 2 bad input (a bad --store, unknown ids), 6 the store does not answer.
+    Exit codes: 0 done, 2 bad input (a bad --store, unknown ids, no account to
+    find the state file by), 6 the store does not answer.
     """
 
 
+def _no_account() -> InputError:
+    """No configuration: which account's state file is unknown; say which ones exist."""
+    try:
+        files = state_files()
+        legacy = legacy_state_path()
+    except ConfigError:
+        files, legacy = [], None
+    shown = [
+        f"sqlite:///{f}" + (" (the old file every account shared)" if f == legacy else "") for f in files
+    ]
+    found = f"state files: {', '.join(shown)}" if shown else "no state files exist yet"
+    return InputError(
+        "no configuration: the CLI keeps one state file per gateway account; name the account "
+        f"with --url or --config (or SSLSMS_URL), or pass --store ({found})"
+    )
+
+
+def _store_spec(store: str | None, url: str | None, config_path: str | None) -> str:
+    """--store, else the configured store, else the CLI's SQLite file of this account."""
+    if store is not None:
+        return str(_check(StoreURL(), "--store", store))
+    if url is not None and config_path is not None:
+        raise InputError(BOTH_SOURCES)
+    try:
+        settings = Settings.load(url, config_path)
+    except NoConfiguration:
+        raise _no_account() from None
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    return _cli_store(settings)
+
+
 def _store(store: str | None, url: str | None, config_path: str | None) -> Any:
-    """The store to work on: --store, else the configured one (the CLI's SQLite file for
-    memory); it must answer before anything is listed or changed."""
+    """The store to work on (:func:`_store_spec`); it must answer before anything is
+    listed or changed."""
     from .stores import StoreUnavailableError
 
-    if store is not None:
-        spec = _check(StoreURL(), "--store", store)
-    else:
-        try:
-            configured = Settings.load(url, config_path).store
-        except NoConfiguration:
-            configured = "memory"
-        except ValueError as exc:
-            raise InputError(str(exc)) from None
-        spec = _cli_store(configured)
+    spec = _store_spec(store, url, config_path)
     backend = _open_store(spec, "--store")
     try:
         backend.check()
@@ -1010,9 +1234,19 @@ def _store(store: str | None, url: str | None, config_path: str | None) -> Any:
 
 
 _store_options = [
-    click.option("--store", help="Store URL (default: the configured one, else the CLI's SQLite file)."),
-    click.option("--url", hidden=True),
-    click.option("--config", "config_path", type=click.Path(dir_okay=False), hidden=True),
+    click.option(
+        "--store",
+        help="Store URL (default: the configured one, else the CLI's SQLite file of the "
+        "gateway account the configuration names).",
+    ),
+    click.option(
+        "--url",
+        help="sslsms:// URL naming the account (default: the config file, else SSLSMS_URL). "
+        "Not with --config.",
+    ),
+    click.option(
+        "--config", "config_path", type=click.Path(dir_okay=False), help="TOML config file. Not with --url."
+    ),
 ]
 
 
@@ -1065,7 +1299,25 @@ def outbox_list(
             f"{item.csms_id}  {item.state:<8} +{item.msisdn}  tries={item.attempts}  "
             f"{item.text[:60]!r}  {item.last_error}"
         )
-    click.echo(f"{counts.pending} pending, {counts.inflight} in flight, {counts.dead} dead")
+    # OutboxCounts.pending counts the SMS in flight too: every SMS still to send
+    click.echo(f"{counts.pending} waiting ({counts.inflight} in flight), {counts.dead} dead")
+    if store is None:
+        _mention_legacy_state()
+
+
+def _mention_legacy_state() -> None:
+    """The one state file every account shared before: kept, and named, never used by default."""
+    try:
+        legacy = legacy_state_path()
+        exists = legacy.is_file()
+    except (ConfigError, OSError):
+        return
+    if exists:
+        click.echo(
+            f"note: {legacy} is the state file every account shared before state files were "
+            f"per account; SMS left there: --store sqlite:///{legacy}",
+            err=True,
+        )
 
 
 @outbox.command("retry", context_settings=CONTEXT)
@@ -1100,7 +1352,12 @@ def outbox_retry(
                 raise InputError(f"not dead letters in this outbox: {', '.join(unknown)}")
         if retry_all:
             ids += [i.csms_id for i in backend.outbox_list(OutboxState.DEAD, limit=1_000_000)]
-        click.echo(f"{backend.outbox_requeue(ids)} requeued")
+        requeued = backend.outbox_requeue(ids)
+        click.echo(
+            f"{requeued} requeued; the next run (sslsms-notify send, or a relay on this store) sends them"
+            if requeued
+            else "0 requeued"
+        )
     finally:
         backend.close()
 
@@ -1112,14 +1369,18 @@ def outbox_retry(
 def outbox_purge(store: str | None, url: str | None, config_path: str | None, state: str, yes: bool) -> None:
     """Delete SMS in a state (dead letters by default).
 
+    Asks first on a terminal; without one (a pipe, cron), it refuses unless --yes.
+
     \b
     Example:  sslsms-notify outbox purge --yes
     """
     from .stores.base import OutboxState
 
+    if not yes and (sys.stdin is None or not sys.stdin.isatty()):
+        raise InputError("refusing to purge without --yes (standard input is not a terminal)")
     backend = _store(store, url, config_path)
     try:
-        if not yes and sys.stdin is not None and sys.stdin.isatty():
+        if not yes:
             click.confirm(f"Delete every {state} SMS?", abort=True)
         click.echo(f"{backend.outbox_purge(OutboxState(state))} purged")
     finally:

@@ -12,6 +12,7 @@ import apprise
 import pytest
 
 import sslsms_notify.integrations.apprise as plugin
+from sslsms_notify.config import account_id, default_state_url
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -127,6 +128,21 @@ def test_in_process_default_stays_memory(sslsms_gateway) -> None:
     assert obj.settings.store == "memory" and not plugin.run_from_apprise_cli()
 
 
+def test_apprise_cli_default_state_is_per_account(sslsms_gateway, tmp_path, monkeypatch) -> None:
+    """From the apprise CLI, each gateway account (SID and base URL) gets its own file:
+    an SMS one account left is never sent through another."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    monkeypatch.setattr(sys, "argv", ["/usr/bin/apprise", "-b", "x"])
+    token = sslsms_gateway.api_token
+    here = apprise.Apprise.instantiate(url_for(sslsms_gateway))
+    there = apprise.Apprise.instantiate(f"sslsms://STAGING:{token}@01711111111?base_url=http://127.0.0.1:1")
+    assert here.settings.store == default_state_url("EMULATOR", sslsms_gateway.url)
+    assert there.settings.store == default_state_url("STAGING", "http://127.0.0.1:1")
+    assert here.settings.store != there.settings.store
+    explicit = apprise.Apprise.instantiate(url_for(sslsms_gateway, store=f"sqlite:///{tmp_path}/mine.db"))
+    assert explicit.settings.store == f"sqlite:///{tmp_path}/mine.db"  # store= is the operator's choice
+
+
 @pytest.fixture
 def cli_env(tmp_path) -> dict[str, str]:
     return {
@@ -196,7 +212,10 @@ def test_apprise_cli_keeps_state_across_invocations(sslsms_gateway, cli_env, tmp
     assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
     assert "a repeat inside the dedup window" in second.stdout + second.stderr
     assert len(sslsms_gateway.emulator.messages()) == 1
-    assert (tmp_path / "state" / "sslsms-notify" / "state.db").exists()
+    # the account's own file (SID and base URL), never one file for every account
+    state = tmp_path / "state" / "sslsms-notify"
+    account = account_id(sslsms_gateway.sid, sslsms_gateway.url)
+    assert sorted(state.glob("state*.db")) == [state / f"state-{account}.db"]
     # ... and `sslsms-notify send` shares that state: the same alert is a repeat there too
     send = subprocess.run(
         [

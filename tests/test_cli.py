@@ -248,3 +248,79 @@ def test_to_file_comments_and_to_lists(sslsms_gateway, cli_env, tmp_path) -> Non
         "8801811111111",
         "8801911111111",
     ]
+
+
+@pytest.mark.parametrize("inherited", ["default", "ignored"])
+def test_ctrl_c_stops_waiting_and_the_next_run_sends_it(sslsms_gateway, cli_env, inherited) -> None:
+    """SIGINT while the gateway hangs: exit 130 at once, one line, the SMS stays in the
+    outbox; the next run, with the gateway healthy, delivers it. "ignored": started with
+    SIGINT ignored, as a shell script's background job is (Python then never raises
+    KeyboardInterrupt unless send takes the signal back)."""
+    sslsms_gateway.emulator.faults.outage(60, mode="timeout", hold=30)
+
+    def ignore_sigint() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    proc = subprocess.Popen(
+        [CLI, "send", "while the gateway hangs"],
+        env={**os.environ, **cli_env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=ignore_sigint if inherited == "ignored" else None,
+    )
+    try:
+        time.sleep(1)
+        interrupted_at = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=3)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert time.monotonic() - interrupted_at < 3
+    assert proc.returncode == 130, out + err
+    assert out == ""
+    assert err.splitlines() == ["interrupted: the SMS waits in the outbox; the next run sends it"]
+    listing = json.loads(run("outbox", "list", "--json", env=cli_env).stdout)
+    assert [i["text"].split(": ", 1)[1] for i in listing] == ["while the gateway hangs"]
+
+    sslsms_gateway.emulator.faults.clear()
+    after = run("send", "--json", "the gateway is back", env=cli_env)
+    assert after.returncode == 0, after.stdout + after.stderr
+    texts = sorted(m.text.split(": ", 1)[1] for m in sslsms_gateway.emulator.messages())
+    assert texts == ["the gateway is back", "while the gateway hangs"]
+    assert json.loads(run("outbox", "list", "--json", env=cli_env).stdout) == []
+
+
+def test_library_logs_only_with_debug(sslsms_gateway, cli_env) -> None:
+    """Errors are one line: the pipeline's own log lines show with --debug only."""
+    env = {**cli_env, "SSLSMS_URL": cli_env["SSLSMS_URL"].replace(sslsms_gateway.api_token, "wrong-token")}
+    quiet = run("send", "--timeout", "2", "x", env=env)
+    assert quiet.returncode == 5
+    assert quiet.stderr.splitlines() == [quiet.stderr.strip()] and quiet.stderr.startswith("auth_failed: ")
+    loud = run("--debug", "send", "--timeout", "2", "y", env=env)
+    assert loud.returncode == 5
+    assert "gateway refused our credentials" in loud.stderr
+
+
+def test_default_state_is_per_account_and_shared_with_config_check(sslsms_gateway, tmp_path) -> None:
+    """Without a store, send and config check agree on the account's own state file."""
+    from sslsms_notify.config import account_id
+
+    url = (
+        f"sslsms://{sslsms_gateway.sid}:{sslsms_gateway.api_token}@01711111111?base_url={sslsms_gateway.url}"
+    )
+    env = {"SSLSMS_URL": url, "HOME": str(tmp_path), "XDG_STATE_HOME": str(tmp_path / "state")}
+    expected = tmp_path / "state" / "sslsms-notify" / f"state-{account_id('EMULATOR', sslsms_gateway.url)}.db"
+    check = json.loads(run("config", "check", "--json", env=env).stdout)
+    assert check["store"] == f"sqlite:///{expected}" and check["configured_store"] == "memory"
+    assert run("send", "x", env=env).returncode == 0
+    assert expected.exists() and not (tmp_path / "state" / "sslsms-notify" / "state.db").exists()
+
+
+def test_severity_aliases_are_the_relay_api_s() -> None:
+    from sslsms_notify.cli import SEVERITIES, SEVERITY_ALIASES
+    from sslsms_notify.relay.payloads import _ALIASES
+
+    assert {**{s: s for s in SEVERITIES}, **SEVERITY_ALIASES} == dict(_ALIASES)

@@ -21,7 +21,8 @@ from typing import Any
 
 import pytest
 
-from sslsms_notify.stores.base import OutboxItem
+from sslsms_notify.config import account_id
+from sslsms_notify.stores.base import OutboxItem, OutboxState
 from sslsms_notify.stores.redis import default_spool_path
 from sslsms_notify.stores.sqlite import SQLiteStore
 
@@ -46,11 +47,19 @@ class Ctx:
             text.replace("{URL}", self.url())
             .replace("{BARE}", self.url(numbers=""))
             .replace("{PLAIN}", f"sslsms://EMULATOR:{TOKEN}@01711111111")
+            # two gateway accounts and no store: each gets the CLI's default state file
+            .replace("{ACCOUNT_A}", f"sslsms://STAGING:{TOKEN}@01711111111?base_url={{DOWN}}")
+            .replace("{ACCOUNT_B}", f"sslsms://EMULATOR:{TOKEN}@01811111111?base_url={{GW}}")
+            .replace("{WRONG}", self.url().replace(TOKEN, "wrong-token-1234"))
             .replace("{GW}", self.gateway.url)
             .replace("{DOWN}", f"http://127.0.0.1:{self.closed_port}")
             .replace("{TMP}", str(self.tmp))
             .replace("{CLOSED}", str(self.closed_port))
         )
+
+    @property
+    def state_dir(self) -> Path:
+        return self.tmp / "state" / "sslsms-notify"
 
     def url(self, numbers: str = "01711111111", base: str | None = None) -> str:
         return (
@@ -138,6 +147,129 @@ def no_secret(ctx: Ctx, result: subprocess.CompletedProcess[bytes]) -> None:
     assert b"hunter2" not in result.stdout + result.stderr
 
 
+def pending_in(path: Path, *ids: str, due: float = 0.0) -> None:
+    """SMS waiting in a state file, due ``due`` seconds from now (ids: 20 letters or digits)."""
+    store = SQLiteStore(path)
+    now = time.time()
+    store.outbox_add([OutboxItem(i, "8801811111111", f"left behind {i}", now, now + due) for i in ids])
+    store.close()
+
+
+def pending_and_in_flight(ctx: Ctx) -> None:
+    leftover_in_flight(ctx)
+    pending_in(ctx.tmp / "cli.db", "waiting0000000000001", due=600)
+
+
+def a_dead_letter(ctx: Ctx) -> None:
+    store = SQLiteStore(ctx.tmp / "cli.db")
+    now = time.time()
+    item = OutboxItem("deadletter0000000001", "8801811111111", "given up", now, now, 1, OutboxState.DEAD)
+    store.outbox_add([item.evolve(last_error="[4026] Blocked MSISDN")])
+    store.close()
+
+
+def still_pending(ctx: Ctx, result: subprocess.CompletedProcess[bytes]) -> None:
+    store = SQLiteStore(ctx.tmp / "cli.db")
+    try:
+        assert store.outbox_counts().pending == 1
+    finally:
+        store.close()
+
+
+def account_a_left_an_sms(ctx: Ctx) -> None:
+    """Account A (STAGING, its gateway down) leaves an SMS in its own default state file."""
+    done = subprocess.run(
+        [CLI, "send", "--timeout", "1", "--url", ctx.expand("{ACCOUNT_A}"), "through staging only"],
+        env=_env(ctx),
+        capture_output=True,
+        timeout=60,
+    )
+    assert done.returncode == 6, done.stderr
+
+
+def old_shared_state_file(ctx: Ctx) -> None:
+    ctx.state_dir.mkdir(parents=True, exist_ok=True)
+    SQLiteStore(ctx.state_dir / "state.db").close()
+
+
+def account_a_and_old_state(ctx: Ctx) -> None:
+    account_a_left_an_sms(ctx)
+    old_shared_state_file(ctx)
+
+
+def accounts_kept_apart(ctx: Ctx, result: subprocess.CompletedProcess[bytes]) -> None:
+    """B delivered its own SMS only; A's waits in A's file; two files, no shared state.db."""
+    report = json.loads(result.stdout)
+    assert report["outcome"] == "delivered" and report["sms"] == 1, report
+    assert [m.msisdn for m in ctx.gateway.emulator.messages()] == ["8801811111111"]
+    file_a = ctx.state_dir / f"state-{account_id('STAGING', ctx.expand('{DOWN}'))}.db"
+    file_b = ctx.state_dir / f"state-{account_id('EMULATOR', ctx.gateway.url)}.db"
+    assert sorted(ctx.state_dir.glob("state*.db")) == sorted([file_a, file_b])
+    store = SQLiteStore(file_a)
+    try:
+        (left,) = store.outbox_list(None)
+        assert left.text.endswith("through staging only") and left.msisdn == "8801711111111"
+    finally:
+        store.close()
+
+
+def names_the_state_files(ctx: Ctx, result: subprocess.CompletedProcess[bytes]) -> None:
+    err = result.stderr.decode()
+    account_a = account_id("STAGING", ctx.expand("{DOWN}"))
+    assert f"sqlite:///{ctx.state_dir}/state-{account_a}.db" in err, err
+    assert f"sqlite:///{ctx.state_dir}/state.db (the old file every account shared)" in err, err
+    assert ctx.gateway.emulator.messages() == []
+
+
+def mentions_the_old_state_file(ctx: Ctx, result: subprocess.CompletedProcess[bytes]) -> None:
+    err = result.stderr.decode()
+    assert f"note: {ctx.state_dir}/state.db is the state file every account shared" in err, err
+    assert (ctx.state_dir / "state.db").exists()  # kept, never deleted
+
+
+def auth_warning_line(ctx: Ctx, result: subprocess.CompletedProcess[bytes]) -> None:
+    lines = result.stderr.decode().splitlines()
+    assert lines[0].startswith("suppressed: "), lines
+    assert lines[1].startswith(
+        "warning: the gateway refused the credentials for other SMS in this run ([4001]"
+    ), lines
+
+
+def auth_warning_field(ctx: Ctx, result: subprocess.CompletedProcess[bytes]) -> None:
+    report = json.loads(result.stdout)
+    assert report["outcome"] == "suppressed", report
+    assert report["warning"].startswith("the gateway refused the credentials for other SMS in this run")
+    assert result.stderr == b""  # no library log line either
+
+
+def repeat_while_credentials_refused(ctx: Ctx) -> None:
+    """A dedup window for the alert, and an SMS an earlier run left, due now."""
+    first_send("disk 95% full")(ctx)
+    pending_in(ctx.tmp / "cli.db", "leftover000000000002")
+
+
+def quota_used_up(ctx: Ctx) -> None:
+    ctx.gateway.emulator.config.daily_quota = 0
+
+
+def redis_not_installed(ctx: Ctx) -> None:
+    """A `redis` module that fails to import, first on PYTHONPATH: as without the extra."""
+    (ctx.tmp / "shadow").mkdir()
+    (ctx.tmp / "shadow" / "redis.py").write_text('raise ImportError("No module named redis")\n')
+
+
+def severity_tag(tag: str) -> Callable[[Ctx, subprocess.CompletedProcess[bytes]], None]:
+    def check(ctx: Ctx, result: subprocess.CompletedProcess[bytes]) -> None:
+        (message,) = ctx.gateway.emulator.messages()
+        assert message.text.startswith(f"[{tag}] "), message.text
+
+    return check
+
+
+def only_the_gateway_limit(ctx: Ctx, result: subprocess.CompletedProcess[bytes]) -> None:
+    assert "over 15 SMS" not in result.stdout.decode()
+
+
 TOML_URL = 'url = "sslsms://EMULATOR:emulator-token-0123456789@01711111111?base_url={GW}&store=sqlite:///{TMP}/cli.db"\n'
 GROUPS = '[groups]\noncall = ["01811111111", "01911111111"]\ndbas = ["01511111111"]\n'
 
@@ -205,8 +337,99 @@ CASES: list[Case] = [
             "x",
         ),
         5,
-        "auth_failed: ",
-        lines=None,  # plus the pipeline's one log line
+        "auth_failed: [4001] Unauthorized",
+        within=10,  # one line: no library log line before it
+    ),
+    # -- 1. one default state file per gateway account ------------------------------------
+    Case(
+        "two-accounts-never-share-an-outbox",
+        ("send", "--json", "--url", "{ACCOUNT_B}", "through the emulator"),
+        0,
+        '"outcome": "delivered"',
+        setup=account_a_left_an_sms,
+        check=accounts_kept_apart,
+        within=10,
+    ),
+    Case(
+        "outbox-list-finds-the-account-file",
+        ("outbox", "list", "--url", "{ACCOUNT_A}"),
+        0,
+        "1 waiting (0 in flight), 0 dead",
+        setup=account_a_left_an_sms,
+        lines=2,
+    ),
+    Case(
+        "outbox-list-other-account-is-empty",
+        ("outbox", "list", "--url", "{ACCOUNT_B}"),
+        0,
+        "0 waiting (0 in flight), 0 dead",
+        setup=account_a_left_an_sms,
+    ),
+    Case(
+        "outbox-list-without-configuration-names-the-state-files",
+        ("outbox", "list"),
+        2,
+        "no configuration: the CLI keeps one state file per gateway account",
+        setup=account_a_and_old_state,
+        check=names_the_state_files,
+    ),
+    Case(
+        "outbox-purge-without-configuration-or-state",
+        ("outbox", "purge", "--yes"),
+        2,
+        "or pass --store (no state files exist yet)",
+    ),
+    Case(
+        "outbox-list-mentions-the-old-state-file",
+        ("outbox", "list", "--url", "{ACCOUNT_B}"),
+        0,
+        "0 waiting (0 in flight), 0 dead",
+        setup=old_shared_state_file,
+        check=mentions_the_old_state_file,
+    ),
+    Case(
+        "check-shows-the-account-file",
+        ("config", "check", "--config", "{TMP}/c.toml"),
+        0,
+        "  store: sqlite:///{TMP}/state/sslsms-notify/state-",
+        files={"c.toml": 'url = "sslsms://EMULATOR:emulator-token-0123456789@01711111111?base_url={GW}"\n'},
+        lines=None,
+    ),
+    # -- 5. a used-up quota is not "unreachable" -----------------------------------------
+    Case(
+        "daily-quota-used-up",
+        ("send", "--timeout", "2", "--url", "{URL}", "over quota"),
+        6,
+        "rate_limited: the gateway's request quota is used up (4029) (waiting in the outbox",
+        setup=quota_used_up,
+        check=still_pending,
+        within=10,
+    ),
+    Case(
+        "unreachable-with-a-memory-store-says-lost",
+        ("send", "--timeout", "1", "--store", "memory", "--url", "{ACCOUNT_A}", "x"),
+        6,
+        "(lost: a memory store keeps nothing between runs)",
+        within=10,
+    ),
+    # -- 7. a wrong token is not hidden behind exit 3 or 4 --------------------------------
+    Case(
+        "suppressed-but-credentials-refused-warns",
+        ("send", "--url", "{WRONG}", "disk 96% full"),
+        3,
+        "suppressed: a repeat inside the dedup window",
+        setup=repeat_while_credentials_refused,
+        lines=2,
+        check=auth_warning_line,
+        within=10,
+    ),
+    Case(
+        "suppressed-but-credentials-refused-warns-json",
+        ("send", "--json", "--url", "{WRONG}", "disk 96% full"),
+        3,
+        '"warning": "the gateway refused the credentials for other SMS in this run ([4001] Unauthorized)',
+        setup=repeat_while_credentials_refused,
+        check=auth_warning_field,
         within=10,
     ),
     # -- "delivered" for nothing ----------------------------------------------------------
@@ -345,6 +568,68 @@ CASES: list[Case] = [
     Case(
         "severity-unknown", ("send", "--url", "{URL}", "--severity", "loud", "x"), 2, "'loud' is not one of"
     ),
+    # -- 13. the relay API's severity aliases, any case ------------------------------------
+    Case(
+        "severity-alias-warn",
+        ("send", "--url", "{URL}", "--severity", "WARN", "x"),
+        0,
+        "delivered: sms=1",
+        check=severity_tag("WARN"),
+    ),
+    Case(
+        "severity-alias-fatal",
+        ("send", "--url", "{URL}", "--severity", "Fatal", "x"),
+        0,
+        "delivered: sms=1",
+        check=severity_tag("CRIT"),
+    ),
+    Case(
+        "severity-alias-err",
+        ("send", "--url", "{URL}", "--severity", "err", "x"),
+        0,
+        "delivered: sms=1",
+        check=severity_tag("ERROR"),
+    ),
+    # -- 6. --url with --config: refused, never one silently ignored ------------------------
+    Case(
+        "url-and-config",
+        ("send", "--url", "{URL}", "--config", "/etc/shadow", "x"),
+        2,
+        "rejected: --url and --config cannot be used together",
+        check=nothing_sent,
+    ),
+    Case(
+        "check-url-and-config",
+        ("config", "check", "--url", "{URL}", "--config", "{TMP}/c.toml"),
+        2,
+        "--url and --config cannot be used together",
+        files={"c.toml": TOML_URL},
+    ),
+    Case(
+        "outbox-url-and-config",
+        ("outbox", "list", "--url", "{URL}", "--config", "{TMP}/c.toml"),
+        2,
+        "--url and --config cannot be used together",
+        files={"c.toml": TOML_URL},
+    ),
+    # -- 12. exit 5 is the relay's refusal too --------------------------------------------
+    Case(
+        "help-says-5-is-credentials-refused",
+        ("send", "--help"),
+        0,
+        "5  credentials refused: the gateway's (exits after one request), or the",
+        lines=None,
+    ),
+    # -- 3. the package a store needs, by name ---------------------------------------------
+    Case(
+        "store-redis-without-the-extra",
+        ("send", "--url", "{URL}", "--store", "redis://127.0.0.1:{CLOSED}/0", "x"),
+        2,
+        "needs the 'redis' package (pip install 'sslsms-notify[redis]')",
+        setup=redis_not_installed,
+        env={"PYTHONPATH": "{TMP}/shadow"},
+        check=nothing_sent,
+    ),
     Case(
         "key-empty",
         ("send", "--url", "{URL}", "--key", "", "x"),
@@ -378,6 +663,24 @@ CASES: list[Case] = [
         "'--max-segments': 0 is not in the range 1<=x<=15",
     ),
     Case("segments-not-utf8", ("segments", b"\xff"), 2, "TEXT is not valid UTF-8"),
+    # -- 9. segments: which limit cuts, and no empty text ----------------------------------
+    Case(
+        "segments-over-the-gateway-limit-not-the-budget",
+        ("segments", "--max-segments", "15", "x" * 1200),
+        0,
+        "over the gateway's 1000-character limit; would send: xxx",
+        lines=2,
+        check=only_the_gateway_limit,
+    ),
+    Case(
+        "segments-over-both",
+        ("segments", "--max-segments", "2", "x" * 1200),
+        0,
+        "over 2 SMS and over the gateway's 1000-character limit; would send: ",
+        lines=2,
+    ),
+    Case("segments-empty", ("segments", ""), 2, "TEXT is empty"),
+    Case("segments-empty-stdin", ("segments",), 2, "standard input is empty", stdin=b""),
     # -- numbers versus group names --------------------------------------------------------
     Case(
         "short-number-with-groups-gets-the-number-rule",
@@ -399,6 +702,21 @@ CASES: list[Case] = [
         0,
         "delivered: sms=1",
         files={"c.toml": TOML_URL + GROUPS},
+    ),
+    # -- 10. the number rule names every separator it accepts --------------------------------
+    Case(
+        "to-number-with-a-plus-inside",
+        ("send", "--url", "{URL}", "--to", "0171+1111111", "x"),
+        2,
+        "--to '0171+1111111' is not a valid number: may contain only digits, an optional leading '+', "
+        "spaces, dashes, dots, parentheses and slashes",
+    ),
+    Case(
+        "to-file-number-with-a-plus-inside",
+        ("send", "--url", "{BARE}", "--to-file", "{TMP}/numbers.txt", "x"),
+        2,
+        "--to-file line 1: '(017) 11+11.1111' is not a valid number: may contain only digits",
+        files={"numbers.txt": "(017) 11+11.1111\n"},
     ),
     Case(
         "to-empty",
@@ -559,8 +877,7 @@ CASES: list[Case] = [
         ),
         6,
         "is unreachable",
-        check=no_secret,
-        quiet_stdout=False,
+        check=no_secret,  # 8a: the error only, nothing printed before it ("configuration OK")
     ),
     Case(
         "check-ok",
@@ -599,7 +916,34 @@ CASES: list[Case] = [
         "outbox-list-empty",
         ("outbox", "list", "--store", "sqlite:///{TMP}/cli.db"),
         0,
-        "0 pending, 0 in flight, 0 dead",
+        "0 waiting (0 in flight), 0 dead",
+    ),
+    # -- 11. in flight counted once; retry says who sends ------------------------------------
+    Case(
+        "outbox-list-counts-in-flight-once",
+        ("outbox", "list", "--store", "sqlite:///{TMP}/cli.db"),
+        0,
+        "2 waiting (1 in flight), 0 dead",
+        setup=pending_and_in_flight,
+        lines=3,
+    ),
+    Case(
+        "outbox-retry-says-the-next-run-sends",
+        ("outbox", "retry", "--all", "--store", "sqlite:///{TMP}/cli.db"),
+        0,
+        "1 requeued; the next run (sslsms-notify send, or a relay on this store) sends them",
+        setup=a_dead_letter,
+        check=nothing_sent,
+    ),
+    # -- 2. purge asks, and without a terminal it refuses ------------------------------------
+    Case(
+        "purge-without-a-terminal-refuses",
+        ("outbox", "purge", "--state", "pending", "--store", "sqlite:///{TMP}/cli.db"),
+        2,
+        "refusing to purge without --yes (standard input is not a terminal)",
+        stdin=b"n\n",
+        setup=lambda ctx: pending_in(ctx.tmp / "cli.db", "keepme00000000000001", due=600),
+        check=still_pending,
     ),
     Case(
         "foreign-state-file-is-an-internal-error",

@@ -15,11 +15,14 @@ from sslsms_notify.config import (
     ConfigError,
     NoConfiguration,
     Settings,
+    account_id,
     default_state_path,
     default_state_url,
+    legacy_state_path,
     looks_like_number,
     mask_url,
     reference_rows,
+    state_files,
 )
 from sslsms_notify.validation import InvalidValue, Level, Number, StoreURL, mask_credentials
 
@@ -320,11 +323,62 @@ def test_numbers_and_group_names_by_shape() -> None:
         assert not looks_like_number(name), name
 
 
-def test_default_state_is_shared_and_follows_xdg(tmp_path, monkeypatch) -> None:
-    assert default_state_path() == tmp_path / "state" / "sslsms-notify" / "state.db"
-    assert default_state_url() == f"sqlite:///{tmp_path}/state/sslsms-notify/state.db"
+GATEWAY = "https://smsplus.sslwireless.com"
+
+
+def test_default_state_is_per_account_and_follows_xdg(tmp_path, monkeypatch) -> None:
+    import hashlib
+
+    digest = hashlib.sha256(f"MYBRAND\0{GATEWAY}".encode()).hexdigest()[:12]
+    assert account_id("MYBRAND", GATEWAY) == digest
+    path = tmp_path / "state" / "sslsms-notify" / f"state-{digest}.db"
+    assert default_state_path("MYBRAND", GATEWAY) == path
+    assert default_state_url("MYBRAND", GATEWAY) == f"sqlite:///{path}"
     monkeypatch.setenv("XDG_STATE_HOME", "")
-    assert default_state_path() == tmp_path / ".local" / "state" / "sslsms-notify" / "state.db"
+    assert default_state_path("MYBRAND", GATEWAY) == (
+        tmp_path / ".local" / "state" / "sslsms-notify" / f"state-{digest}.db"
+    )
+
+
+def test_two_accounts_never_share_a_default_state_file() -> None:
+    staging = default_state_path("STAGING", "http://127.0.0.1:8025")
+    assert staging != default_state_path("EMULATOR", "http://127.0.0.1:8025")  # another SID
+    assert staging != default_state_path("STAGING", "http://127.0.0.1:8026")  # another gateway
+    # the separator keeps ("AB", "C...") and ("A", "BC...") apart
+    assert account_id("AB", "http://x") != account_id("A", "Bhttp://x")
+    # the same account however its base URL is written; the token is not part of it
+    assert staging == default_state_path("STAGING", "http://127.0.0.1:8025/")
+    token_a = Settings.from_url("sslsms://STAGING:tok-aaaa@01711111111?base_url=http://127.0.0.1:8025/")
+    token_b = Settings.from_url("sslsms://STAGING:tok-bbbb@01711111111?base_url=http://127.0.0.1:8025")
+    assert default_state_path(token_a.sid, token_a.base_url) == staging
+    assert default_state_path(token_b.sid, token_b.base_url) == staging
+    assert "tok-" not in str(staging)
+
+
+def test_state_files_lists_accounts_and_the_old_shared_file(tmp_path) -> None:
+    assert state_files() == []
+    directory = tmp_path / "state" / "sslsms-notify"
+    directory.mkdir(parents=True)
+    one = default_state_path("A", GATEWAY)
+    one.write_bytes(b"")
+    (directory / f"{one.name}-wal").write_bytes(b"")  # SQLite's side files are not state files
+    assert state_files() == [one]
+    legacy_state_path().write_bytes(b"")
+    assert legacy_state_path() == directory / "state.db"
+    assert state_files() == [one, directory / "state.db"]
+
+
+def test_no_home_for_the_default_state_is_one_line(monkeypatch) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", "")
+    monkeypatch.delenv("HOME")
+
+    def no_home(self):
+        raise RuntimeError("Could not determine home directory.")
+
+    monkeypatch.setattr("pathlib.Path.expanduser", no_home)
+    with pytest.raises(ConfigError, match="set XDG_STATE_HOME or pass a store"):
+        default_state_path("A", GATEWAY)
+    assert state_files() == []
 
 
 def test_rules_directly() -> None:

@@ -58,6 +58,18 @@ def test_invalid_numbers_name_the_number_and_the_rule(raw: str, rule: str) -> No
     assert rule in str(info.value)
 
 
+def test_the_character_rule_names_every_separator_it_accepts() -> None:
+    """The rule text must not forbid what the normalizer accepts (dots, parentheses, slashes)."""
+    with pytest.raises(InvalidMsisdnError) as info:
+        normalize_msisdn("(017) 12+34.5678")
+    rule = info.value.rule
+    assert rule == (
+        "may contain only digits, an optional leading '+', spaces, dashes, dots, parentheses and slashes"
+    )
+    for separator in (" ", "-", ".", "(", ")", "/"):
+        assert normalize_msisdn(f"017{separator}12345678") == "8801712345678", separator
+
+
 def test_international_numbers() -> None:
     assert normalize_msisdn("+44 7911 123456") == "447911123456"
     assert normalize_msisdn("0044 7911 123456") == "447911123456"

@@ -50,7 +50,9 @@ def normalize_msisdn(raw: object, *, field: str = "msisdn") -> str:
         compact, explicit_international = compact[2:], True
     if not compact.isdigit() or not compact.isascii():
         raise InvalidMsisdnError(
-            raw, "may contain only digits, an optional leading '+', spaces and dashes", field=field
+            raw,
+            "may contain only digits, an optional leading '+', spaces, dashes, dots, parentheses and slashes",
+            field=field,
         )
 
     if compact.startswith(BD_COUNTRY_CODE):

@@ -19,8 +19,9 @@ Where the state lives when the URL has no ``store=``:
   dedup windows and caps only need to outlive one notification;
 - run from the ``apprise`` command line, every notification is a new process, so
   memory would forget every window and cap. The plugin then uses the same SQLite
-  file as ``sslsms-notify send`` (``$XDG_STATE_HOME/sslsms-notify/state.db``,
-  default ``~/.local/state``), and dedup and caps hold across invocations (and
+  file as ``sslsms-notify send`` for the same account
+  (``$XDG_STATE_HOME/sslsms-notify/state-<account>.db``, default ``~/.local/state``),
+  and dedup and caps hold across invocations (and
   across the two commands). "Run from the apprise CLI" means:
   ``os.path.basename(sys.argv[0])`` starts with ``apprise``.
 
@@ -146,7 +147,9 @@ class NotifySSLSMS(NotifyBase):  # type: ignore[misc]
             raise TypeError(message) from None
         if "store" not in self.options and run_from_apprise_cli():
             try:
-                self.settings = replace(self.settings, store=default_state_url())
+                # one file per gateway account: an SMS one account left is never sent by another
+                state = default_state_url(self.settings.sid, self.settings.base_url)
+                self.settings = replace(self.settings, store=state)
             except ConfigError as exc:
                 self.logger.warning("sslsms: state kept in memory only: %s", exc)
         self._notifier: Any = None
