@@ -456,3 +456,23 @@ def test_summary_and_resolved_wording() -> None:
     assert "(last " in later
     resolved = format_parts(Severity.CRITICAL, "", "alertmanager/sms", "[RESOLVED] DiskFull (db1)", 2)
     assert resolved == "[RESOLVED] alertmanager/sms: DiskFull (db1)"
+
+
+def test_a_malformed_sms_in_the_outbox_does_not_hold_up_the_rest(make, emulator, clock) -> None:
+    """An SMS the client refuses before sending (here a 21-character csms_id, written by hand)
+    becomes a dead letter with the reason; the others in its batch are delivered."""
+    from sslsms_notify.stores import OutboxItem, OutboxState
+
+    n = make()
+    now = clock()
+    n.store.outbox_add(
+        [
+            OutboxItem("x" * 21, "8801711111111", "malformed id", now, now),
+            OutboxItem("good1", "8801811111111", "fine one", now, now),
+            OutboxItem("good2", "8801911111111", "fine two", now, now),
+        ]
+    )
+    n.flush(2)
+    assert sorted(m.text for m in emulator.messages()) == ["fine one", "fine two"]
+    [dead] = n.store.outbox_list(OutboxState.DEAD)
+    assert dead.csms_id == "x" * 21 and dead.last_error.startswith("refused before sending: csms_id")

@@ -200,6 +200,16 @@ class Dispatcher:
             self._count_requests(error.result, retried)
             self._on_request_failure(batch, error)
             return
+        except ValueError as exc:
+            # Refused before any request (an id, number or text the spec does not allow, say
+            # from a store written by hand): nothing was sent. One bad SMS must not hold up
+            # the rest, round after round: alone it becomes a dead letter with the reason.
+            if len(batch.items) > 1:
+                for item in batch.items:
+                    self._send(Batch("single", [item.evolve(batch_id=None)]))
+            else:
+                self._write([self._dead(batch.items[0], f"refused before sending: {exc}")])
+            return
         self._observe(batch.kind, started, "ok")
         self._count_requests(result, retried)
         if self.auth_failed.is_set():
