@@ -337,6 +337,16 @@ def _open_store(spec: str, label: str) -> Any:
         raise InputError(f"{_one_line(str(exc))} (pass another --store, or set XDG_STATE_HOME)") from None
 
 
+def _configuration_options(func: Any) -> Any:
+    """``--url`` and ``--config``, the same on every command that reads the configuration."""
+    func = click.option(
+        "--config", "config_path", type=click.Path(dir_okay=False), help="TOML config file. Not with --url."
+    )(func)
+    return click.option(
+        "--url", help="sslsms:// URL (default: the config file, else SSLSMS_URL). Not with --config."
+    )(func)
+
+
 # -- send -----------------------------------------------------------------------------------
 @dataclass
 class Delivery:
@@ -519,10 +529,7 @@ def _severity(ctx: click.Context, param: click.Parameter, value: str) -> str:
 )
 @click.option("--key", help="Identity for dedup (default: derived from the text).")
 @click.option("--source", default="", help="Service or check name shown in the SMS.")
-@click.option("--url", help="sslsms:// URL (default: the config file, else SSLSMS_URL). Not with --config.")
-@click.option(
-    "--config", "config_path", type=click.Path(dir_okay=False), help="TOML config file. Not with --url."
-)
+@_configuration_options
 @click.option(
     "--store",
     help="State shared between runs (default: the configured store, else a SQLite file "
@@ -984,10 +991,7 @@ def config() -> None:
 
 
 @config.command("check", context_settings=CONTEXT)
-@click.option("--url", help="sslsms:// URL (default: the config file, else SSLSMS_URL). Not with --config.")
-@click.option(
-    "--config", "config_path", type=click.Path(dir_okay=False), help="TOML config file. Not with --url."
-)
+@_configuration_options
 @click.option("--json", "as_json", is_flag=True)
 def config_check(url: str | None, config_path: str | None, as_json: bool) -> None:
     """Validate the configuration, check the store answers, print it with every credential masked.
@@ -1091,10 +1095,7 @@ def _free_to_listen(host: str, port: int) -> int:
     metavar="HOST:PORT",
     help="Where to listen (default [relay] listen, else 127.0.0.1:8026: loopback only).",
 )
-@click.option("--url", help="sslsms:// URL (default: the config file, else SSLSMS_URL). Not with --config.")
-@click.option(
-    "--config", "config_path", type=click.Path(dir_okay=False), help="TOML config file. Not with --url."
-)
+@_configuration_options
 @click.option(
     "--store",
     help="The shared store (default: the configured one, else the CLI's SQLite file "
