@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from sslsms_notify.alerting.fingerprint import template_of
+from sslsms_notify.alerting.fingerprint import IDENTITY_WORDS, template_of
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "fingerprints.md"
 
@@ -67,6 +68,53 @@ TABLE: list[tuple[str, str, bool, str]] = [
     ),
     ("ticket #17 reopened", "ticket #18 reopened", False, "`#17` is a reference, not a count"),
     (
+        "UPS 2 on battery",
+        "UPS 3 on battery",
+        False,
+        "a number right after an identity word (UPS, room, port, server...) is part of a name",
+    ),
+    ("Room 101 temperature", "Room 102 temperature", False, "rooms, racks, rows, floors, sites"),
+    ("Port 23 down on sw1", "Port 24 down on sw1", False, "ports, interfaces, VLANs, links"),
+    ("server 10 down", "server 11 down", False, "servers, hosts, nodes, instances, VMs"),
+    ("GPU 0 fell off the bus", "GPU 1 fell off the bus", False, "GPUs, CPUs, cores, fans, PSUs"),
+    (
+        "shard 3 has no primary",
+        "shard 4 has no primary",
+        False,
+        "shards, partitions, replicas, brokers, queues",
+    ),
+    ("ssd 2 failed in db1", "ssd 3 failed in db1", False, "disks, drives, SSDs, volumes, slots, bays"),
+    (
+        "pump No. 12 stopped",
+        "pump No. 13 stopped",
+        False,
+        "`No. 12`, `no 12` and `nr 12` name a thing, like `#12`",
+    ),
+    (
+        "Room 12A too hot",
+        "Room 12B too hot",
+        False,
+        "...also with one capital letter glued on (`Room 12A`, `PSU 12V`)",
+    ),
+    (
+        "GPU 71C too hot",
+        "GPU 73C too hot",
+        False,
+        "...even when that letter could be a unit: write `GPU at 71C` or `GPU 71°C`, or pass `key=`",
+    ),
+    (
+        "account 12345678 locked",
+        "account 12345679 locked",
+        False,
+        "...and however long (eight digits elsewhere are a hex id)",
+    ),
+    (
+        "disks 2 and 3 failed",
+        "disks 2 and 4 failed",
+        True,
+        "...but only the number right after the word: write `disk 2 and disk 3`, or pass `key=`",
+    ),
+    (
         "5xx rate high on lb1",
         "4xx rate high on lb1",
         False,
@@ -80,13 +128,37 @@ TABLE: list[tuple[str, str, bool, str]] = [
         False,
         "hex ids shorter than 8 characters are kept (could be names)",
     ),
-    ("disk 91% full", "disk 95% full", True, "the number of a percentage is blanked"),
+    (
+        "disk 91% full",
+        "disk 95% full",
+        True,
+        "the number of a percentage is blanked, also after an identity word",
+    ),
+    ("UPS 2 load 81%", "UPS 2 load 83%", True, "`UPS 2` is kept, the load is blanked"),
+    ("fan 3 at 3000 rpm", "fan 3 at 3150 rpm", True, "`fan 3` is kept, the speed is blanked"),
     ("disk 95% full", "disk 95 MB full", False, "units stay: `#%` vs `# MB`"),
     ("ডিস্ক ৯১% পূর্ণ", "ডিস্ক ৯৫% পূর্ণ", True, "Bangla digits are numbers like ASCII digits"),
     ("disk ৯৫% full", "disk 95% full", True, "Bangla and ASCII digits are blanked alike"),
     ("৫টি সার্ভার ডাউন", "১২টি সার্ভার ডাউন", True, "a number before a Bangla classifier (টি) is a count"),
     ("সার্ভার১ ডাউন", "সার্ভার২ ডাউন", False, "digits glued to a Bangla name are part of it"),
-    ("order 17 failed", "order 18 failed", True, "standalone numbers are blanked"),
+    (
+        "order 17 failed",
+        "order 18 failed",
+        True,
+        "after any other word a standalone number is blanked: order and request ids vary per event",
+    ),
+    (
+        "retry 3 of 5 failed",
+        "retry 4 of 5 failed",
+        True,
+        "attempt counters too: `retry` is not an identity word",
+    ),
+    (
+        "cpu=95 on db1",
+        "cpu=97 on db1",
+        True,
+        "`key=17` and `key: 17` are values, whatever the key: an identity number follows a space",
+    ),
     ("payment timeout after 3000 ms", "payment timeout after 3012 ms", True, "a duration is blanked"),
     (
         "payment timeout after 950ms",
@@ -100,6 +172,24 @@ TABLE: list[tuple[str, str, bool, str]] = [
     ("balance -5.5 BDT", "balance 1,234,567.25 BDT", True, "sign, decimals and thousands separators"),
     ("queue holds 1,00,000 items", "queue holds 99,000 items", True, "Indian (lakh) grouping"),
     ("CPU at 45°C", "CPU at 71°C", True, "temperatures"),
+    (
+        "Room 101 temperature 45C",
+        "Room 101 temperature 47C",
+        True,
+        "`45C`, `45 C`, `113F` are temperatures too",
+    ),
+    (
+        "PDU 4 at 16A, 230V, 50Hz",
+        "PDU 4 at 15A, 228V, 49Hz",
+        True,
+        "amperes, volts, watts, hertz (`16A`, `230V`, `2kW`, `2.4GHz`): digits then a unit",
+    ),
+    (
+        "sensor c3 offline",
+        "sensor c4 offline",
+        False,
+        "...while letters then digits are a name (`c3`, `v2`, `eth0`)",
+    ),
     ("memory 512MB over limit", "memory 640MB over limit", True, "sizes keep their unit"),
     (
         "memory 512MB over limit",
@@ -199,6 +289,13 @@ def test_table(a: str, b: str, same: bool, why: str) -> None:
         ("pod api-7f9c6b5d4-x2k8p OOMKilled", "pod api # OOMKilled"),
         ("ডিস্ক ৯৫% পূর্ণ", "ডিস্ক #% পূর্ণ"),
         ("temp -5°C, rate 10k, memory 2.3 GiB", "temp #°C, rate #k, memory # GiB"),
+        ("Room 101 temperature 45C", "Room 101 temperature #C"),
+        ("UPS 2 on battery, load 81%, 230V", "UPS 2 on battery, load #%, #V"),
+        ("Port 23 down after 3000 ms", "Port 23 down after #"),
+        ("disk 2 has 512 MB free, cpu=95", "disk 2 has # MB free, cpu #"),
+        ("disk 512 MB, fan 3000 rpm, node 5 minutes", "disk # MB, fan # rpm, node #"),
+        ("queue 1,234 deep, server 10.5", "queue # deep, server #"),
+        ("pump No. 12, nr 3, UPS-2, ups2, ups #2", None),
         ("web1 10.0.0.7:8080 [2001:db8::7]:443 v1.2.3 eu-west-1 #17", None),  # all identities
         ("", ""),
     ],
@@ -232,9 +329,19 @@ def test_docs_state_the_override() -> None:
     assert "--key" in docs
 
 
+def test_docs_list_the_identity_words() -> None:
+    """The list in docs/fingerprints.md, "Identity words": its `word` items are IDENTITY_WORDS."""
+    section = DOCS.read_text(encoding="utf-8").split("\n### Identity words\n", 1)[1].split("\n#", 1)[0]
+    items = "\n".join(line for line in section.splitlines() if line.startswith(("- ", "  ")))
+    listed = re.findall(r"`([^`]+)`", items)
+    assert len(listed) == len(set(listed)), "a word is listed twice"
+    assert set(listed) == IDENTITY_WORDS
+
+
 # Texts made of the pieces the rule looks at, so that hypothesis explores the edges.
-_PIECES = [*"0123456789abcdefxmshdTZPMB৫টি০ -:./#+,=%\"'_\n\t", "HTTP", "HTTP/1.1 ", "code ", "status=",
-           " #", "ms", "1h", "api-", "x2k8p", "deadbeef", "0x", "৳", "\u0981"]  # fmt: skip
+_PIECES = [*"0123456789abcdefxmshdTZPMBACFV৫টি০ -:./#+,=%°\"'_\n\t", "HTTP", "HTTP/1.1 ", "code ", "status=",
+           " #", "ms", "1h", "api-", "x2k8p", "deadbeef", "0x", "৳", "\u0981", "UPS ", "room ", "No. ",
+           "controllers ", " MB", " rpm"]  # fmt: skip
 edgy_text = st.lists(st.sampled_from(_PIECES), max_size=40).map("".join)
 any_text = st.text() | edgy_text
 
@@ -255,7 +362,7 @@ def test_never_raises_on_odd_characters(text: str) -> None:
 
 
 words = st.lists(
-    st.sampled_from(["disk", "full", "on", "web1", "db-01", "10.0.0.7", "after", "ms", "%"]), max_size=6
+    st.sampled_from(["load", "full", "on", "web1", "db-01", "10.0.0.7", "after", "ms", "%"]), max_size=6
 )
 
 
@@ -270,3 +377,36 @@ def test_a_standalone_number_never_splits_an_alert(
 @given(st.sampled_from(["web", "db-", "node_", "sda", "eu-west-", "10.0.0."]), st.integers(0, 10_000))
 def test_digits_of_a_name_are_kept(name: str, n: int) -> None:
     assert f"{name}{n}" in template_of(f"{name}{n} is down after 3 retries")
+
+
+@given(
+    st.sampled_from(sorted(IDENTITY_WORDS)),
+    st.sampled_from([str.lower, str.upper, str.capitalize]),
+    st.integers(0, 10**12),
+    st.sampled_from(["", " down", ", load 95%", " at 45C", ": 3 errors", ".", " failed after 3000 ms"]),
+)
+def test_a_number_after_an_identity_word_is_kept(
+    word: str, case: Callable[[str], str], n: int, rest: str
+) -> None:
+    name = f"{case(word)} {n}"
+    assert template_of(f"alert: {name}{rest}").startswith(f"alert: {name}")
+
+
+@given(
+    st.sampled_from(sorted(IDENTITY_WORDS)),
+    st.integers(0, 10_000),
+    st.sampled_from(["%", "°C", " MB", " rpm", " ms", " minutes", ".5", ",000"]),
+)
+def test_a_measurement_after_an_identity_word_is_blanked(word: str, n: int, unit: str) -> None:
+    assert template_of(f"{word} {n}{unit} now") == template_of(f"{word} {n + 1}{unit} now")
+
+
+@given(
+    st.sampled_from(
+        ["order", "request", "after", "in", "at", "retry", "since", "user", "ID", "backups", "ups2"]
+    ),
+    st.integers(0, 10**12),
+    st.integers(0, 10**12),
+)
+def test_a_number_after_another_word_is_blanked(word: str, x: int, y: int) -> None:
+    assert template_of(f"{word} {x} failed") == template_of(f"{word} {y} failed")

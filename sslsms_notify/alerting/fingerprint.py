@@ -9,17 +9,20 @@ Kept (identities)
     ``v2``), IPv4/IPv6 addresses, versions (``1.2.3``), ports (``host:8080``, ``:8080``),
     hostnames, ``#17``, ``5xx``, CIDR prefixes and the denominator of ``3/5``, a number
     right after ``HTTP``, ``status``, ``code``, ``errno`` or ``signal`` (``HTTP 503``),
-    quoted text (a quoted *name* - a queue, a table, a module - is an identity).
+    a whole number right after an identity word (:data:`IDENTITY_WORDS`) and a space
+    (``UPS 2``, ``Room 101``, ``Port 23``, ``No. 12``, also ``Room 12A``) unless a unit
+    follows it, quoted text (a quoted *name* - a queue, a table, a module - is an identity).
 Blanked (measurements)
-    standalone numbers (sign, decimals, exponent, ``1,234`` and ``1,00,000`` grouping,
-    Bangla digits), the number of ``95%``/``512MB``/``2.3 GiB``/``10k``/``45°C`` (the unit
-    stays), durations *with* their unit (``3000ms``, ``1.5s``, ``1h30m``, ``5 minutes``:
+    standalone numbers after any other word or none (``order 17``; sign, decimals,
+    exponent, ``1,234`` and ``1,00,000`` grouping, Bangla digits), the number of
+    ``95%``/``512MB``/``2.3 GiB``/``10k``/``45°C``/``45C``/``230V``/``16A``/``50Hz`` (the
+    unit stays), durations *with* their unit (``3000ms``, ``1.5s``, ``1h30m``, ``5 minutes``:
     formatters rescale units, Go prints 950ms then 1.2s), clock times, dates, ISO 8601
     timestamps, UUIDs, ``0x`` values, hex ids of 8+ characters with a digit, numeric path
     segments (``/orders/17``), Kubernetes pod hash suffixes (``api-7f9c6b5d4-x2k8p``).
 
 It runs per alert on the pipeline's worker, so it is one precompiled regex and a
-single ``sub`` (1.5-3 µs for a log line of 80 characters).
+single ``sub`` (1.5-4 µs for a log line of 80 characters, under 3 µs on average).
 """
 
 from __future__ import annotations
@@ -27,9 +30,43 @@ from __future__ import annotations
 import re
 import unicodedata
 
-__all__ = ["PLACEHOLDER", "template_of"]
+__all__ = ["IDENTITY_WORDS", "PLACEHOLDER", "template_of"]
 
 PLACEHOLDER = "#"
+
+#: Words that name a piece of infrastructure, or a tenant of it: a whole number right after
+#: one of them and a space is part of a name ("UPS 2", "Room 101", "Port 23"), not a
+#: measurement. Lowercase, singular and plural; matched in any case, as a whole word.
+#: docs/fingerprints.md lists them, and tests/test_fingerprint.py keeps the two equal.
+IDENTITY_WORDS: frozenset[str] = frozenset({
+    # sites and power
+    "site", "sites", "dc", "dcs", "region", "regions", "zone", "zones", "building", "buildings",
+    "floor", "floors", "room", "rooms", "row", "rows", "cage", "cages", "rack", "racks",
+    "cabinet", "cabinets", "tower", "towers", "ups", "pdu", "pdus", "psu", "psus",
+    "battery", "batteries", "generator", "generators", "panel", "panels", "circuit", "circuits",
+    "breaker", "breakers", "phase", "phases", "line", "lines", "tank", "tanks", "pump", "pumps",
+    # network
+    "port", "ports", "interface", "interfaces", "iface", "ifaces", "eth", "vlan", "vlans",
+    "link", "links", "lane", "lanes", "channel", "channels", "switch", "switches",
+    "router", "routers", "gateway", "gateways", "firewall", "firewalls", "ap", "aps",
+    # compute and services
+    "server", "servers", "host", "hosts", "node", "nodes", "instance", "instances", "vm", "vms",
+    "pod", "pods", "replica", "replicas", "shard", "shards", "partition", "partitions",
+    "broker", "brokers", "worker", "workers", "queue", "queues", "topic", "topics",
+    "job", "jobs", "task", "tasks", "cluster", "clusters", "db", "dbs", "database", "databases",
+    # hardware
+    "chassis", "blade", "blades", "enclosure", "enclosures", "shelf", "bay", "bays",
+    "slot", "slots", "unit", "units", "disk", "disks", "drive", "drives", "ssd", "ssds",
+    "hdd", "hdds", "nvme", "nvmes", "volume", "volumes", "vol", "vols", "lun", "luns", "raid",
+    "array", "arrays", "controller", "controllers", "gpu", "gpus", "cpu", "cpus",
+    "core", "cores", "socket", "sockets", "fan", "fans", "sensor", "sensors",
+    "camera", "cameras", "printer", "printers", "device", "devices",
+    # tenants
+    "tenant", "tenants", "account", "accounts", "customer", "customers",
+    "store", "stores", "branch", "branches",
+    # "no 12", "nr 12" (and "No. 12", "Nr. 12")
+    "no", "nr",
+})  # fmt: skip
 
 # After a blanked token: not glued to a word, a placeholder, or a following IP/version
 # part. "| #" keeps the rule idempotent: a separator followed by a token we blank turns
@@ -46,7 +83,12 @@ _DURATION_UNIT = (
 )
 # Units that stay in the template ("95%" and "95 MB" must differ); "%" and "°" need no
 # entry: they are not word characters, so a number before them ends cleanly anyway.
-_UNIT = r"(?:[kKMGTPE]?i?(?:B|b(?:ytes?|ps)?)|[kKMGTPE]|x|[kMG]?Hz|[rqt]ps|ops|rpm|reqs?|pct|msgs?)"
+# Electrical and temperature units too ("230V", "16A", "2kVA", "45C", "113F"): letters
+# *after* digits; letters before them ("c3", "v2", "sda1", "eth0") are a name.
+_UNIT = (
+    r"(?:[kKMGTPE]?i?(?:B|b(?:ytes?|ps)?)|[kKMGTPE]|x|[kMG]?Hz|[rqt]ps|ops|rpm|reqs?|pct|msgs?"
+    r"|[kmM]?(?:VA|Wh|Ah|[VAW])|[CF]|dBm?)"
+)
 _BANGLA_LETTER = r"[\u0980-\u09e5\u09f0-\u09ff]"  # "৫টি": a number and its classifier
 
 
@@ -57,13 +99,55 @@ def _cased(*words: str) -> str:
 
 # A number right after these words is a code naming a kind of failure (HTTP 503,
 # status=500, exit code 137, errno 28, signal 9), and HTTP/1.1 is a protocol: keep them.
-# (After "<digit>/" a number is a CIDR prefix or the "of" in "3/5": kept too.)
+# (After "<digit>/" a number is a CIDR prefix or the "of" in "3/5": kept too.) The first
+# lookbehind is only a gate: every one of the others ends in one of its two-character
+# shapes, and most numbers fail it at once.
 _CODE_WORDS = (
-    rf"(?<!(?:{_cased('http')})[ =/]|(?:{_cased('code')})[ =])"
+    r"(?>(?<![PpEeOoSsLl:\d][ =/])"
+    rf"|(?<!(?:{_cased('http')})[ =/]|(?:{_cased('code')})[ =])"
     rf"(?<!(?:{_cased('errno')})[ =]|(?:{_cased('http', 'code')}): )"
     rf"(?<!(?:{_cased('status', 'signal')})[ =]|(?:{_cased('errno')}): |(?:{_cased('http')})/\d )"
     rf"(?<!(?:{_cased('status', 'signal')}): )"
-    rf"(?<!(?:{_cased('http')})/\d\.\d )"
+    rf"(?<!(?:{_cased('http')})/\d\.\d ))"
+)
+
+
+def _any_case(word: str) -> str:
+    return "".join(f"[{ch.upper()}{ch}]" if ch.isalpha() else re.escape(ch) for ch in word)
+
+
+def _identity_word_before() -> str:
+    """At a number: the text before it is an identity word (in any case) and one space.
+
+    Lookbehinds have a fixed width, so there is one per word length, and ``\\b`` turns
+    down every length but the real word's at once. In each, a class of the first letters
+    turns most other words down before the branch over the words runs (literal first
+    letters let the engine skip a branch's alternatives fast). Words of 6 letters or more
+    are only looked for after 6 letters, the shorter ones only otherwise (exact: a word is
+    a whole run of letters).
+    """
+    words = IDENTITY_WORDS | {"no.", "nr."}  # "No. 12"
+    checks: dict[bool, list[str]] = {False: [], True: []}
+    for length in sorted({len(word) for word in words}):
+        same = sorted(word for word in words if len(word) == length)
+        firsts = sorted({ch for word in same for ch in (word[0].upper(), word[0])})
+        branch = "|".join(f"{ch}{_any_case(word[1:])}" for word in same for ch in (word[0].upper(), word[0]))
+        checks[length >= 6].append(rf"(?<=\b(?=[{''.join(firsts)}])(?:{branch}) )")
+    return (
+        rf"(?<=[A-Za-z]{{6}} )(?:{'|'.join(checks[True])})"
+        rf"|(?<![A-Za-z]{{6}} )(?:{'|'.join(checks[False])})"
+    )
+
+
+# "UPS 2", "Room 101", "Port 23", "No. 12": a whole number after an identity word and one
+# space names a thing, also with one capital letter glued on ("Room 12A", "PSU 12V"). Not
+# with a unit after it ("disk 95%", "fan 3000 rpm", "disk 512 MB", "node 5 minutes"), nor
+# with decimals or grouping ("queue 1,234"), nor after "=" or ":" ("cpu=95" is a value).
+# Cheapest tests first: a letter and a space before it, then the shape of the number
+# (most numbers after a word carry a unit), and only then which word it is.
+_IDENTITY_NUMBER = (
+    rf"(?<=[A-Za-z.] )(?=\d++[A-Z]?+(?![\w#]|[.:+\-,][\w#]| #))(?:{_identity_word_before()})"
+    rf"\d++[A-Z]?+(?! ?[%°]| (?=\w\w)(?:{_DURATION_UNIT}|{_UNIT}){_END})"
 )
 
 _NUMERIC = (
@@ -109,11 +193,13 @@ def _separators() -> str:
 # ("retries=3" -> "retries #"), which is harmless in a hash input. Starting every match
 # with a character class lets the engine scan for candidates in C, rather than try each
 # alternative at each position. After "-" or ":" only self-delimiting ids are blanked:
-# "db-01", "eu-west-1" and "host:8080" are names.
+# "db-01", "eu-west-1" and "host:8080" are names. A token that starts with a digit is
+# only tried by the first branch, where an identity number ("account 12345678") is not
+# blanked as a hex id; the second branch is for ids that start with a letter.
 _VOLATILE = re.compile(
     rf"{_separators()}(?=[-+\da-fA-F])"
-    rf"(?:(?<![:\-])(?:(?=[-+]?\d)(?:{_SLASH_DATE}|{_NUMERIC}|{_DATE}|{_TIME}|{_UUID}|{_OX}|{_HEX_ID})"
-    rf"|(?=[a-fA-F]*\d|[a-fA-F]{{8}}-)(?:{_UUID}|{_HEX_ID}))"
+    rf"(?:(?<![:\-])(?:(?=[-+]?\d)(?!{_IDENTITY_NUMBER})(?:{_SLASH_DATE}|{_NUMERIC}|{_DATE}|{_TIME}|{_UUID}|{_OX}|{_HEX_ID})"
+    rf"|(?=[a-fA-F]+\d|[a-fA-F]{{8}}-)(?:{_UUID}|{_HEX_ID}))"
     rf"|(?<=[:\-])(?:{_POD_SUFFIX}|{_UUID}|{_HEX_ID}|{_DATE}|(?<=[\"']:){_NUMERIC}))"
 )
 _REPLACEMENT = " " + PLACEHOLDER
