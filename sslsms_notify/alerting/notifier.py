@@ -27,7 +27,7 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from .._log import get_logger
@@ -170,7 +170,6 @@ class _Unit:
     last: Payload
     count: int
     ticket: Ticket | None = None
-    tickets: list[Ticket] = field(default_factory=list)
 
 
 class Notifier:
@@ -1004,11 +1003,6 @@ class Notifier:
         with contextlib.suppress(Exception):
             if self._owns_store:
                 self.store.close()
-
-    def store_pending(self) -> int:
-        with contextlib.suppress(Exception):
-            return self.store.outbox_open()
-        return -1
 
     async def aflush(self, timeout: float | None = None) -> bool:
         """:meth:`flush` for asyncio code: waits in a thread, not on the event loop."""

@@ -24,7 +24,7 @@ drifting clocks agree on windows and rates.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Generic, Literal, Protocol, TypeVar, runtime_checkable
 
@@ -151,10 +151,6 @@ class Table(Generic[V]):
         self._cache[key] = None
         self.dirty[key] = None
 
-    def existed(self, key: str) -> bool:
-        """Whether the row was there before this transaction (for counters)."""
-        return key in self._cache and (key not in self.dirty or self._cache[key] is not None)
-
 
 class Backend(Protocol):
     """What a store gives a :class:`Tx`: bulk reads and index queries, inside its transaction."""
@@ -207,15 +203,6 @@ class Tx:
             or self.digests.dirty
             or self.groups.dirty
         )
-
-
-@dataclass(slots=True)
-class TxAttempts:
-    """How often a transaction function ran (Redis reruns it after a WATCH conflict)."""
-
-    runs: int = 0
-    conflicts: int = 0
-    extra: dict[str, int] = field(default_factory=dict)
 
 
 @runtime_checkable
