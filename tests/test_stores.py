@@ -315,3 +315,45 @@ def test_redis_configuration_errors_are_not_outages(redis_server, tmp_path) -> N
     nobody = RedisStore(f"redis://:secret-pw@127.0.0.1:{free_port()}/0", spool=tmp_path / "spool2.db")
     assert "secret-pw" not in repr(nobody)
     nobody.close()
+
+
+# -- bound requests: their members move together ------------------------------------------
+def _bound(store, prefix: str, count: int, *, due_in: tuple[float, ...] = ()) -> list[OutboxItem]:
+    now = store.now()
+    due = [*due_in, *([0.0] * count)]
+    items = [
+        OutboxItem(f"{prefix}{i}", f"88017111111{i:02d}", "t", now, now + due[i]).bind(
+            f"{prefix}-batch", "bulk", count
+        )
+        for i in range(count)
+    ]
+    store.outbox_add(items)
+    return items
+
+
+def test_a_bound_request_is_claimed_whole_past_the_limit_and_due_or_not(store) -> None:
+    store.outbox_add([OutboxItem("loose", B, "t", store.now() - 1, store.now() - 1)])
+    _bound(store, "b", 3, due_in=(0, 60, 60))
+    claimed = store.outbox_claim(2, 30)
+    assert sorted(i.csms_id for i in claimed) == ["b0", "b1", "b2", "loose"]
+    assert {i.batch_size for i in claimed if i.batch_id} == {3}
+
+
+def test_a_lease_taken_over_comes_back_as_maybe_sent(store) -> None:
+    store.outbox_add([OutboxItem("x", A, "t", store.now(), store.now())])
+    [first] = store.outbox_claim(10, 0.2)
+    assert not first.maybe_sent
+    time.sleep(0.3)  # its owner died mid-request: the gateway may have it
+    [again] = store.outbox_claim(10, 30)
+    assert again.csms_id == "x" and again.maybe_sent
+
+
+def test_trim_and_requeue_take_a_bound_request_whole(store) -> None:
+    now = store.now()
+    store.outbox_add([OutboxItem(f"o{i}", A, "t", now + 1 + i, now + 200) for i in range(3)])
+    members = _bound(store, "t", 2, due_in=(100, 100))  # oldest, and first due (Redis's order)
+    dropped = store.outbox_trim(4, "dropped: outbox full")  # one too many: the oldest is a bound pair
+    assert sorted(i.csms_id for i in dropped) == ["t0", "t1"]
+    assert store.outbox_counts().dead == 2
+    assert store.outbox_requeue([members[0].csms_id]) == 2  # the other member comes back with it
+    assert store.outbox_counts().dead == 0

@@ -7,10 +7,16 @@ A failure of a whole bulk or dynamic request is *definite* when the gateway
 answered it with an API status code, and *unknown* when the answer never came
 (network, timeout, an HTML error page): the gateway may have accepted it.
 
+- unknown: back off and resend the *very same* request later: the same
+  members under the same ids (see :mod:`.planner`), all members due at the
+  same moment, so the gateway's "Duplicate CMS ID" makes it exactly-once;
+- "Duplicate CMS ID" is taken for "delivered" only for a request every SMS of
+  which went out before under the same ids (spec 3.1, 4023: "CSMS ID is
+  duplicate in the same day"); for an SMS no request of ours carried under that
+  id it means the id was spent elsewhere, and the SMS becomes a dead letter
+  that says so rather than a page reported delivered;
 - definite (e.g. 4028, 4030, 5000): resend as singles, one per recipient, each
   with its own csms_id, so one bad number cannot silence the rest;
-- unknown: back off and resend the *same* request later (same batch_csms_id),
-  so the gateway's "Duplicate CMS ID" makes it exactly-once;
 - credentials refused (4001-4003): nothing is lost, but sending pauses for
   ``auth_pause`` seconds; one log line, not one per SMS or per retry;
 - rate limits: back off, nothing is lost;
@@ -18,6 +24,9 @@ answered it with an API status code, and *unknown* when the answer never came
 - "Duplicate MSISDN" for an SMS we sent: *not* delivered (spec 3.2: "MSISDN is
   duplicate on the same request"). We never put a number twice in a request,
   so this is the gateway's mistake; the SMS is tried again on its own.
+
+A gateway that fails is logged once when it starts failing and once when it
+recovers, not once per request.
 """
 
 from __future__ import annotations
@@ -34,7 +43,7 @@ from ..gateway.client import GatewayClient
 from ..gateway.codes import SmsStatus, SmsStatusMessage
 from ..gateway.errors import AuthError, BadRequestError, GatewayError, RateLimitError
 from ..gateway.ids import new_csms_id
-from ..gateway.models import DynamicMessage, SendResult, SmsInfo
+from ..gateway.models import DynamicMessage, SendResult, SmsInfo, is_duplicate_id
 from ..stores.base import OutboxItem, OutboxState, Store
 from .planner import Batch, plan_batches
 from .stats import Stats
@@ -45,6 +54,8 @@ TPS_SAFETY = 0.95
 _DUPLICATE_MSISDN = SmsStatusMessage.DUPLICATE_MSISDN.lower()
 #: attempts of one request within a call; the outbox retries later with its own backoff
 IN_CALL_ATTEMPTS = 2
+#: seconds before members of a bound request claimed without the rest are looked at again
+INCOMPLETE_DELAY = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +136,9 @@ class Dispatcher:
         #: called after each request with (kind, seconds, outcome), e.g. for a metrics histogram;
         #: outcome is "ok", or the error's class name
         self.on_request: Callable[[str, float, str], None] | None = None
+        #: when the gateway started failing (monotonic), None while it answers
+        self._failing_since: float | None = None
+        self._failed_requests = 0
 
     def run_once(self) -> int:
         """Send one round of due SMS; returns how many were attempted."""
@@ -135,10 +149,13 @@ class Dispatcher:
             return 0
         self.in_flight.update(i.csms_id for i in items)
         try:
-            batches = plan_batches(items, new_csms_id)
-            # The batch binding is written before the request: a crash mid-request
-            # resends the same bulk with the same batch_csms_id.
-            newly_bound = [i for b in batches if b.kind == "bulk" for i in b.items if i.attempts == 0]
+            plan = plan_batches(items, new_csms_id)
+            if plan.incomplete:
+                self._hold_incomplete(plan.incomplete)
+            batches = plan.batches
+            # Bindings are written before the request: whatever happens to this process
+            # mid-request, the same request (members and ids) is what goes out again.
+            newly_bound = [i for b in batches if b.new for i in b.items]
             if newly_bound:
                 self.store.outbox_update(newly_bound)
             for position, batch in enumerate(batches):
@@ -158,6 +175,16 @@ class Dispatcher:
             self.in_flight.difference_update(i.csms_id for i in items)
         return len(items)
 
+    def _hold_incomplete(self, items: list[OutboxItem]) -> None:
+        """Members of a bound request that came without the rest wait for it: never sent as a part."""
+        _log.warning(
+            "part of a bound request was claimed without the rest; holding it back until it is whole",
+            count=len(items),
+            batch_ids=",".join(sorted({i.batch_id or "" for i in items})[:5]),
+        )
+        later = self.store.now() + INCOMPLETE_DELAY
+        self.store.outbox_update([i.evolve(state=OutboxState.PENDING, next_attempt_at=later) for i in items])
+
     # -- one request ------------------------------------------------------
     def _pace(self) -> None:
         # Evenly spaced with no burst: the gateway counts requests in a sliding
@@ -174,20 +201,24 @@ class Dispatcher:
         # The outbox retries with its own backoff; inside one call, one quick retry at
         # most (a dropped connection), so a call never holds its SMS for long.
         retry = self.client.retry.capped(max_attempts=IN_CALL_ATTEMPTS, max_delay=1.0, total_timeout=5.0)
+        # "Duplicate CMS ID" means "delivered" only if every SMS of this request went out
+        # before under these very ids; within the call, the client's own retry of the same
+        # request counts too.
+        carried = batch.carried
         if batch.kind == "bulk":
             return self.client.send_bulk(
                 [i.msisdn for i in items],
                 items[0].text,
                 batch_csms_id=batch.batch_id,
-                is_retry=True,
+                is_retry=carried,
                 retry=retry,
             )
         if batch.kind == "dynamic":
             return self.client.send_dynamic(
-                [DynamicMessage(i.msisdn, i.text, i.csms_id) for i in items], is_retry=True, retry=retry
+                [DynamicMessage(i.msisdn, i.text, i.csms_id) for i in items], is_retry=carried, retry=retry
             )
         return self.client.send_single(
-            items[0].msisdn, items[0].text, csms_id=items[0].csms_id, is_retry=True, retry=retry
+            items[0].msisdn, items[0].text, csms_id=items[0].csms_id, is_retry=carried, retry=retry
         )
 
     def _send(self, batch: Batch) -> None:
@@ -204,14 +235,16 @@ class Dispatcher:
             # Refused before any request (an id, number or text the spec does not allow, say
             # from a store written by hand): nothing was sent. One bad SMS must not hold up
             # the rest, round after round: alone it becomes a dead letter with the reason.
-            if len(batch.items) > 1:
+            # A request that may have gone out before is never split: it dies whole.
+            if len(batch.items) > 1 and not any(i.maybe_sent for i in batch.items):
                 for item in batch.items:
-                    self._send(Batch("single", [item.evolve(batch_id=None)]))
+                    self._send(Batch("single", [item.unbound()]))
             else:
-                self._write([self._dead(batch.items[0], f"refused before sending: {exc}")])
+                self._write([self._dead(i, f"refused before sending: {exc}") for i in batch.items])
             return
         self._observe(batch.kind, started, "ok")
         self._count_requests(result, retried)
+        self._gateway_answered()
         if self.auth_failed.is_set():
             _log.warning("gateway accepts our credentials again")
             self.auth_failed.clear()
@@ -230,19 +263,35 @@ class Dispatcher:
             self.stats.add(requests=result.requests, retried=result.retries + retried_items)
 
     def _record(self, batch: Batch, messages: list[SmsInfo]) -> None:
-        done, dead, later, misread = [], [], [], []
+        """The gateway answered the request: each SMS's own outcome, and the binding dissolves."""
+        done, dead, misread, fresh, alone = [], [], [], [], []
         for position, item in enumerate(batch.items):
             info = messages[position] if position < len(messages) else None
-            if info is None:
-                later.append(item)
-            elif info.delivered:
+            if info is not None and info.delivered:
                 done.append(item.evolve(state=OutboxState.SENT, attempts=item.attempts + 1))
-            elif info.status_message.strip().lower() == _DUPLICATE_MSISDN:
-                misread.append(item)
-            elif info.sms_status is SmsStatus.INVALID:
-                dead.append(self._dead(item, f"{info.sms_status}: {info.status_message}"))
+            elif info is not None and info.status_message.strip().lower() == _DUPLICATE_MSISDN:
+                misread.append(item.unbound().evolve(maybe_sent=False))
+            elif info is not None and is_duplicate_id(info):
+                # Spec 3.1: 4023 is "CSMS ID is duplicate in the same day". No request of ours
+                # carried this SMS under that id, so it says nothing about this SMS; sending it
+                # under another id could page twice if a copy of our state sent it.
+                dead.append(
+                    self._dead(
+                        item.unbound(),
+                        f"the gateway says id {info.csms_id or item.csms_id} was already used today, "
+                        "but no request of ours carried this SMS under it; not resent "
+                        "('outbox retry' sends it again)",
+                    )
+                )
+            elif info is not None and info.sms_status is SmsStatus.INVALID:
+                dead.append(self._dead(item.unbound(), f"{info.sms_status}: {info.status_message}"))
+            elif batch.kind == "bulk":
+                # The request got through (its id is spent) but this SMS has no clear status:
+                # under its own csms_id, which never reached the gateway. At worst a second copy.
+                fresh.append(item.unbound().evolve(maybe_sent=False))
             else:
-                later.append(item)
+                # Its own csms_id went out: it goes again alone under that id (exactly-once).
+                alone.append(item.unbound().evolve(maybe_sent=True))
         self.stats.add(sent=len(done))
         self._write(done + dead)
         if misread:
@@ -252,13 +301,30 @@ class Dispatcher:
                 count=len(misread),
                 kind=batch.kind,
             )
-            # Not sent, so not under any id yet: free the bulk binding (a bulk id covers
-            # every number of that bulk) and let each go with its own csms_id.
-            self._retry_later(
-                [i.evolve(batch_id=None, maybe_sent=False) for i in misread], "Duplicate MSISDN"
+            self._retry_later(misread, "Duplicate MSISDN")
+        if fresh or alone:
+            self._retry_later(fresh + alone, "no clear status for this SMS in the gateway's answer")
+
+    def _gateway_answered(self) -> None:
+        if self._failing_since is not None:
+            _log.warning(
+                "gateway recovered",
+                failing_for=f"{time.monotonic() - self._failing_since:.0f}s",
+                failed_requests=self._failed_requests,
             )
-        if later:
-            self._retry_later(later, "no answer for this SMS")
+            self._failing_since = None
+            self._failed_requests = 0
+
+    def _gateway_failed(self, error: GatewayError) -> None:
+        """One line when the gateway starts failing (then one when it recovers), not one per request."""
+        self._failed_requests += 1
+        if self._failing_since is None:
+            self._failing_since = time.monotonic()
+            _log.warning(
+                "gateway failing; SMS are kept and retried with backoff",
+                error=str(error),
+                kind=type(error).__name__,
+            )
 
     def _on_request_failure(self, batch: Batch, error: GatewayError) -> None:
         self.last_error = error
@@ -275,11 +341,12 @@ class Dispatcher:
                 )
             self._retry_later(batch.items, reason, delay=self.policy.auth_pause)
             return
-        bound_to_unknown_bulk = batch.kind == "bulk" and any(i.maybe_sent for i in batch.items)
+        self._gateway_failed(error)
+        sent_before = batch.kind != "single" and any(i.maybe_sent for i in batch.items)
         if (
             _unknown_outcome(error)
             or (isinstance(error, RateLimitError) and error.retryable)
-            or bound_to_unknown_bulk  # singles now could repeat what that bulk delivered
+            or sent_before  # singles now could repeat what that request delivered
         ):
             # The gateway may have this request: resend the very same one later.
             self._retry_later(batch.items, reason, maybe_sent=_unknown_outcome(error))
@@ -299,7 +366,7 @@ class Dispatcher:
             error=reason,
         )
         for item in batch.items:
-            self._send(Batch("single", [item.evolve(batch_id=None)]))
+            self._send(Batch("single", [item.unbound()]))
 
     def _dead(self, item: OutboxItem, reason: str) -> OutboxItem:
         self.stats.add(failed=1)
@@ -319,27 +386,41 @@ class Dispatcher:
         maybe_sent: bool = False,
         delay: float | None = None,
     ) -> None:
+        """Back to pending, all due at one moment (a bound request must come due whole).
+
+        An SMS that may have gone out keeps its binding; any other is free to be
+        planned anew. A bound request expires whole, when its oldest member does.
+        """
+        if not items:
+            return
         now = self.store.now()
+        attempts = max(i.attempts for i in items) + 1
+        if delay is None:
+            wait = min(self.policy.max_backoff, self.policy.backoff * 2 ** (attempts - 1))
+            wait *= random.uniform(0.5, 1.0)  # spread retries of many processes apart
+        else:
+            wait = max(0.0, delay)
+        oldest: dict[str, float] = {}
+        for item in items:
+            if item.batch_id:
+                oldest[item.batch_id] = min(oldest.get(item.batch_id, item.created_at), item.created_at)
         updated = []
         for item in items:
-            attempts = item.attempts + 1
-            if now - item.created_at >= self.policy.max_age:
-                updated.append(self._dead(item, f"expired after {attempts} attempts: {reason}"))
+            keep = maybe_sent or item.maybe_sent
+            item = item if keep else item.unbound()
+            born = oldest.get(item.batch_id, item.created_at) if item.batch_id else item.created_at
+            if now - born >= self.policy.max_age:
+                maybe = " (its last request's outcome is unknown: it may have been delivered)" if keep else ""
+                why = f"expired after {item.attempts + 1} attempts: {reason}{maybe}"
+                updated.append(self._dead(item, why))
                 continue
-            if delay is None:
-                wait = min(self.policy.max_backoff, self.policy.backoff * 2 ** (attempts - 1))
-                wait *= random.uniform(0.5, 1.0)  # spread retries of many processes apart
-            else:
-                wait = max(0.0, delay)
             updated.append(
                 item.evolve(
                     state=OutboxState.PENDING,
-                    attempts=attempts,
+                    attempts=item.attempts + 1,
                     next_attempt_at=now + wait,
                     last_error=reason,
-                    maybe_sent=item.maybe_sent or maybe_sent,
-                    # an unknown outcome keeps its bulk binding; a definite one frees it
-                    batch_id=item.batch_id if maybe_sent or item.maybe_sent else None,
+                    maybe_sent=keep,
                 )
             )
         self._write(updated)

@@ -84,17 +84,22 @@ class SendPlan:
     retries: int = 0
 
     def record(self, call: Call, answer: ApiResponse) -> None:
+        """Each entry's status from an accepted request's answer.
+
+        Spec 4.x.4: smsinfo is "one object for each SMS", carrying the client's msisdn
+        (bulk) or csms_id (dynamic). An answer with no smsinfo at all (seen on real
+        gateways) accepted the request as a whole; an entry missing from a list that
+        names others has no known status and is not counted as delivered.
+        """
         by_key: dict[str, SmsInfo] = {}
         for info in answer.smsinfo:
-            key = info.csms_id if call.kind == "dynamic" else info.msisdn
-            by_key.setdefault(key, info)
+            by_key.setdefault(_answer_key(call, info), info)
         for position, entry in enumerate(call.entries):
             key = entry.csms_id if call.kind == "dynamic" else entry.msisdn
             found: SmsInfo | None = by_key.get(key)
-            if found is None and position < len(answer.smsinfo) and call.kind == "single":
+            if found is None and call.kind == "single" and position < len(answer.smsinfo):
                 found = answer.smsinfo[position]
-            if found is None:
-                # A success without smsinfo (seen on real gateways): the request was accepted.
+            if found is None and not answer.smsinfo:
                 found = SmsInfo(
                     msisdn=entry.msisdn,
                     sms_status=SmsStatus.SUCCESS,
@@ -102,6 +107,14 @@ class SendPlan:
                     sms_body=entry.text,
                     csms_id=call.batch_csms_id or entry.csms_id,
                     delivered=True,
+                )
+            if found is None:
+                found = SmsInfo(
+                    msisdn=entry.msisdn,
+                    sms_status=SmsStatus.UNKNOWN,
+                    status_message="no status for this SMS in the gateway's answer",
+                    sms_body=entry.text,
+                    csms_id=call.batch_csms_id or entry.csms_id,
                 )
             self.infos[entry.index] = found
 
@@ -145,6 +158,16 @@ class SendPlan:
                 self.retries,
             )
         return SendResult("SUCCESS", ApiStatus.SUCCESS, "", messages, self.requests, self.retries)
+
+
+def _answer_key(call: Call, info: SmsInfo) -> str:
+    """How an smsinfo entry names its SMS: csms_id (dynamic) or the number, normalized as we sent it."""
+    if call.kind == "dynamic":
+        return info.csms_id
+    try:
+        return normalize_msisdn(info.msisdn)
+    except ValueError:
+        return info.msisdn
 
 
 def _chunk_batch_id(batch_csms_id: str, chunk: int, chunks: int) -> str:

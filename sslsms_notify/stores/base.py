@@ -43,9 +43,21 @@ class OutboxState(StrEnum):
     DEAD = "dead"
 
 
+BatchKind = Literal["bulk", "dynamic"]
+
+
 @dataclass(frozen=True, slots=True)
 class OutboxItem:
-    """One SMS to one number, with its csms_id fixed before the first attempt."""
+    """One SMS to one number, with its csms_id fixed before the first attempt.
+
+    **Bound requests.** An SMS planned into a bulk or dynamic request is *bound* to
+    it (``batch_id``, ``batch_kind``, ``batch_size``) before the request is sent.
+    Once a request may have reached the gateway (``maybe_sent``), it is only ever
+    resent exactly as it was: the same members under the same ids. That is what
+    lets "Duplicate CMS ID" mean "an earlier request carrying this SMS got
+    through". The stores keep a binding's members together (claimed, trimmed and
+    requeued as one); only a definite answer from the gateway unbinds them.
+    """
 
     csms_id: str
     msisdn: str
@@ -55,14 +67,32 @@ class OutboxItem:
     next_attempt_at: float
     attempts: int = 0
     state: OutboxState = OutboxState.PENDING
-    #: set when the SMS was (or is about to be) sent inside a bulk request
+    #: the request this SMS is bound to: a bulk's batch_csms_id, or our own id for a dynamic request
     batch_id: str | None = None
     last_error: str = ""
-    #: the request that may have reached the gateway had an unknown outcome
+    #: a request carrying this SMS under its current id may have been processed by the
+    #: gateway (an unknown outcome, or a lease taken over from a process that died mid-request)
     maybe_sent: bool = False
+    #: "bulk" or "dynamic" when bound; "" for a loose SMS (a bulk binding from 0.2 has "")
+    batch_kind: str = ""
+    #: how many SMS the bound request carries (0: not bound, or not known for a 0.2 binding)
+    batch_size: int = 0
 
     def evolve(self, **changes: object) -> OutboxItem:
         return replace(self, **changes)  # type: ignore[arg-type]
+
+    def bind(self, batch_id: str, kind: BatchKind, size: int) -> OutboxItem:
+        return replace(self, batch_id=batch_id, batch_kind=kind, batch_size=size)
+
+    def unbound(self) -> OutboxItem:
+        """Free of its request: only after a definite answer (or before any request was sent)."""
+        return replace(self, batch_id=None, batch_kind="", batch_size=0)
+
+    @property
+    def kind_of_binding(self) -> BatchKind | None:
+        if not self.batch_id:
+            return None
+        return "dynamic" if self.batch_kind == "dynamic" else "bulk"
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,7 +270,13 @@ class Store(Protocol):
     def outbox_add(self, items: Sequence[OutboxItem]) -> None: ...
 
     def outbox_claim(self, limit: int, lease: float) -> list[OutboxItem]:
-        """Due pending items (and expired leases) become in flight for ``lease`` seconds."""
+        """Due pending items (and expired leases) become in flight for ``lease`` seconds.
+
+        A claimed item that was in flight (its owner died or gave up mid-request)
+        comes back with ``maybe_sent`` set. The members of a bound request are
+        claimed together, due or not and past ``limit`` if need be: a part of a
+        bound request is never handed out alone.
+        """
         ...
 
     def outbox_renew(self, csms_ids: Sequence[str], lease: float) -> None:
@@ -270,7 +306,10 @@ class Store(Protocol):
         ...
 
     def outbox_trim(self, max_open: int, reason: str) -> list[OutboxItem]:
-        """Beyond ``max_open`` open SMS, the oldest *pending* ones become dead letters."""
+        """Beyond ``max_open`` open SMS, the oldest *pending* ones become dead letters.
+
+        A bound request's pending members go together (so a few more may go).
+        """
         ...
 
     def outbox_expire_dead(self, older_than: float) -> int:
@@ -278,7 +317,11 @@ class Store(Protocol):
         ...
 
     def outbox_requeue(self, csms_ids: Sequence[str]) -> int:
-        """Dead letters back to pending (same csms_id); returns how many."""
+        """Dead letters back to pending (same csms_id); returns how many.
+
+        A dead member of a bound request brings the binding's other dead members back
+        with it, so the request can be resent whole.
+        """
         ...
 
     def outbox_resume(self) -> int:

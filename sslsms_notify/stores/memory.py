@@ -33,6 +33,19 @@ T = TypeVar("T")
 _OPEN = (OutboxState.PENDING, OutboxState.INFLIGHT)
 
 
+def _claimable(item: OutboxItem, now: float) -> bool:
+    """Pending (due or not), or in flight with its lease run out."""
+    return item.state is OutboxState.PENDING or item.next_attempt_at <= now
+
+
+def _leased(item: OutboxItem, until: float) -> OutboxItem:
+    # An SMS taken over from a lease that ran out may have reached the gateway.
+    taken_over = item.state is OutboxState.INFLIGHT
+    return item.evolve(
+        state=OutboxState.INFLIGHT, next_attempt_at=until, maybe_sent=item.maybe_sent or taken_over
+    )
+
+
 # A row is a tuple whose first field is its time (window end, digest readiness,
 # group deadline); the key is the dict key.
 def _pack(table: str, row: Any) -> tuple[Any, ...]:
@@ -210,14 +223,21 @@ class MemoryStore:
 
     def outbox_claim(self, limit: int, lease: float) -> list[OutboxItem]:
         now = self._clock()
-        claimed: list[OutboxItem] = []
+        chosen: dict[str, OutboxItem] = {}
+        batches: set[str] = set()
         with self._lock:
             for item in self._open.values():
                 if item.next_attempt_at <= now:
-                    leased = item.evolve(state=OutboxState.INFLIGHT, next_attempt_at=now + lease)
-                    claimed.append(leased)
-                    if len(claimed) >= limit:
+                    chosen[item.csms_id] = item
+                    if item.batch_id:
+                        batches.add(item.batch_id)
+                    if len(chosen) >= limit:
                         break
+            if batches:  # a bound request's members go together, due or not
+                for item in self._open.values():
+                    if item.batch_id in batches and item.csms_id not in chosen and _claimable(item, now):
+                        chosen[item.csms_id] = item
+            claimed = [_leased(item, now + lease) for item in chosen.values()]
             for item in claimed:
                 self._open[item.csms_id] = item
         return claimed
@@ -269,18 +289,26 @@ class MemoryStore:
 
     def outbox_trim(self, max_open: int, reason: str) -> list[OutboxItem]:
         now = self._clock()
-        dropped: list[OutboxItem] = []
         with self._lock:
             excess = len(self._open) - max_open
             if excess <= 0:
-                return dropped
+                return []
+            doomed: dict[str, OutboxItem] = {}
+            batches: set[str] = set()
             for item in sorted(self._open.values(), key=lambda i: i.created_at):
+                if len(doomed) >= excess:
+                    break
                 if item.state is OutboxState.PENDING:
-                    dropped.append(
-                        item.evolve(state=OutboxState.DEAD, next_attempt_at=now, last_error=reason)
-                    )
-                    if len(dropped) >= excess:
-                        break
+                    doomed[item.csms_id] = item
+                    if item.batch_id:
+                        batches.add(item.batch_id)
+            for item in self._open.values():
+                if item.batch_id in batches and item.state is OutboxState.PENDING:
+                    doomed[item.csms_id] = item
+            dropped = [
+                i.evolve(state=OutboxState.DEAD, next_attempt_at=now, last_error=reason)
+                for i in doomed.values()
+            ]
             for item in dropped:
                 self._place(item)
         return dropped
@@ -294,14 +322,14 @@ class MemoryStore:
 
     def outbox_requeue(self, csms_ids: Sequence[str]) -> int:
         now = self._clock()
-        count = 0
         with self._lock:
-            for key in csms_ids:
-                item = self._dead.get(key)
-                if item is not None:
-                    self._place(item.evolve(state=OutboxState.PENDING, next_attempt_at=now))
-                    count += 1
-        return count
+            revived = {k: self._dead[k] for k in csms_ids if k in self._dead}
+            batches = {i.batch_id for i in revived.values() if i.batch_id}
+            if batches:
+                revived.update({k: i for k, i in self._dead.items() if i.batch_id in batches})
+            for item in revived.values():
+                self._place(item.evolve(state=OutboxState.PENDING, next_attempt_at=now))
+        return len(revived)
 
     def outbox_resume(self) -> int:
         now = self._clock()

@@ -68,18 +68,44 @@ end
 return tostring(wait)
 """
 
-# KEYS: due zset, items hash, claimed hash. ARGV: limit, lease.
+# KEYS: due zset, items hash, claimed hash. ARGV: limit, lease, prefix of the binding sets.
+# Returns ids, items, taken-over flags ("1": it was in flight under a lease that ran out),
+# and the lease's end. The members of a bound request are claimed together, due or not.
 _CLAIM = """
 local t = redis.call('TIME') local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
-if #ids == 0 then return {{}, {}, tostring(now)} end
+if #ids == 0 then return {{}, {}, {}, tostring(now)} end
+local seen, batches = {}, {}
+for _, id in ipairs(ids) do seen[id] = true end
+local first = redis.call('HMGET', KEYS[2], unpack(ids))
+for i = 1, #ids do
+  if first[i] then
+    local batch = cjson.decode(first[i])[7]
+    if batch and batch ~= '' and not batches[batch] then
+      batches[batch] = true
+      for _, member in ipairs(redis.call('SMEMBERS', ARGV[3] .. batch)) do
+        if not seen[member] then
+          local score = redis.call('ZSCORE', KEYS[1], member)
+          local raw = redis.call('HGET', KEYS[2], member)
+          local leased = redis.call('HEXISTS', KEYS[3], member) == 1
+          if score and raw and (not leased or tonumber(score) <= now)
+             and cjson.decode(raw)[7] == batch then
+            seen[member] = true
+            table.insert(ids, member)
+          end
+        end
+      end
+    end
+  end
+end
 local vals = redis.call('HMGET', KEYS[2], unpack(ids))
 local until_at = now + tonumber(ARGV[2])
-local live_ids, live, scores, marks, gone = {}, {}, {}, {}, {}
+local live_ids, live, flags, scores, marks, gone = {}, {}, {}, {}, {}, {}
 for i, id in ipairs(ids) do
   if vals[i] then
     table.insert(live_ids, id)
     table.insert(live, vals[i])
+    table.insert(flags, tostring(redis.call('HEXISTS', KEYS[3], id)))
     table.insert(scores, until_at) table.insert(scores, id)
     table.insert(marks, id) table.insert(marks, tostring(until_at))
   else
@@ -91,7 +117,7 @@ if #scores > 0 then
   redis.call('HSET', KEYS[3], unpack(marks))
 end
 if #gone > 0 then redis.call('ZREM', KEYS[1], unpack(gone)) end
-return {live_ids, live, tostring(until_at)}
+return {live_ids, live, flags, tostring(until_at)}
 """
 
 # KEYS: due zset, claimed hash. ARGV: lease, ids...
@@ -121,12 +147,23 @@ end
 return resumed
 """
 
-# KEYS: due, items, claimed, dead. ARGV: max_open, reason.
+# KEYS: due, items, claimed, dead. ARGV: max_open, reason, prefix of the binding sets.
+# A bound request's pending members go together.
 _TRIM = """
 local excess = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[1])
 if excess <= 0 then return {} end
 local t = redis.call('TIME') local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local dropped = {}
+local dropped, seen, batches = {}, {}, {}
+local function drop(id, raw)
+  local item = cjson.decode(raw)
+  item[6] = 'dead'
+  item[8] = ARGV[2]
+  local encoded = cjson.encode(item)
+  redis.call('HSET', KEYS[2], id, encoded)
+  table.insert(dropped, id) table.insert(dropped, encoded)
+  seen[id] = true
+  return item[7]
+end
 local taken = 0
 local offset = 0
 while taken < excess do
@@ -135,16 +172,21 @@ while taken < excess do
   offset = offset + #ids
   for _, id in ipairs(ids) do
     if taken >= excess then break end
-    if redis.call('HEXISTS', KEYS[3], id) == 0 then
+    if not seen[id] and redis.call('HEXISTS', KEYS[3], id) == 0 then
       local raw = redis.call('HGET', KEYS[2], id)
       if raw then
-        local item = cjson.decode(raw)
-        item[6] = 'dead'
-        item[8] = ARGV[2]
-        local encoded = cjson.encode(item)
-        redis.call('HSET', KEYS[2], id, encoded)
-        table.insert(dropped, id) table.insert(dropped, encoded)
+        local batch = drop(id, raw)
         taken = taken + 1
+        if batch and batch ~= '' and not batches[batch] then
+          batches[batch] = true
+          for _, member in ipairs(redis.call('SMEMBERS', ARGV[3] .. batch)) do
+            if not seen[member] and redis.call('HEXISTS', KEYS[3], member) == 0
+               and redis.call('ZSCORE', KEYS[1], member) then
+              local other = redis.call('HGET', KEYS[2], member)
+              if other and cjson.decode(other)[7] == batch then drop(member, other) end
+            end
+          end
+        end
       end
     end
   end
@@ -155,6 +197,9 @@ for i = 1, #dropped, 2 do
 end
 return dropped
 """
+#: how long the member set of a bound request outlives its last write (claims and
+#: trims read it; an entry whose item has moved on is ignored)
+BINDING_TTL = 8 * 24 * 3600
 
 
 def _item_json(item: OutboxItem) -> str:
@@ -169,6 +214,8 @@ def _item_json(item: OutboxItem) -> str:
             item.batch_id or "",
             item.last_error,
             int(item.maybe_sent),
+            item.batch_kind,
+            item.batch_size,
         ],
         ensure_ascii=False,
     )
@@ -176,6 +223,8 @@ def _item_json(item: OutboxItem) -> str:
 
 def _item_from(csms_id: str, raw: str, score: float | None = None, claimed: bool = False) -> OutboxItem:
     f = json.loads(raw)
+    if len(f) < 11:  # written by 0.2: a binding of unknown kind (bulk) and size
+        f += ["", 0]
     state = OutboxState(f[5])
     if state is not OutboxState.DEAD:
         state = OutboxState.INFLIGHT if claimed else OutboxState.PENDING
@@ -190,6 +239,8 @@ def _item_from(csms_id: str, raw: str, score: float | None = None, claimed: bool
         batch_id=f[6] or None,
         last_error=f[7],
         maybe_sent=bool(f[8]),
+        batch_kind=f[9],
+        batch_size=int(f[10]),
     )
 
 
@@ -446,8 +497,19 @@ class RedisStore:
         if tx.new_items:
             self._queue_outbox_add(pipe, tx.new_items)
 
+    def _queue_bindings(self, pipe: Any, items: Sequence[OutboxItem]) -> None:
+        """Record the members of bound requests (claims and trims take them together)."""
+        members: dict[str, list[str]] = {}
+        for item in items:
+            if item.batch_id and item.state is not OutboxState.SENT:
+                members.setdefault(item.batch_id, []).append(item.csms_id)
+        for batch_id, ids in members.items():
+            pipe.sadd(self._k("bm:", batch_id), *ids)
+            pipe.expire(self._k("bm:", batch_id), BINDING_TTL)
+
     def _queue_outbox_add(self, pipe: Any, items: Sequence[OutboxItem]) -> None:
         pipe.hset(self._k("o"), mapping={i.csms_id: _item_json(i) for i in items})
+        self._queue_bindings(pipe, items)
         open_items = {i.csms_id: i.next_attempt_at for i in items if i.state is not OutboxState.DEAD}
         dead = {i.csms_id: i.next_attempt_at for i in items if i.state is OutboxState.DEAD}
         if open_items:
@@ -502,10 +564,16 @@ class RedisStore:
             return self._claim_spool(limit, lease)
 
         def remote() -> list[OutboxItem]:
-            ids, raws, until = self._scripts["claim"](
-                keys=[self._k("due"), self._k("o"), self._k("claimed")], args=[limit, lease]
+            ids, raws, taken_over, until = self._scripts["claim"](
+                keys=[self._k("due"), self._k("o"), self._k("claimed")], args=[limit, lease, self._k("bm:")]
             )
-            return [_item_from(i, raw, float(until), claimed=True) for i, raw in zip(ids, raws, strict=True)]
+            items = []
+            for csms_id, raw, flag in zip(ids, raws, taken_over, strict=True):
+                item = _item_from(csms_id, raw, float(until), claimed=True)
+                if flag == "1" and not item.maybe_sent:  # its owner died mid-request: it may be sent
+                    item = item.evolve(maybe_sent=True)
+                items.append(item)
+            return items
 
         return self._remote(remote, lambda: self._claim_spool(limit, lease))
 
@@ -557,6 +625,7 @@ class RedisStore:
                 pipe.hdel(self._k("o"), *sent)
             if kept:
                 pipe.hset(self._k("o"), mapping=kept)
+                self._queue_bindings(pipe, shared)
             if open_items:
                 pipe.zadd(self._k("due"), open_items)
                 pipe.zrem(self._k("dead"), *open_items)
@@ -643,7 +712,7 @@ class RedisStore:
         def remote() -> list[OutboxItem]:
             flat = self._scripts["trim"](
                 keys=[self._k("due"), self._k("o"), self._k("claimed"), self._k("dead")],
-                args=[max_open, reason],
+                args=[max_open, reason, self._k("bm:")],
             )
             return [_item_from(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
 
@@ -673,10 +742,17 @@ class RedisStore:
 
         def remote() -> int:
             now = self._server_time()
-            dead = [i for i in self._remote_get(list(csms_ids)).values() if i.state is OutboxState.DEAD]
+            dead = {
+                i.csms_id: i for i in self._remote_get(list(csms_ids)).values() if i.state is OutboxState.DEAD
+            }
+            for batch_id in {i.batch_id for i in dead.values() if i.batch_id}:  # a bound request whole
+                members = list(self._client.smembers(self._k("bm:", batch_id)))
+                for item in self._remote_get(members).values():
+                    if item.state is OutboxState.DEAD and item.batch_id == batch_id:
+                        dead[item.csms_id] = item
             if dead:
                 pipe = self._client.pipeline()
-                revived = [i.evolve(state=OutboxState.PENDING, next_attempt_at=now) for i in dead]
+                revived = [i.evolve(state=OutboxState.PENDING, next_attempt_at=now) for i in dead.values()]
                 pipe.hset(self._k("o"), mapping={i.csms_id: _item_json(i) for i in revived})
                 pipe.zrem(self._k("dead"), *[i.csms_id for i in revived])
                 pipe.zadd(self._k("due"), {i.csms_id: now for i in revived})

@@ -37,7 +37,7 @@ from .base import (
 )
 
 T = TypeVar("T")
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _CHUNK = 500  # keys per "IN (...)": below SQLite's variable limit on every build
 
 _SCHEMA = """
@@ -57,9 +57,11 @@ CREATE INDEX IF NOT EXISTS groups_deadline ON groups(deadline);
 CREATE TABLE IF NOT EXISTS outbox (
     csms_id TEXT PRIMARY KEY, msisdn TEXT NOT NULL, text TEXT NOT NULL,
     created_at REAL NOT NULL, next_attempt_at REAL NOT NULL, attempts INTEGER NOT NULL,
-    state TEXT NOT NULL, batch_id TEXT, last_error TEXT NOT NULL, maybe_sent INTEGER NOT NULL);
+    state TEXT NOT NULL, batch_id TEXT, last_error TEXT NOT NULL, maybe_sent INTEGER NOT NULL,
+    batch_kind TEXT NOT NULL DEFAULT '', batch_size INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox(state, next_attempt_at);
 CREATE INDEX IF NOT EXISTS outbox_age ON outbox(state, created_at);
+CREATE INDEX IF NOT EXISTS outbox_batch ON outbox(batch_id) WHERE batch_id IS NOT NULL;
 CREATE TABLE IF NOT EXISTS counts (name TEXT PRIMARY KEY, n INTEGER NOT NULL);
 INSERT OR IGNORE INTO counts VALUES ('windows', 0), ('pending', 0), ('inflight', 0), ('dead', 0);
 CREATE TRIGGER IF NOT EXISTS windows_added AFTER INSERT ON windows
@@ -78,18 +80,23 @@ CREATE TRIGGER IF NOT EXISTS outbox_moved AFTER UPDATE OF state ON outbox WHEN O
 """
 
 _COLUMNS = (
-    "csms_id, msisdn, text, created_at, next_attempt_at, attempts, state, batch_id, last_error, maybe_sent"
+    "csms_id, msisdn, text, created_at, next_attempt_at, attempts, state, batch_id, last_error, maybe_sent, "
+    "batch_kind, batch_size"
 )
 _INSERT_OUTBOX = (
-    f"INSERT INTO outbox ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?) "
+    f"INSERT INTO outbox ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?) "
     "ON CONFLICT(csms_id) DO UPDATE SET next_attempt_at=excluded.next_attempt_at, "
     "attempts=excluded.attempts, state=excluded.state, batch_id=excluded.batch_id, "
-    "last_error=excluded.last_error, maybe_sent=excluded.maybe_sent"
+    "last_error=excluded.last_error, maybe_sent=excluded.maybe_sent, "
+    "batch_kind=excluded.batch_kind, batch_size=excluded.batch_size"
 )
 _UPDATE_OUTBOX = (
-    "UPDATE outbox SET next_attempt_at=?, attempts=?, state=?, batch_id=?, last_error=?, maybe_sent=? "
-    "WHERE csms_id=?"
+    "UPDATE outbox SET next_attempt_at=?, attempts=?, state=?, batch_id=?, last_error=?, maybe_sent=?, "
+    "batch_kind=?, batch_size=? WHERE csms_id=?"
 )
+# Claimable: pending (due or not) or in flight with the lease run out. Used to bring
+# the rest of a bound request along with a member that came due.
+_CLAIMABLE = "(state = 'pending' OR (state = 'inflight' AND next_attempt_at <= ?))"
 _UPSERT = {
     "windows": "INSERT INTO windows VALUES (?,?,?,?,?,?,?) ON CONFLICT(key) DO UPDATE SET "
     "end_at=excluded.end_at, count=excluded.count, since_at=excluded.since_at, "
@@ -115,7 +122,18 @@ def path_from_url(url: str) -> Path:
 
 def _row_to_item(row: Sequence[Any]) -> OutboxItem:
     return OutboxItem(
-        row[0], row[1], row[2], row[3], row[4], row[5], OutboxState(row[6]), row[7], row[8], bool(row[9])
+        row[0],
+        row[1],
+        row[2],
+        row[3],
+        row[4],
+        row[5],
+        OutboxState(row[6]),
+        row[7],
+        row[8],
+        bool(row[9]),
+        row[10],
+        row[11],
     )
 
 
@@ -131,6 +149,8 @@ def _item_to_row(item: OutboxItem) -> tuple[Any, ...]:
         item.batch_id,
         item.last_error,
         int(item.maybe_sent),
+        item.batch_kind,
+        item.batch_size,
     )
 
 
@@ -142,6 +162,8 @@ def _update_row(item: OutboxItem) -> tuple[Any, ...]:
         item.batch_id,
         item.last_error,
         int(item.maybe_sent),
+        item.batch_kind,
+        item.batch_size,
         item.csms_id,
     )
 
@@ -222,6 +244,12 @@ class SQLiteStore:
         with self._write():
             if db.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
                 return
+            # 0.2 had no batch_kind / batch_size: its bindings are bulk ones of unknown size.
+            columns = {r[1] for r in db.execute("PRAGMA table_info(outbox)")}
+            if "batch_kind" not in columns:
+                db.execute("ALTER TABLE outbox ADD COLUMN batch_kind TEXT NOT NULL DEFAULT ''")
+            if "batch_size" not in columns:
+                db.execute("ALTER TABLE outbox ADD COLUMN batch_size INTEGER NOT NULL DEFAULT 0")
             self._recount()
             now = self._clock()
             for msisdn, text in held:
@@ -356,11 +384,32 @@ class SQLiteStore:
                 "ORDER BY created_at LIMIT ?",
                 (now, now, limit),
             ).fetchall()
+            taken = {r[0] for r in rows}
+            batches = sorted({r[7] for r in rows if r[7]})
+            for start in range(0, len(batches), _CHUNK):  # the rest of each bound request comes along
+                chunk = batches[start : start + _CHUNK]
+                marks = ",".join("?" * len(chunk))
+                for row in db.execute(
+                    f"SELECT {_COLUMNS} FROM outbox WHERE batch_id IN ({marks}) AND {_CLAIMABLE}",
+                    [*chunk, now],
+                ):
+                    if row[0] not in taken:
+                        taken.add(row[0])
+                        rows.append(row)
+            # An SMS taken over from a lease that ran out may have reached the gateway.
             db.executemany(
-                "UPDATE outbox SET state='inflight', next_attempt_at=? WHERE csms_id=?",
+                "UPDATE outbox SET state='inflight', next_attempt_at=?, "
+                "maybe_sent = maybe_sent OR state = 'inflight' WHERE csms_id=?",
                 [(now + lease, r[0]) for r in rows],
             )
-        return [_row_to_item(r).evolve(state=OutboxState.INFLIGHT, next_attempt_at=now + lease) for r in rows]
+        return [
+            _row_to_item(r).evolve(
+                state=OutboxState.INFLIGHT,
+                next_attempt_at=now + lease,
+                maybe_sent=bool(r[9]) or r[6] == OutboxState.INFLIGHT.value,
+            )
+            for r in rows
+        ]
 
     def outbox_renew(self, csms_ids: Sequence[str], lease: float) -> None:
         until = self._clock() + lease
@@ -438,6 +487,14 @@ class SQLiteStore:
                 f"SELECT {_COLUMNS} FROM outbox WHERE state='pending' ORDER BY created_at LIMIT ?",
                 (excess,),
             ).fetchall()
+            taken = {r[0] for r in rows}
+            for batch_id in sorted({r[7] for r in rows if r[7]}):  # a bound request goes whole
+                for row in db.execute(
+                    f"SELECT {_COLUMNS} FROM outbox WHERE batch_id=? AND state='pending'", (batch_id,)
+                ):
+                    if row[0] not in taken:
+                        taken.add(row[0])
+                        rows.append(row)
             dropped = [
                 _row_to_item(r).evolve(state=OutboxState.DEAD, next_attempt_at=now, last_error=reason)
                 for r in rows
@@ -453,12 +510,34 @@ class SQLiteStore:
 
     def outbox_requeue(self, csms_ids: Sequence[str]) -> int:
         now = self._clock()
+        ids = list(dict.fromkeys(csms_ids))
         with self._write() as db:
-            cursor = db.executemany(
-                "UPDATE outbox SET state='pending', next_attempt_at=? WHERE csms_id=? AND state='dead'",
-                [(now, i) for i in csms_ids],
-            )
-            return max(0, cursor.rowcount)  # rows of this statement, not the counters' trigger
+            batches: set[str] = set()
+            for start in range(0, len(ids), _CHUNK):
+                chunk = ids[start : start + _CHUNK]
+                marks = ",".join("?" * len(chunk))
+                batches.update(
+                    r[0]
+                    for r in db.execute(
+                        f"SELECT batch_id FROM outbox WHERE csms_id IN ({marks}) AND state='dead' "
+                        "AND batch_id IS NOT NULL",
+                        chunk,
+                    )
+                )
+            for batch_id in sorted(batches):  # a bound request comes back whole
+                ids += [
+                    r[0]
+                    for r in db.execute(
+                        "SELECT csms_id FROM outbox WHERE batch_id=? AND state='dead'", (batch_id,)
+                    )
+                ]
+            revived = 0
+            for csms_id in dict.fromkeys(ids):
+                revived += db.execute(
+                    "UPDATE outbox SET state='pending', next_attempt_at=? WHERE csms_id=? AND state='dead'",
+                    (now, csms_id),
+                ).rowcount
+            return revived
 
     def outbox_resume(self) -> int:
         now = self._clock()
