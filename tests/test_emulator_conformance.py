@@ -282,6 +282,38 @@ def test_bulk_batch_id_reuse_is_4023(gw: Gateway) -> None:
     assert gw.post(BULK, body)["status_code"] == 4023
 
 
+def test_a_part_of_a_bulk_resent_under_its_id_is_4023_and_not_sent(gw: Gateway) -> None:
+    """4.2.1: batch_csms_id is "a unique reference ID" for the whole bulk request; 3.1: 4023
+    "CSMS ID is duplicate in the same day". The id names the request, not each number: a
+    resend under it is refused whole, whichever numbers it carries, and sends nothing.
+
+    This is the gateway behaviour that turned a client's partial resend into a lost page:
+    ``bulk[a]`` accepted, then ``bulk[b]`` under the same id answered 4023, ``b`` never sent.
+    """
+    a, b = "01712345678", "01812345678"
+    assert gw.post(BULK, gw.creds(msisdn=[a], sms="x", batch_csms_id="part1"))["status_code"] == 200
+    answer = gw.post(BULK, gw.creds(msisdn=[b], sms="x", batch_csms_id="part1"))
+    assert answer["status_code"] == 4023
+    assert [m.msisdn for m in gw.emulator.messages()] == ["8801712345678"]
+    history = gw.emulator.history()
+    assert [(r.endpoint, r.msisdns, r.ids, r.outcome) for r in history] == [
+        ("bulk", (a,), ("part1",), "200"),
+        ("bulk", (b,), ("part1",), "4023"),
+    ]
+
+
+def test_a_timeout_after_processing_sent_the_sms(gw: Gateway) -> None:
+    """A fault that loses the answer of a processed request: the SMS is in the inbox."""
+    _fault(gw, {"kind": "timeout", "after_processing": True, "hold": 0.2})
+    with pytest.raises(httpx.HTTPError):
+        gw.http.post(SINGLE, json=gw.creds(msisdn="01712345678", sms="x", csms_id="late1"), timeout=0.1)
+    assert len(gw.emulator.messages()) == 1
+    assert gw.emulator.history()[-1].outcome == "200 then timeout"
+    if gw.kind == "server":
+        requests = gw.http.get("/__emulator/requests").json()["requests"]
+        assert requests[-1]["outcome"] == "200 then timeout"
+
+
 # -- faults --------------------------------------------------------------------
 def _fault(gw: Gateway, spec: dict[str, Any]) -> None:
     if gw.kind == "server":

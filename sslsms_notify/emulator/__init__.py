@@ -7,6 +7,7 @@ from .core import (
     EmulatorRequest,
     EmulatorResponse,
     GatewayEmulator,
+    GatewayRequest,
     InboxMessage,
 )
 from .faults import Fault, FaultPlan
@@ -25,5 +26,6 @@ __all__ = [
     "Fault",
     "FaultPlan",
     "GatewayEmulator",
+    "GatewayRequest",
     "InboxMessage",
 ]

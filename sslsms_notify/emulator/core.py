@@ -27,7 +27,7 @@ from ..gateway.ids import is_valid_csms_id
 from ..gateway.models import BULK_PATH, DYNAMIC_PATH, MAX_RECIPIENTS_PER_REQUEST, SINGLE_PATH
 from ..gateway.msisdn import InvalidMsisdnError, normalize_msisdn
 from ..gateway.text import MAX_SMS_CHARS, count_segments
-from .faults import DEFAULT_ERROR_PAGE, FaultPlan
+from .faults import DEFAULT_ERROR_PAGE, Fault, FaultPlan
 
 DEMO_API_TOKEN = "emulator-token-0123456789"
 DEMO_SID = "EMULATOR"
@@ -87,6 +87,30 @@ class InboxMessage:
         return f"{when}  +{self.msisdn}  [{self.sms_type} {self.segments} seg, {self.endpoint}]  {body}"
 
 
+@dataclass(frozen=True, slots=True)
+class GatewayRequest:
+    """A request as the gateway saw it, and what became of it (:meth:`GatewayEmulator.history`).
+
+    Tests read this to write down exactly which requests a retry path made.
+    """
+
+    endpoint: str
+    #: the numbers, as the request listed them (bulk: in order; dynamic: per SMS)
+    msisdns: tuple[str, ...]
+    #: a bulk's batch_csms_id, or each SMS's csms_id (single, dynamic)
+    ids: tuple[str, ...]
+    #: the API status code answered, or what a fault did: "http 502", "dropped",
+    #: "timeout" (not processed), or "<code> then dropped" / "<code> then timeout"
+    outcome: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+#: requests the history keeps
+HISTORY_SIZE = 10_000
+
+
 @dataclass(slots=True)
 class EmulatorConfig:
     #: api_token -> SIDs it may send as
@@ -116,6 +140,7 @@ class GatewayEmulator:
         self._reference = 0
         self._subscribers: list[Callable[[InboxMessage], None]] = []
         self.requests: dict[int, int] = {}  # API status code -> count
+        self._history: deque[GatewayRequest] = deque(maxlen=HISTORY_SIZE)
 
     # -- inspection ---------------------------------------------------------
     def messages(self, msisdn: str | None = None) -> list[InboxMessage]:
@@ -124,6 +149,11 @@ class GatewayEmulator:
                 return list(self._inbox)
             number = normalize_msisdn(msisdn)
             return [m for m in self._inbox if m.msisdn == number]
+
+    def history(self) -> list[GatewayRequest]:
+        """The last requests the gateway saw, oldest first, faults included."""
+        with self._lock:
+            return list(self._history)
 
     def clear_inbox(self) -> None:
         with self._lock:
@@ -137,6 +167,7 @@ class GatewayEmulator:
             self._recent.clear()
             self._daily_requests.clear()
             self.requests.clear()
+            self._history.clear()
             self.faults.clear()
 
     def subscribe(self, callback: Callable[[InboxMessage], None]) -> None:
@@ -155,28 +186,58 @@ class GatewayEmulator:
     def handle(self, request: EmulatorRequest) -> EmulatorResponse:
         fault = self.faults.take()
         delay = self.faults.latency
+        response = self._handle(request, fault)
+        response.delay = delay
+        self._remember(request, response)
+        return response
+
+    def _handle(self, request: EmulatorRequest, fault: Fault | None) -> EmulatorResponse:
         if fault is not None:
             if fault.kind == "http_error":
                 page = fault.body or DEFAULT_ERROR_PAGE.format(status=fault.http_status)
-                return EmulatorResponse(
-                    fault.http_status, page.encode(), {"content-type": "text/html"}, delay=delay
-                )
+                return EmulatorResponse(fault.http_status, page.encode(), {"content-type": "text/html"})
             if fault.kind == "drop" and not fault.after_processing:
-                return EmulatorResponse(0, b"", delay=delay, drop="before")
-            if fault.kind == "timeout":
-                return EmulatorResponse(0, b"", delay=delay, hold=fault.hold)
+                return EmulatorResponse(0, b"", drop="before")
+            if fault.kind == "timeout" and not fault.after_processing:
+                return EmulatorResponse(0, b"", hold=fault.hold)
             if fault.kind == "api_code":
-                response = self._fail(fault.code)
-                response.delay = delay
-                return response
+                return self._fail(fault.code)
         with self._lock:
             response = self._process(request)
             code = response.api_code if response.api_code is not None else response.status
             self.requests[code] = self.requests.get(code, 0) + 1
-        response.delay = delay
         if fault is not None and fault.kind == "drop":
             response.drop = "after"
+        if fault is not None and fault.kind == "timeout":  # processed, then the answer never comes
+            response.hold = fault.hold
         return response
+
+    def _remember(self, request: EmulatorRequest, response: EmulatorResponse) -> None:
+        endpoint = _ENDPOINTS.get(request.path.rstrip("/") or "/", request.path)
+        params = self._params(request) if request.method.upper() == "GET" or request.body else {}
+        numbers: tuple[str, ...] = ()
+        ids: tuple[str, ...] = ()
+        if isinstance(params, dict):
+            if endpoint == "dynamic" and isinstance(params.get("sms"), list):
+                sms = [m for m in params["sms"] if isinstance(m, dict)]
+                numbers = tuple(str(m.get("msisdn", "")) for m in sms)
+                ids = tuple(str(m.get("csms_id", "")) for m in sms)
+            else:
+                raw = params.get("msisdn")
+                numbers = tuple(str(n) for n in raw) if isinstance(raw, list) else (str(raw or ""),)
+                ids = (str(params.get("batch_csms_id") or params.get("csms_id") or ""),)
+        if response.status and response.api_code is None and response.status >= 400:
+            outcome = f"http {response.status}"
+        elif response.api_code is None:
+            outcome = "timeout" if response.hold is not None else "dropped"
+        else:
+            outcome = str(response.api_code)
+            if response.drop:
+                outcome += " then dropped"
+            elif response.hold is not None:
+                outcome += " then timeout"
+        with self._lock:
+            self._history.append(GatewayRequest(endpoint, numbers, ids, outcome))
 
     def _answer(
         self,

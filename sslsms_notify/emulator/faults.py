@@ -26,7 +26,7 @@ class Fault:
     code: int = 5000
     http_status: int = 503
     body: str | None = None
-    #: for "drop": after the gateway processed (and accepted) the request
+    #: for "drop" and "timeout": after the gateway processed (and accepted) the request
     after_processing: bool = False
     #: for "timeout": how long the server holds the connection before dropping it
     hold: float = 30.0
@@ -79,9 +79,9 @@ class FaultPlan:
         """Close the connection without an answer (optionally after accepting the SMS)."""
         return self.add(Fault("drop", count=count, after_processing=after_processing))
 
-    def timeout(self, count: int = 1, hold: float = 30.0) -> Fault:
-        """Never answer (the client's timeout fires)."""
-        return self.add(Fault("timeout", count=count, hold=hold))
+    def timeout(self, count: int = 1, hold: float = 30.0, *, after_processing: bool = False) -> Fault:
+        """Never answer (the client's timeout fires); optionally after accepting the SMS."""
+        return self.add(Fault("timeout", count=count, hold=hold, after_processing=after_processing))
 
     def outage(
         self,

@@ -113,6 +113,8 @@ class EmulatorApp:
                 query = dict(parse_qsl(scope.get("query_string", b"").decode()))
                 messages = emulator.messages(query.get("msisdn"))
                 return 200, {"messages": [m.to_dict() for m in messages]}
+            if route == ("GET", "/requests"):
+                return 200, {"requests": [r.to_dict() for r in emulator.history()]}
             if route == ("DELETE", "/messages"):
                 emulator.clear_inbox()
                 return 200, {"ok": True}
