@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import re
 import secrets
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from sslsms_notify._log import register_secret
 from sslsms_notify.relay.payloads import (
@@ -23,6 +27,7 @@ from sslsms_notify.relay.payloads import (
     PayloadError,
     WebhookOptions,
     decode_body,
+    format_number,
     labels_fingerprint,
     parse_alertmanager,
     parse_alerts,
@@ -980,3 +985,67 @@ def test_grafana_legacy_errors(change: dict[str, Any], field: str, rule: str) ->
     with pytest.raises(PayloadError) as exc_info:
         parse_grafana({**GRAFANA_LEGACY, **change})
     raises(exc_info, field, 422, rule)
+
+
+# --- numbers in webhook texts ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        (0, "0"),
+        (0.0, "0"),
+        (-0.0, "0"),
+        (1, "1"),
+        (12.0, "12"),  # whole numbers as whole numbers
+        (-7, "-7"),
+        (93.5, "93.5"),
+        (-93.5, "-93.5"),
+        (2.50, "2.5"),  # trailing zeros go
+        (44.23943737541908, "44.24"),  # four significant digits...
+        (1.23456, "1.235"),
+        (0.0123456, "0.01235"),
+        (-0.0123456, "-0.01235"),
+        (0.1 + 0.2, "0.3"),
+        (12345.678, "12346"),  # ...but the whole part is never rounded away
+        (14151.331895396988, "14151"),  # was "1.415e+04"
+        (47043.702386305304, "47044"),
+        (999.96, "1000"),  # rounding carries into a new digit
+        (0.99996, "1"),
+        (123456789.123, "123456789"),
+        (999_999_999, "999999999"),  # the largest fixed whole number
+        (1e-5, "0.00001"),  # small values in fixed notation down to 10^-6
+        (-1e-5, "-0.00001"),
+        (1.5e-6, "0.0000015"),
+        (1e-6, "0.000001"),
+        (1.5e-7, "1.5e-07"),  # below that, an exponent: nobody counts seven zeros
+        (1e-300, "1e-300"),
+        (1e9, "1e+09"),  # from 10^9 up, an exponent too
+        (999_999_999.7, "1e+09"),  # rounds up to 10^9
+        (1_000_000_000, "1e+09"),
+        (1_234_567_890, "1.235e+09"),
+        (-2e12, "-2e+12"),
+        (1.7976931348623157e308, "1.798e+308"),
+        (10**400, "1e+400"),  # a JSON integer too big for a float
+        (float("nan"), "NaN"),  # JSON cannot carry these; valueString can
+        (float("inf"), "+Inf"),
+        (float("-inf"), "-Inf"),
+    ],
+)
+def test_format_number(value: float, shown: str) -> None:
+    assert format_number(value) == shown
+
+
+@given(st.floats() | st.integers())
+def test_format_number_round_trips_to_four_digits(value: float) -> None:
+    shown = format_number(value)
+    assert shown == shown.strip() and " " not in shown
+    if isinstance(value, float) and not math.isfinite(value):
+        assert shown in ("NaN", "+Inf", "-Inf")
+        return
+    if "e" not in shown:
+        assert 1e-6 <= abs(value) < 1e9 or value == 0
+    else:
+        assert abs(value) >= 999_999_999.5 or abs(value) < 1e-6
+    exact = Decimal(value)
+    assert abs(Decimal(shown) - exact) <= abs(exact) * Decimal("0.0005")  # four digits or more

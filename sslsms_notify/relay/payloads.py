@@ -35,8 +35,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import re
 from collections.abc import Mapping
+from decimal import Decimal
 from types import MappingProxyType
 from typing import Final, Literal
 
@@ -50,6 +52,7 @@ __all__ = [
     "PayloadError",
     "WebhookOptions",
     "decode_body",
+    "format_number",
     "labels_fingerprint",
     "parse_alertmanager",
     "parse_alerts",
@@ -550,8 +553,61 @@ def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+_SMALLEST_FIXED: Final = 1e-6  # below this, fixed notation is a run of zeros nobody counts
+_LARGEST_FIXED: Final = 10**9
+
+
+def format_number(value: int | float) -> str:
+    """A measured value as a person reads it on a phone: ``93.5``, ``14151``, ``0.001235``.
+
+    * Whole numbers as whole numbers: ``12`` and ``12.0`` are both ``12``.
+    * Otherwise four significant digits, but the whole part is never rounded away:
+      ``44.23943`` is ``44.24``, ``1.23456`` is ``1.235``, ``0.0123456`` is ``0.01235``,
+      ``12345.678`` is ``12346``. Trailing zeros go (``2.50`` is ``2.5``).
+    * No scientific notation from 10^-6 up to (not including) 10^9: ``1e-05`` is
+      ``0.00001``, and ``14151.33`` (which ``%.4g`` printed as ``1.415e+04``) is ``14151``.
+      Beyond those bounds fixed notation is a run of digits nobody counts right at 3 a.m.,
+      so it is ``1.235e+09``, ``-2e+12``, ``1.5e-07`` (four significant digits, an exponent
+      of at least two digits, as Go and C print it).
+    * ``0`` and ``-0.0`` are ``0``; NaN and the infinities (which JSON cannot carry, but
+      Grafana's ``valueString`` can) are ``NaN``, ``+Inf`` and ``-Inf``, as Grafana shows them.
+    """
+    if isinstance(value, int):
+        if abs(value) < _LARGEST_FIXED:
+            return str(value)
+        return _scientific(f"{Decimal(value):.3e}")  # an int of any size: no float overflow
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if value == 0:
+        return "0"
+    size = abs(value)
+    if size >= _LARGEST_FIXED or size < _SMALLEST_FIXED:
+        return _scientific(f"{value:.3e}")
+    # the exponent after rounding to four digits: 999.96 counts as 1000, not 999
+    exponent = int(f"{size:.3e}".partition("e")[2])
+    text = f"{value:.{max(0, 3 - exponent)}f}"
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    if len(text.lstrip("-")) > 9 and "." not in text:  # 999999999.7 rounded up to 10^9
+        return _scientific(f"{value:.3e}")
+    return text
+
+
+def _scientific(text: str) -> str:
+    """``1.230e+9`` or ``1.230e+09`` to ``1.23e+09``: no trailing zeros, two exponent digits."""
+    mantissa, _, exponent = text.partition("e")
+    if "." in mantissa:
+        mantissa = mantissa.rstrip("0").rstrip(".")
+    power = int(exponent)
+    return f"{mantissa}e{'-' if power < 0 else '+'}{abs(power):02d}"
+
+
 def _number(value: object) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return format_number(value)
+    return str(value)
 
 
 def _label_severity(value: str | None, options: WebhookOptions) -> str:
