@@ -862,6 +862,27 @@ def test_grafana_resolved_and_options() -> None:
     assert only.groups == ("noc",)
 
 
+@pytest.mark.parametrize("labels", ["missing", None])
+def test_grafana_alert_without_labels_still_pages(labels: str | None) -> None:
+    # Grafana retries no 4xx: refusing it would lose the page for good
+    alert = {k: v for k, v in GRAFANA_DOC["alerts"][0].items() if k != "labels"}
+    if labels is None:
+        alert["labels"] = None
+    [spec] = parse_grafana({**GRAFANA_DOC, "alerts": [alert]})
+    assert spec == AlertSpec(
+        text="Alert: This alert was triggered for zone us-1",
+        severity="error",
+        key="grafana:c6eadffa33fcdf37:firing",
+        groups=None,
+        source="grafana/My Super Webhook",
+        tags=("grafana", "firing"),
+    )
+    # without a fingerprint either, the key is that of an empty label set, as Alertmanager's
+    del alert["fingerprint"]
+    [spec] = parse_grafana({**GRAFANA_DOC, "alerts": [alert]})
+    assert spec.key == f"grafana:{labels_fingerprint({})}:firing"
+
+
 @pytest.mark.parametrize(
     ("data", "field", "status", "rule"),
     [
@@ -872,6 +893,18 @@ def test_grafana_resolved_and_options() -> None:
             "alerts[0].labels",
             422,
             "must be an object of strings",
+        ),
+        (
+            {**GRAFANA_DOC, "alerts": [{**GRAFANA_9_ALERT, "labels": ["alertname=A"]}]},
+            "alerts[0].labels",
+            422,
+            "must be an object of strings, not an array",
+        ),
+        (
+            {**GRAFANA_DOC, "alerts": [{**GRAFANA_9_ALERT, "labels": {"severity": 1}}]},
+            "alerts[0].labels.severity",
+            422,
+            "must be a string, not a number",
         ),
         (
             {**GRAFANA_DOC, "alerts": [{**GRAFANA_9_ALERT, "status": "alerting"}]},

@@ -380,11 +380,11 @@ _DEFAULT_OPTIONS: Final = WebhookOptions()
 class _Flavor:
     name: str  # source prefix and first tag
     key_prefix: str
-    values_fallback: bool  # Grafana: valueString / values when no annotation says more
+    grafana: bool  # Grafana's rules: labels may be missing; texts from errors and values
 
 
-_ALERTMANAGER: Final = _Flavor("alertmanager", "am", values_fallback=False)
-_GRAFANA: Final = _Flavor("grafana", "grafana", values_fallback=True)
+_ALERTMANAGER: Final = _Flavor("alertmanager", "am", grafana=False)
+_GRAFANA: Final = _Flavor("grafana", "grafana", grafana=True)
 _DETAIL_ANNOTATIONS: Final = ("summary", "description", "message")
 _GO_QUOTED = re.compile(r"\\([\\.+*?()|\[\]{}^$])")
 
@@ -463,6 +463,23 @@ def _string_map(value: object, path: str) -> dict[str, str]:
     return value
 
 
+def _labels(value: object, path: str, flavor: _Flavor) -> dict[str, str]:
+    """An alert's labels; for Grafana, a missing (or null) ``labels`` is an alert without any.
+
+    Grafana retries no 4xx answer, so refusing such an alert would lose the page for good,
+    and it still has a text (its annotations or values) and a fingerprint. Labels that are
+    there but of the wrong type are still refused (422 naming the field): severity,
+    recipients and the fallback fingerprint all come from labels, so a body whose labels
+    cannot be read is not one we can route or deduplicate, and a guess would page the
+    wrong phones or fold distinct alerts into one. The 422 shows in Grafana's "Test"
+    button and its logs, where whoever wrote that body can see it. Alertmanager always
+    sends labels, so a body without them is refused there as not being one of its.
+    """
+    if value is None and flavor.grafana:
+        return {}
+    return _string_map(value, path)
+
+
 def _loose_map(value: object) -> dict[str, str]:
     """Annotations: only wording, so entries of the wrong type are skipped, not refused."""
     if not isinstance(value, dict):
@@ -480,14 +497,14 @@ def _webhook_alert(
 ) -> AlertSpec | None:
     if not isinstance(alert, dict):
         raise PayloadError(path, f"must be an alert object, not {_kind(alert)}")
-    labels = _string_map(alert.get("labels"), _at(path, "labels"))
+    labels = _labels(alert.get("labels"), _at(path, "labels"), flavor)
     status = _alert_status(alert.get("status"), _at(path, "status"), default_status)
     if status == "resolved" and not options.send_resolved:
         return None
     fingerprint = _fingerprint(alert.get("fingerprint"), _at(path, "fingerprint"), labels)
     annotations = _loose_map(alert.get("annotations"))
     detail = _first(annotations, _DETAIL_ANNOTATIONS)
-    if not detail and flavor.values_fallback:
+    if not detail and flavor.grafana:
         detail = _grafana_value(alert)
     if not detail:
         hidden = {"alertname", "instance", options.severity_label, options.groups_label}
