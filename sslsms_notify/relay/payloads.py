@@ -386,6 +386,11 @@ class _Flavor:
 _ALERTMANAGER: Final = _Flavor("alertmanager", "am", grafana=False)
 _GRAFANA: Final = _Flavor("grafana", "grafana", grafana=True)
 _DETAIL_ANNOTATIONS: Final = ("summary", "description", "message")
+#: the alerts Grafana sends when a rule could not be evaluated (label ``rulename``: the rule)
+_DATASOURCE_ALERTS: Final = frozenset({"DatasourceError", "DatasourceNoData"})
+#: Grafana's error id before its message, "[sse.dataQueryError] failed to execute query [A]: ..."
+_GRAFANA_ERROR_ID = re.compile(r"^\[[a-z][\w-]*(?:\.[\w-]+)+\]\s*")
+_MAX_VALUES_SHOWN: Final = 5
 _GO_QUOTED = re.compile(r"\\([\\.+*?()|\[\]{}^$])")
 
 
@@ -503,15 +508,7 @@ def _webhook_alert(
         return None
     fingerprint = _fingerprint(alert.get("fingerprint"), _at(path, "fingerprint"), labels)
     annotations = _loose_map(alert.get("annotations"))
-    detail = _first(annotations, _DETAIL_ANNOTATIONS)
-    if not detail and flavor.grafana:
-        detail = _grafana_value(alert)
-    if not detail:
-        hidden = {"alertname", "instance", options.severity_label, options.groups_label}
-        detail = " ".join(f"{k}={v}" for k, v in sorted(labels.items()) if k not in hidden and v.strip())
-    name = labels.get("alertname", "").strip() or "Alert"
-    instance = labels.get("instance", "").strip()
-    text = name + (f" ({instance})" if instance else "") + (f": {detail}" if detail else "")
+    text = _webhook_text(alert, labels, annotations, options, flavor)
     if status == "resolved":
         text = "[RESOLVED] " + text
     tag_labels = ("alertname", options.severity_label, "instance", "job")
@@ -525,6 +522,46 @@ def _webhook_alert(
         source=source,
         tags=tuple(dict.fromkeys(tags)),
     )
+
+
+def _webhook_text(
+    alert: Mapping[str, object],
+    labels: Mapping[str, str],
+    annotations: Mapping[str, str],
+    options: WebhookOptions,
+    flavor: _Flavor,
+) -> str:
+    """``name (instance): detail``, the first rule that gives a detail winning.
+
+    Alertmanager: the ``summary``, ``description`` or ``message`` annotation, else the
+    other labels as ``key=value``. Grafana (see :func:`parse_grafana`) puts two rules
+    first, because a rule that could not be evaluated still carries its summary (say
+    "CPU above 90%"), which would then page a condition nobody measured:
+
+    1. ``DatasourceError`` / ``DatasourceNoData``: ``DatasourceError (rule: High CPU):
+       <the Error annotation>``, the rule's name from the ``rulename`` label;
+    2. any other alert with an ``Error`` annotation: ``High CPU (web1): error: <it>``;
+    3. the annotations above;
+    4. the values: ``High CPU (web1): A=93.5 C=1``, never Grafana's ``[ var=... ]`` dump;
+    5. the labels, as for Alertmanager.
+    """
+    name = labels.get("alertname", "").strip() or "Alert"
+    instance = labels.get("instance", "").strip()
+    detail = ""
+    if flavor.grafana:
+        error = _GRAFANA_ERROR_ID.sub("", annotations.get("Error", "").strip(), count=1)
+        if name in _DATASOURCE_ALERTS:
+            about = {"rule": labels.get("rulename", "").strip(), "instance": instance}
+            which = ", ".join(f"{k}: {v}" for k, v in about.items() if v)
+            return name + (f" ({which})" if which else "") + (f": {error}" if error else "")
+        detail = f"error: {error}" if error else ""
+    detail = detail or _first(annotations, _DETAIL_ANNOTATIONS)
+    if not detail and flavor.grafana:
+        detail = _grafana_values(alert)
+    if not detail:
+        hidden = {"alertname", "instance", options.severity_label, options.groups_label}
+        detail = " ".join(f"{k}={v}" for k, v in sorted(labels.items()) if k not in hidden and v.strip())
+    return name + (f" ({instance})" if instance else "") + (f": {detail}" if detail else "")
 
 
 def _alert_status(value: object, path: str, default: Status) -> Status:
@@ -555,15 +592,49 @@ def _first(values: Mapping[str, str], names: tuple[str, ...]) -> str:
     return ""
 
 
-def _grafana_value(alert: Mapping[str, object]) -> str:
-    """``valueString`` (until Grafana 11), else ``values`` as ``B=44.24 C=1``."""
-    value_string = alert.get("valueString")
-    if isinstance(value_string, str) and value_string.strip():
-        return value_string.strip()
+def _grafana_values(alert: Mapping[str, object]) -> str:
+    """``A=93.5 C=1``: ``values`` (Grafana 9.1 and later), else parsed out of ``valueString``.
+
+    ``values`` is left out when a value is NaN or infinite (Go's JSON encoder refuses
+    them), ``valueString`` never is: ``[ var='A' labels={instance=web1} value=93.5 ], [
+    var='C' labels={instance=web1} value=1 ]``, or ``[ var='B0' metric='Count' labels={}
+    value=1 ]`` for a classic condition, ``[ metric='' labels={} value=14151.33 ]`` before
+    Grafana 9. Each item gives ``var=value`` (the metric, or ``value``, when there is no
+    var); its labels are the alert's own and already in the text. A ``valueString`` none
+    of whose items can be read gives nothing: the labels speak instead of the raw dump.
+    """
     values = alert.get("values")
+    pairs: list[tuple[str, str]] = []
     if isinstance(values, dict):
-        return " ".join(f"{k}={_number(v)}" for k, v in values.items() if _is_number(v))
-    return ""
+        pairs = [(str(k), _number(v)) for k, v in values.items() if _is_number(v)]
+    value_string = alert.get("valueString")
+    if not pairs and isinstance(value_string, str):
+        pairs = [
+            (m["var"] or m["metric"] or "value", _value_token(m["value"]))
+            for m in _VALUE_ITEM.finditer(value_string)
+        ]
+    return _pairs(pairs)
+
+
+# One item of Grafana's valueString, as its extractEvalString writes it (Go's %v for the value).
+_VALUE_ITEM = re.compile(
+    r"\[ (?:var='(?P<var>[^']*)' )?(?:metric='(?P<metric>.*?)' )?labels=\{.*?\} value=(?P<value>\S+) \]"
+)
+
+
+def _value_token(token: str) -> str:
+    """A value from ``valueString``: ``1.2345e+06``, ``NaN``, ``+Inf``, or ``null`` (no value)."""
+    try:
+        return format_number(float(token))
+    except ValueError:
+        return token[:20]
+
+
+def _pairs(pairs: list[tuple[str, str]]) -> str:
+    """``A=93.5 C=1``, at most _MAX_VALUES_SHOWN of them, then ``+N more``."""
+    shown = [f"{name.strip() or 'value'}={value}" for name, value in pairs[:_MAX_VALUES_SHOWN]]
+    rest = len(pairs) - _MAX_VALUES_SHOWN
+    return " ".join(shown) + (f" +{rest} more" if rest > 0 else "")
 
 
 def _is_number(value: object) -> bool:
@@ -662,7 +733,6 @@ def _squash(text: str, limit: int) -> str:
 # --- Grafana legacy alerting ---------------------------------------------------------------
 
 _LEGACY_STATES: Final = ("alerting", "ok", "no_data", "paused", "pending")
-_MAX_MATCHES_SHOWN: Final = 5
 
 
 def _grafana_legacy(data: Mapping[str, object], options: WebhookOptions) -> list[AlertSpec]:
@@ -727,10 +797,10 @@ def _eval_matches(value: object) -> str:
     """``Count=1 errors=3.5``: what the legacy rule saw, when it carries no message."""
     if not isinstance(value, list):
         return ""
-    shown = [
-        f"{m.get('metric') or 'value'}={_number(m.get('value'))}"
-        for m in value
-        if isinstance(m, dict) and _is_number(m.get("value"))
-    ]
-    rest = len(shown) - _MAX_MATCHES_SHOWN
-    return " ".join(shown[:_MAX_MATCHES_SHOWN]) + (f" +{rest} more" if rest > 0 else "")
+    return _pairs(
+        [
+            (str(m.get("metric") or "value"), _number(m.get("value")))
+            for m in value
+            if isinstance(m, dict) and _is_number(m.get("value"))
+        ]
+    )
