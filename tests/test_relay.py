@@ -207,10 +207,10 @@ def test_grafana_webhook(relay, sslsms_gateway) -> None:
 
 def test_grafana_texts_on_the_phone(relay, sslsms_gateway) -> None:
     without_labels = {  # refused with a 422 once, a page Grafana never retried
-        "receiver": "sms-relay",
+        "receiver": "sms\u202e-relay",
         "status": "firing",
         "alerts": [
-            {"status": "firing", "annotations": {"summary": "disk 95% full"}, "fingerprint": "f1"}
+            {"status": "firing", "annotations": {"summary": "disk \u202e%59\u202c full"}, "fingerprint": "f1"}
         ],
         "version": "1",
     }
@@ -222,7 +222,7 @@ def test_grafana_texts_on_the_phone(relay, sslsms_gateway) -> None:
     assert sorted(texts(sslsms_gateway, PHONE)) == [
         "[CRIT] grafana/sms-relay: DatasourceError (rule: High CPU): failed to execute query [A]: "
         'Post "http://prometheus:9090/api/v1/query": dial tcp 10.0.0.5:9090: connect: connection refused',
-        "[ERROR] grafana/sms-relay: Alert: disk 95% full",
+        "[ERROR] grafana/sms-relay: Alert: disk %59 full",
         "[ERROR] grafana/sms-relay: DatasourceNoData (rule: Orders queue backlog)",
         "[ERROR] grafana/sms-relay: High CPU (web1:9100): A=93.51 C=1",
         "[ERROR] grafana/sms-relay: Orders queue backlog: A=12346 B=NaN C=1",

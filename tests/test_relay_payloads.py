@@ -336,6 +336,8 @@ def test_parse_alerts_severity_names(given: str, severity: str) -> None:
         ({"text": "a", "key": "k" * 201}, "key", 422, "at most 200"),
         ({"text": "a", "source": "s" * 101}, "source", 422, "at most 100"),
         ({"text": "a", "source": {}}, "source", 422, "must be a string, not an object"),
+        ({"text": "a", "source": "cron\u202ebackup"}, "source", 422, "no control or bidirectional"),
+        ({"text": "a", "source": "cron\nbackup"}, "source", 422, "must be one line of visible characters"),
         ({"text": "a", "groups": []}, "groups", 422, "names no group or phone number"),
         ({"text": "a", "groups": ""}, "groups", 422, "must not be empty"),
         ({"text": "a", "groups": "oncall,,dba"}, "groups", 422, "must not be empty"),
@@ -1022,6 +1024,17 @@ def test_alertmanager_texts_keep_their_rules() -> None:
     del alert["annotations"]["summary"]
     [spec] = parse_alertmanager(am_body(alert))
     assert spec.text == "High CPU (web1): zone=eu"
+
+
+def test_grafana_bidi_and_control_characters_never_reach_the_text() -> None:
+    body = copy.deepcopy(GRAFANA_DEFAULT)
+    body["receiver"] = "sms\u202e-relay\x1b[31m"
+    body["alerts"][0]["labels"]["instance"] = "web1\u2066:9100\u2069"
+    body["alerts"][0]["annotations"] = {"summary": "CPU \u202e%39\u202c on\tweb1\u200f\r\nnow"}
+    first, second = parse_grafana(body)
+    assert first.text == "High CPU (web1:9100): CPU %39 on web1 now"
+    assert first.source == second.source == "grafana/sms-relay"
+    assert "instance=web1:9100" in first.tags
 
 
 def test_grafana_resolved_and_options() -> None:

@@ -43,6 +43,7 @@ from types import MappingProxyType
 from typing import Final, Literal
 
 from .._log import MASK, redact
+from ..gateway.clean import clean_text
 from ..gateway.text import ellipsis_for, encoding_of
 
 __all__ = [
@@ -261,12 +262,19 @@ def _api_alert(item: object, path: str) -> AlertSpec:
     if text is None:
         raise PayloadError(_at(path, "text"), "is required")
     severity = _api_severity(item.get("severity"), _at(path, "severity"))
+    source = _api_str(item, "source", path, limit=MAX_SOURCE) or ""
+    if not all(c.isprintable() or c == " " for c in source):
+        # the SMS shows it as the origin, outside the text that clean_text cleans; like
+        # the CLI's --source, refused rather than silently changed
+        raise PayloadError(
+            _at(path, "source"), "must be one line of visible characters (no control or bidirectional ones)"
+        )
     return AlertSpec(
         text=text,
         severity=severity,
         key=_api_str(item, "key", path, limit=MAX_KEY),
         groups=_api_groups(item.get("groups"), _at(path, "groups")),
-        source=_api_str(item, "source", path, limit=MAX_SOURCE) or "",
+        source=source,
         tags=_api_tags(item.get("tags"), _at(path, "tags")),
     )
 
@@ -718,12 +726,14 @@ def _label_groups(value: str | None, options: WebhookOptions) -> tuple[str, ...]
 
 
 def _squash(text: str, limit: int) -> str:
-    """Whitespace runs to one space (templates love newlines; SMS pays for them), then cut.
+    """:func:`clean_text` (escapes, control and bidirectional characters out: the rule every
+    door shares), whitespace runs to one space (templates love newlines; SMS pays for them),
+    then cut. Cleaning before cutting means the limit counts what the phone shows.
 
     The cut marker follows the text's encoding, so a GSM-7 text is not turned into a
     UCS-2 one (three times the segments) by a "…".
     """
-    text = " ".join(text.split())
+    text = " ".join(clean_text(text).split())
     if len(text) <= limit:
         return text
     marker = ellipsis_for(encoding_of(text))
