@@ -15,7 +15,11 @@ of document; 422: a well-formed body with a bad value). Error messages repeat at
 Alertmanager and Grafana retry 5xx answers but not 4xx, so a refused webhook is a lost
 page. The webhook parsers are therefore strict only where a wrong guess would misroute
 or mis-deduplicate (labels, status, fingerprint, receiver) and lenient where it would
-only change the wording (annotations, values, evalMatches).
+only change the wording (annotations, values, evalMatches). A Grafana alert with no
+``labels`` at all is read as one with empty labels rather than refused.
+
+Texts pass through :func:`~sslsms_notify.gateway.clean.clean_text` (no escapes, control
+or bidirectional characters), then have their whitespace folded to single spaces.
 
 Facts about Alertmanager this relies on (seen from Alertmanager 0.25, see
 ``tests/data/alertmanager_*.json``):
@@ -431,10 +435,19 @@ def parse_alertmanager(data: object, *, options: WebhookOptions = _DEFAULT_OPTIO
 def parse_grafana(data: object, *, options: WebhookOptions = _DEFAULT_OPTIONS) -> list[AlertSpec]:
     """Grafana's webhook contact point: unified alerting (version "1") or legacy alerting.
 
-    Unified bodies follow Alertmanager's rules (key ``grafana:{fingerprint}:{status}``);
-    the text falls back to ``valueString`` (Grafana < 11) or ``values`` (later) when the
-    alert has no summary or description. A legacy body (``ruleName``, ``state``,
-    ``evalMatches``, no ``alerts``) gives one spec keyed ``grafana-legacy:{ruleId}:{state}``.
+    Unified bodies follow Alertmanager's rules (key ``grafana:{fingerprint}:{status}``),
+    except that an alert without ``labels`` has empty labels, and the text, first rule
+    that applies:
+
+    1. ``DatasourceError`` / ``DatasourceNoData`` (a rule that could not be evaluated):
+       ``DatasourceError (rule: High CPU): <its Error annotation>``;
+    2. another alert with an ``Error`` annotation: ``High CPU (web1): error: <it>``;
+    3. ``summary``, ``description`` or ``message``: ``High CPU (web1): CPU at 93%``;
+    4. the values: ``High CPU (web1): A=93.5 C=1`` (see :func:`format_number`);
+    5. the labels: ``High CPU (web1): team=ops zone=eu``.
+
+    A legacy body (``ruleName``, ``state``, ``evalMatches``, no ``alerts``) gives one spec
+    keyed ``grafana-legacy:{ruleId}:{state}``.
     """
     if not isinstance(data, dict):
         raise PayloadError("body", f"must be a JSON object, not {_kind(data)}", status=400)
@@ -486,7 +499,7 @@ def _labels(value: object, path: str, flavor: _Flavor) -> dict[str, str]:
     cannot be read is not one we can route or deduplicate, and a guess would page the
     wrong phones or fold distinct alerts into one. The 422 shows in Grafana's "Test"
     button and its logs, where whoever wrote that body can see it. Alertmanager always
-    sends labels, so a body without them is refused there as not being one of its.
+    sends labels: a body without them is not one of its, and is refused.
     """
     if value is None and flavor.grafana:
         return {}
@@ -549,7 +562,7 @@ def _webhook_text(
     1. ``DatasourceError`` / ``DatasourceNoData``: ``DatasourceError (rule: High CPU):
        <the Error annotation>``, the rule's name from the ``rulename`` label;
     2. any other alert with an ``Error`` annotation: ``High CPU (web1): error: <it>``;
-    3. the annotations above;
+    3. the ``summary``, ``description`` or ``message`` annotation;
     4. the values: ``High CPU (web1): A=93.5 C=1``, never Grafana's ``[ var=... ]`` dump;
     5. the labels, as for Alertmanager.
     """
@@ -601,10 +614,11 @@ def _first(values: Mapping[str, str], names: tuple[str, ...]) -> str:
 
 
 def _grafana_values(alert: Mapping[str, object]) -> str:
-    """``A=93.5 C=1``: ``values`` (Grafana 9.1 and later), else parsed out of ``valueString``.
+    """``A=93.5 C=1``: ``values``, else parsed out of ``valueString``.
 
-    ``values`` is left out when a value is NaN or infinite (Go's JSON encoder refuses
-    them), ``valueString`` never is: ``[ var='A' labels={instance=web1} value=93.5 ], [
+    ``values`` is null when a value is NaN or infinite (Go's JSON encoder refuses them,
+    and Grafana then drops the whole map) or in bodies from before it existed;
+    ``valueString`` is always there: ``[ var='A' labels={instance=web1} value=93.5 ], [
     var='C' labels={instance=web1} value=1 ]``, or ``[ var='B0' metric='Count' labels={}
     value=1 ]`` for a classic condition, ``[ metric='' labels={} value=14151.33 ]`` before
     Grafana 9. Each item gives ``var=value`` (the metric, or ``value``, when there is no
