@@ -46,6 +46,13 @@ ZWNJ, ZWJ = "\u200c", "\u200d"
         ("col1\tcol2", "col1 col2"),
         ("\u200bzero\ufeffwidth\u2060", "zerowidth"),
         ("6:39\u202fPM\xa0ok", "6:39 PM ok"),
+        # bidirectional controls: an override would make the phone show "DEF: 1"
+        ("\u202e1 :FED", "1 :FED"),
+        ("a\u202ab\u202bc\u202cd\u202de\u202ef", "abcdef"),  # embeddings, pop, overrides
+        ("a\u2066b\u2067c\u2068d\u2069e", "abcde"),  # isolates and their pop
+        ("a\u200eb\u200fc\u061cd", "abcd"),  # LRM, RLM, ALM
+        ("disk \u2067full\u2069\n\u202e", "disk full"),  # nothing left on a line: trimmed
+        ("\u202e\u2066\u200f", ""),
         # nothing left
         ("\x00\x01\x02\x1b[0m\r\n\t ", ""),
         ("   ", ""),
@@ -68,6 +75,21 @@ def test_coloured_ascii_log_line_is_gsm7() -> None:
     assert info.segments == 1
 
 
+BIDI = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c"
+
+
+@pytest.mark.parametrize("ch", BIDI)
+def test_every_bidi_control_goes_and_the_text_stays_gsm7(ch: str) -> None:
+    cleaned = clean_text(f"CPU {ch}93.5%{ch} on web1")
+    assert cleaned == "CPU 93.5% on web1"
+    assert count_segments(cleaned).encoding is Encoding.GSM7
+
+
+def test_bangla_and_arabic_letters_stay() -> None:
+    # only the invisible controls go; right-to-left letters lay themselves out
+    assert clean_text("ডিস্ক পূর্ণ \u202eعطل\u202c") == "ডিস্ক পূর্ণ عطل"
+
+
 def test_fast_path_returns_the_same_object() -> None:
     text = "payment timeout after 3000 ms for order 17 on web1, disk 95% full on /dev/sda1"
     assert clean_text(text) is text
@@ -80,6 +102,7 @@ def _allowed(ch: str) -> bool:
 # Texts dense in the characters the rules touch.
 _PIECES = [
     *"ab ৫\n\r\t\x00\x07\x1b\x7f\x85\x9b\x9c\x9d[]();0m\\\u200b\u200c\u200d\ufeff\u2060\xa0",
+    *BIDI,
     "\x1b[31m",
     "\x1b]0;",
 ]
@@ -94,7 +117,7 @@ def test_idempotent_and_clean(text: str) -> None:
     assert clean_text(cleaned) == cleaned
     assert all(_allowed(ch) for ch in cleaned)
     assert "\t" not in cleaned and "\x1b" not in cleaned
-    assert not any(ch in cleaned for ch in "\u200b\u2060\ufeff")
+    assert not any(ch in cleaned for ch in "\u200b\u2060\ufeff" + BIDI)
     assert "\n\n\n" not in cleaned
     assert cleaned == cleaned.strip("\n")
     assert all(line == line.rstrip() for line in cleaned.split("\n"))

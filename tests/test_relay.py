@@ -205,6 +205,30 @@ def test_grafana_webhook(relay, sslsms_gateway) -> None:
     assert text.startswith("[WARN]") and "HighLatency (api-1): p99 latency above 2 s" in text
 
 
+def test_grafana_texts_on_the_phone(relay, sslsms_gateway) -> None:
+    without_labels = {  # refused with a 422 once, a page Grafana never retried
+        "receiver": "sms\u202e-relay",
+        "status": "firing",
+        "alerts": [
+            {"status": "firing", "annotations": {"summary": "disk \u202e%59\u202c full"}, "fingerprint": "f1"}
+        ],
+        "version": "1",
+    }
+    with http(relay) as client:
+        for name in ("grafana_default_firing.json", "grafana_datasource_error.json"):
+            assert client.post("/v1/grafana", content=(DATA / name).read_bytes()).status_code == 202
+        assert client.post("/v1/grafana", json=without_labels).status_code == 202
+    assert wait_for(lambda: len(texts(sslsms_gateway)) == 5)
+    assert sorted(texts(sslsms_gateway, PHONE)) == [
+        "[CRIT] grafana/sms-relay: DatasourceError (rule: High CPU): failed to execute query [A]: "
+        'Post "http://prometheus:9090/api/v1/query": dial tcp 10.0.0.5:9090: connect: connection refused',
+        "[ERROR] grafana/sms-relay: Alert: disk %59 full",
+        "[ERROR] grafana/sms-relay: DatasourceNoData (rule: Orders queue backlog)",
+        "[ERROR] grafana/sms-relay: High CPU (web1:9100): A=93.51 C=1",
+        "[ERROR] grafana/sms-relay: Orders queue backlog: A=12346 B=NaN C=1",
+    ]
+
+
 # -- health and metrics -----------------------------------------------------------------------
 def test_health_and_metrics(relay, sslsms_gateway) -> None:
     with http(relay) as client:

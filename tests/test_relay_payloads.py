@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import re
 import secrets
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from sslsms_notify._log import register_secret
 from sslsms_notify.relay.payloads import (
@@ -23,6 +27,7 @@ from sslsms_notify.relay.payloads import (
     PayloadError,
     WebhookOptions,
     decode_body,
+    format_number,
     labels_fingerprint,
     parse_alertmanager,
     parse_alerts,
@@ -331,6 +336,8 @@ def test_parse_alerts_severity_names(given: str, severity: str) -> None:
         ({"text": "a", "key": "k" * 201}, "key", 422, "at most 200"),
         ({"text": "a", "source": "s" * 101}, "source", 422, "at most 100"),
         ({"text": "a", "source": {}}, "source", 422, "must be a string, not an object"),
+        ({"text": "a", "source": "cron\u202ebackup"}, "source", 422, "no control or bidirectional"),
+        ({"text": "a", "source": "cron\nbackup"}, "source", 422, "must be one line of visible characters"),
         ({"text": "a", "groups": []}, "groups", 422, "names no group or phone number"),
         ({"text": "a", "groups": ""}, "groups", 422, "must not be empty"),
         ({"text": "a", "groups": "oncall,,dba"}, "groups", 422, "must not be empty"),
@@ -822,7 +829,7 @@ def test_grafana_documented_payload() -> None:
     ("change", "text"),
     [
         ({"annotations": {"description": "D"}}, "High memory usage: D"),
-        ({"annotations": {}}, "High memory usage: [ metric='' labels={} value=14151.331895396988 ]"),
+        ({"annotations": {}}, "High memory usage: value=14151"),  # never the raw valueString
         ({"annotations": {}, "valueString": ""}, "High memory usage: team=blue zone=us-1"),
         (
             {"annotations": {}, "valueString": None, "values": {"B": 44.23943737541908, "C": 1}},
@@ -841,6 +848,195 @@ def test_grafana_text_falls_back_to_values(change: dict[str, Any], text: str) ->
     assert spec.text == text
 
 
+# Shaped after Grafana's source (grafana/alerting templates.ExtendedAlert; ngalert
+# state.StateToPostableAlert and errorAlert/noDataAlert; eval.extractEvalString), for a
+# Grafana 11 rule created with no annotations, which is Grafana's default.
+GRAFANA_DEFAULT = load("grafana_default_firing.json")
+GRAFANA_ERRORS = load("grafana_datasource_error.json")
+
+
+def test_grafana_default_rules_read_as_name_and_values() -> None:
+    first, second = parse_grafana(GRAFANA_DEFAULT)
+    assert first == AlertSpec(
+        text="High CPU (web1:9100): A=93.51 C=1",
+        severity="error",
+        key="grafana:3e5a3d8bd38a4c4a:firing",
+        groups=None,
+        source="grafana/sms-relay",
+        tags=("grafana", "firing", "alertname=High CPU", "instance=web1:9100", "job=node"),
+    )
+    # "values" is null when one is NaN (Go's JSON refuses it): read out of valueString
+    assert second.text == "Orders queue backlog: A=12346 B=NaN C=1"
+
+
+def test_grafana_datasource_error_pages_the_cause_not_the_summary() -> None:
+    error, no_data = parse_grafana(GRAFANA_ERRORS)
+    assert error == AlertSpec(
+        text=(
+            'DatasourceError (rule: High CPU): failed to execute query [A]: Post "http://prometheus:9090'
+            '/api/v1/query": dial tcp 10.0.0.5:9090: connect: connection refused'
+        ),
+        severity="critical",
+        key="grafana:5b1e0c9d7a3f6e21:firing",
+        groups=None,
+        source="grafana/sms-relay",
+        tags=("grafana", "firing", "alertname=DatasourceError", "severity=critical"),
+    )
+    assert no_data.text == "DatasourceNoData (rule: Orders queue backlog)"
+
+
+CPU_LABELS = {"alertname": "High CPU", "instance": "web1"}
+
+
+@pytest.mark.parametrize(
+    ("alert", "text"),
+    [
+        # 1. the summary (then description, message), as for Alertmanager
+        (
+            {"annotations": {"summary": "CPU 93% on web1", "description": "d"}, "values": {"A": 93.5}},
+            "High CPU (web1): CPU 93% on web1",
+        ),
+        ({"annotations": {"description": "busy", "runbook_url": "https://x"}}, "High CPU (web1): busy"),
+        # 2. an Error annotation wins over the summary (templated from values nobody measured)
+        (
+            {"annotations": {"summary": "CPU above 90%", "Error": "[sse.dataQueryError] query timed out"}},
+            "High CPU (web1): error: query timed out",
+        ),
+        (
+            {"annotations": {"Error": "  context deadline exceeded "}},
+            "High CPU (web1): error: context deadline exceeded",
+        ),
+        (
+            {"annotations": {"Error": "[A] no such ref"}},
+            "High CPU (web1): error: [A] no such ref",
+        ),  # not an id
+        ({"annotations": {"Error": ""}, "values": {"A": 1}}, "High CPU (web1): A=1"),
+        # 3. values, in their order, numbers as people read them
+        ({"values": {"A": 93.5, "C": 1}}, "High CPU (web1): A=93.5 C=1"),
+        ({"values": {"B": 14151.331895396988, "C": 1.0}}, "High CPU (web1): B=14151 C=1"),
+        ({"values": {"A": 1e-5, "B": -0.5, "C": 0}}, "High CPU (web1): A=0.00001 B=-0.5 C=0"),
+        ({"values": {"A": 5e9}}, "High CPU (web1): A=5e+09"),
+        ({"values": {f"Q{i}": i for i in range(8)}}, "High CPU (web1): Q0=0 Q1=1 Q2=2 Q3=3 Q4=4 +3 more"),
+        ({"values": {"A": "93.5", "B": None, "C": True}}, "High CPU (web1)"),  # not numbers: skipped
+        # ...valueString only when values has none
+        (
+            {"values": {"A": 93.5}, "valueString": "[ var='A' labels={instance=web1} value=11 ]"},
+            "High CPU (web1): A=93.5",
+        ),
+        (
+            {
+                "values": None,
+                "valueString": (
+                    "[ var='A' labels={instance=web1} value=93.5 ], "
+                    "[ var='C' labels={instance=web1} value=1 ]"
+                ),
+            },
+            "High CPU (web1): A=93.5 C=1",
+        ),
+        (
+            {"valueString": "[ var='A' labels={} value=1.2345678e+06 ], [ var='B' labels={} value=+Inf ]"},
+            "High CPU (web1): A=1234568 B=+Inf",
+        ),
+        (
+            {"valueString": "[ var='A' labels={} value=-Inf ], [ var='B' labels={} value=null ]"},
+            "High CPU (web1): A=-Inf B=null",
+        ),
+        # classic conditions name the var (B0, B1) and the metric; before Grafana 9 only the metric
+        (
+            {
+                "valueString": (
+                    "[ var='B0' metric='Count' labels={} value=3 ], "
+                    "[ var='B1' metric='Max' labels={} value=7.25 ]"
+                )
+            },
+            "High CPU (web1): B0=3 B1=7.25",
+        ),
+        ({"valueString": "[ metric='' labels={} value=14151.331895396988 ]"}, "High CPU (web1): value=14151"),
+        ({"valueString": "[ metric='cpu' labels={} value=0.5 ]"}, "High CPU (web1): cpu=0.5"),
+        # label values holding braces or "value=" do not confuse the reader
+        (
+            {"valueString": "[ var='A' labels={path=/a} value=9}, x=y} value=42 ]"},
+            "High CPU (web1): A=42",
+        ),
+        # 4. a valueString that cannot be read gives the labels, never the raw dump
+        ({"valueString": "A is 93.5"}, "High CPU (web1)"),
+        ({"valueString": "[ var='A' labels={instance=web1} ]"}, "High CPU (web1)"),
+    ],
+)
+def test_grafana_text_rules(alert: dict[str, Any], text: str) -> None:
+    body = {**GRAFANA_DOC, "alerts": [{"labels": CPU_LABELS, "fingerprint": "0123456789abcdef", **alert}]}
+    [spec] = parse_grafana(body)
+    assert spec.text == text
+    assert "var=" not in spec.text and "labels={" not in spec.text
+
+
+@pytest.mark.parametrize(
+    ("labels", "annotations", "text"),
+    [
+        (
+            {"alertname": "DatasourceError", "rulename": "High CPU"},
+            {
+                "Error": "[plugin.downstreamError] client: failed to call resources: 502",
+                "summary": "CPU high",
+            },
+            "DatasourceError (rule: High CPU): client: failed to call resources: 502",
+        ),
+        ({"alertname": "DatasourceError", "rulename": "High CPU"}, {}, "DatasourceError (rule: High CPU)"),
+        ({"alertname": "DatasourceError"}, {"Error": "timeout"}, "DatasourceError: timeout"),
+        (
+            {"alertname": "DatasourceError", "rulename": "High CPU", "instance": "web1"},
+            {"Error": "timeout"},
+            "DatasourceError (rule: High CPU, instance: web1): timeout",
+        ),
+        (
+            {"alertname": "DatasourceNoData", "rulename": "High CPU", "ref_id": "A"},
+            {"summary": "CPU above 90%"},
+            "DatasourceNoData (rule: High CPU)",
+        ),
+        # a rule of one's own that happens to have the word in its name is read as any other
+        ({"alertname": "DatasourceErrors high"}, {"summary": "s"}, "DatasourceErrors high: s"),
+    ],
+)
+def test_grafana_datasource_alerts(labels: dict[str, str], annotations: dict[str, str], text: str) -> None:
+    body = {**GRAFANA_DOC, "alerts": [{"labels": labels, "annotations": annotations, "values": {"A": 1}}]}
+    [spec] = parse_grafana(body)
+    assert spec.text == text
+
+
+def test_grafana_resolved_datasource_error() -> None:
+    body = copy.deepcopy(GRAFANA_ERRORS)
+    body["alerts"][0]["status"] = "resolved"
+    spec = parse_grafana(body)[0]
+    assert spec.text.startswith("[RESOLVED] DatasourceError (rule: High CPU): failed to execute query [A]")
+    assert spec.key == "grafana:5b1e0c9d7a3f6e21:resolved"
+
+
+def test_alertmanager_texts_keep_their_rules() -> None:
+    # the Grafana rules are Grafana's: an Alertmanager alert with these fields reads as before
+    alert = am_alert(
+        {"alertname": "High CPU", "instance": "web1", "zone": "eu"},
+        {"Error": "boom", "summary": "CPU high"},
+        values={"A": 1},
+        valueString="[ var='A' labels={} value=1 ]",
+    )
+    [spec] = parse_alertmanager(am_body(alert))
+    assert spec.text == "High CPU (web1): CPU high"
+    del alert["annotations"]["summary"]
+    [spec] = parse_alertmanager(am_body(alert))
+    assert spec.text == "High CPU (web1): zone=eu"
+
+
+def test_grafana_bidi_and_control_characters_never_reach_the_text() -> None:
+    body = copy.deepcopy(GRAFANA_DEFAULT)
+    body["receiver"] = "sms\u202e-relay\x1b[31m"
+    body["alerts"][0]["labels"]["instance"] = "web1\u2066:9100\u2069"
+    body["alerts"][0]["annotations"] = {"summary": "CPU \u202e%39\u202c on\tweb1\u200f\r\nnow"}
+    first, second = parse_grafana(body)
+    assert first.text == "High CPU (web1:9100): CPU %39 on web1 now"
+    assert first.source == second.source == "grafana/sms-relay"
+    assert "instance=web1:9100" in first.tags
+
+
 def test_grafana_resolved_and_options() -> None:
     body = copy.deepcopy(GRAFANA_DOC)
     body["status"] = "resolved"
@@ -857,6 +1053,27 @@ def test_grafana_resolved_and_options() -> None:
     assert only.groups == ("noc",)
 
 
+@pytest.mark.parametrize("labels", ["missing", None])
+def test_grafana_alert_without_labels_still_pages(labels: str | None) -> None:
+    # Grafana retries no 4xx: refusing it would lose the page for good
+    alert = {k: v for k, v in GRAFANA_DOC["alerts"][0].items() if k != "labels"}
+    if labels is None:
+        alert["labels"] = None
+    [spec] = parse_grafana({**GRAFANA_DOC, "alerts": [alert]})
+    assert spec == AlertSpec(
+        text="Alert: This alert was triggered for zone us-1",
+        severity="error",
+        key="grafana:c6eadffa33fcdf37:firing",
+        groups=None,
+        source="grafana/My Super Webhook",
+        tags=("grafana", "firing"),
+    )
+    # without a fingerprint either, the key is that of an empty label set, as Alertmanager's
+    del alert["fingerprint"]
+    [spec] = parse_grafana({**GRAFANA_DOC, "alerts": [alert]})
+    assert spec.key == f"grafana:{labels_fingerprint({})}:firing"
+
+
 @pytest.mark.parametrize(
     ("data", "field", "status", "rule"),
     [
@@ -867,6 +1084,18 @@ def test_grafana_resolved_and_options() -> None:
             "alerts[0].labels",
             422,
             "must be an object of strings",
+        ),
+        (
+            {**GRAFANA_DOC, "alerts": [{**GRAFANA_9_ALERT, "labels": ["alertname=A"]}]},
+            "alerts[0].labels",
+            422,
+            "must be an object of strings, not an array",
+        ),
+        (
+            {**GRAFANA_DOC, "alerts": [{**GRAFANA_9_ALERT, "labels": {"severity": 1}}]},
+            "alerts[0].labels.severity",
+            422,
+            "must be a string, not a number",
         ),
         (
             {**GRAFANA_DOC, "alerts": [{**GRAFANA_9_ALERT, "status": "alerting"}]},
@@ -980,3 +1209,67 @@ def test_grafana_legacy_errors(change: dict[str, Any], field: str, rule: str) ->
     with pytest.raises(PayloadError) as exc_info:
         parse_grafana({**GRAFANA_LEGACY, **change})
     raises(exc_info, field, 422, rule)
+
+
+# --- numbers in webhook texts ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        (0, "0"),
+        (0.0, "0"),
+        (-0.0, "0"),
+        (1, "1"),
+        (12.0, "12"),  # whole numbers as whole numbers
+        (-7, "-7"),
+        (93.5, "93.5"),
+        (-93.5, "-93.5"),
+        (2.50, "2.5"),  # trailing zeros go
+        (44.23943737541908, "44.24"),  # four significant digits...
+        (1.23456, "1.235"),
+        (0.0123456, "0.01235"),
+        (-0.0123456, "-0.01235"),
+        (0.1 + 0.2, "0.3"),
+        (12345.678, "12346"),  # ...but the whole part is never rounded away
+        (14151.331895396988, "14151"),  # was "1.415e+04"
+        (47043.702386305304, "47044"),
+        (999.96, "1000"),  # rounding carries into a new digit
+        (0.99996, "1"),
+        (123456789.123, "123456789"),
+        (999_999_999, "999999999"),  # the largest fixed whole number
+        (1e-5, "0.00001"),  # small values in fixed notation down to 10^-6
+        (-1e-5, "-0.00001"),
+        (1.5e-6, "0.0000015"),
+        (1e-6, "0.000001"),
+        (1.5e-7, "1.5e-07"),  # below that, an exponent: nobody counts seven zeros
+        (1e-300, "1e-300"),
+        (1e9, "1e+09"),  # from 10^9 up, an exponent too
+        (999_999_999.7, "1e+09"),  # rounds up to 10^9
+        (1_000_000_000, "1e+09"),
+        (1_234_567_890, "1.235e+09"),
+        (-2e12, "-2e+12"),
+        (1.7976931348623157e308, "1.798e+308"),
+        (10**400, "1e+400"),  # a JSON integer too big for a float
+        (float("nan"), "NaN"),  # JSON cannot carry these; valueString can
+        (float("inf"), "+Inf"),
+        (float("-inf"), "-Inf"),
+    ],
+)
+def test_format_number(value: float, shown: str) -> None:
+    assert format_number(value) == shown
+
+
+@given(st.floats() | st.integers())
+def test_format_number_round_trips_to_four_digits(value: float) -> None:
+    shown = format_number(value)
+    assert shown == shown.strip() and " " not in shown
+    if isinstance(value, float) and not math.isfinite(value):
+        assert shown in ("NaN", "+Inf", "-Inf")
+        return
+    if "e" not in shown:
+        assert 1e-6 <= abs(value) < 1e9 or value == 0
+    else:
+        assert abs(value) >= 999_999_999.5 or abs(value) < 1e-6
+    exact = Decimal(value)
+    assert abs(Decimal(shown) - exact) <= abs(exact) * Decimal("0.0005")  # four digits or more

@@ -1,5 +1,9 @@
 """Make a text from logs and scripts fit to send: no terminal escapes, no control characters.
 
+Every door (logging handler, structlog processor, apprise plugin, CLI, relay) reaches the
+gateway through the Notifier, which applies :func:`clean_text` to every alert text
+(``Notifier._render``); keep it the one cleaning rule.
+
 Control characters are invisible on a phone and some gateways reject them; worse, any
 character outside GSM-7 (a tab, a zero-width space, an NBSP) silently switches the whole
 SMS to UCS-2, which holds 70 characters instead of 160 and so costs 2-3x as much.
@@ -37,6 +41,12 @@ _TABLE: dict[int, str | None] = {
     # Zero-width space, word joiner, BOM: invisible, and they force UCS-2. ZWNJ and ZWJ
     # (U+200C, U+200D) stay: they change how Bangla conjuncts and emoji sequences render.
     **dict.fromkeys(map(ord, "\u200b\u2060\ufeff")),
+    # Bidirectional controls: embeddings and overrides (U+202A-U+202E), isolates
+    # (U+2066-U+2069) and the marks LRM, RLM, ALM (U+200E, U+200F, U+061C). Invisible
+    # and UCS-2 like the ones above, and worse: an override re-orders what the phone
+    # shows, so "\u202e1 :FED" reads "DEF: 1" (a text can say the opposite of what it
+    # holds). No SMS needs them: a phone lays out Bangla, Arabic or Hebrew by itself.
+    **dict.fromkeys([*range(0x202A, 0x202F), *range(0x2066, 0x206A), 0x200E, 0x200F, 0x061C]),
 }
 _TRAILING_SPACE = re.compile(r"[^\S\n]+$", re.MULTILINE)
 _BLANK_LINES = re.compile(r"\n{3,}")

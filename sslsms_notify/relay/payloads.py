@@ -15,7 +15,11 @@ of document; 422: a well-formed body with a bad value). Error messages repeat at
 Alertmanager and Grafana retry 5xx answers but not 4xx, so a refused webhook is a lost
 page. The webhook parsers are therefore strict only where a wrong guess would misroute
 or mis-deduplicate (labels, status, fingerprint, receiver) and lenient where it would
-only change the wording (annotations, values, evalMatches).
+only change the wording (annotations, values, evalMatches). A Grafana alert with no
+``labels`` at all is read as one with empty labels rather than refused.
+
+Texts pass through :func:`~sslsms_notify.gateway.clean.clean_text` (no escapes, control
+or bidirectional characters), then have their whitespace folded to single spaces.
 
 Facts about Alertmanager this relies on (seen from Alertmanager 0.25, see
 ``tests/data/alertmanager_*.json``):
@@ -35,12 +39,15 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import re
 from collections.abc import Mapping
+from decimal import Decimal
 from types import MappingProxyType
 from typing import Final, Literal
 
 from .._log import MASK, redact
+from ..gateway.clean import clean_text
 from ..gateway.text import ellipsis_for, encoding_of
 
 __all__ = [
@@ -50,6 +57,7 @@ __all__ = [
     "PayloadError",
     "WebhookOptions",
     "decode_body",
+    "format_number",
     "labels_fingerprint",
     "parse_alertmanager",
     "parse_alerts",
@@ -258,12 +266,19 @@ def _api_alert(item: object, path: str) -> AlertSpec:
     if text is None:
         raise PayloadError(_at(path, "text"), "is required")
     severity = _api_severity(item.get("severity"), _at(path, "severity"))
+    source = _api_str(item, "source", path, limit=MAX_SOURCE) or ""
+    if not all(c.isprintable() or c == " " for c in source):
+        # the SMS shows it as the origin, outside the text that clean_text cleans; like
+        # the CLI's --source, refused rather than silently changed
+        raise PayloadError(
+            _at(path, "source"), "must be one line of visible characters (no control or bidirectional ones)"
+        )
     return AlertSpec(
         text=text,
         severity=severity,
         key=_api_str(item, "key", path, limit=MAX_KEY),
         groups=_api_groups(item.get("groups"), _at(path, "groups")),
-        source=_api_str(item, "source", path, limit=MAX_SOURCE) or "",
+        source=source,
         tags=_api_tags(item.get("tags"), _at(path, "tags")),
     )
 
@@ -377,12 +392,17 @@ _DEFAULT_OPTIONS: Final = WebhookOptions()
 class _Flavor:
     name: str  # source prefix and first tag
     key_prefix: str
-    values_fallback: bool  # Grafana: valueString / values when no annotation says more
+    grafana: bool  # Grafana's rules: labels may be missing; texts from errors and values
 
 
-_ALERTMANAGER: Final = _Flavor("alertmanager", "am", values_fallback=False)
-_GRAFANA: Final = _Flavor("grafana", "grafana", values_fallback=True)
+_ALERTMANAGER: Final = _Flavor("alertmanager", "am", grafana=False)
+_GRAFANA: Final = _Flavor("grafana", "grafana", grafana=True)
 _DETAIL_ANNOTATIONS: Final = ("summary", "description", "message")
+#: the alerts Grafana sends when a rule could not be evaluated (label ``rulename``: the rule)
+_DATASOURCE_ALERTS: Final = frozenset({"DatasourceError", "DatasourceNoData"})
+#: Grafana's error id before its message, "[sse.dataQueryError] failed to execute query [A]: ..."
+_GRAFANA_ERROR_ID = re.compile(r"^\[[a-z][\w-]*(?:\.[\w-]+)+\]\s*")
+_MAX_VALUES_SHOWN: Final = 5
 _GO_QUOTED = re.compile(r"\\([\\.+*?()|\[\]{}^$])")
 
 
@@ -415,10 +435,19 @@ def parse_alertmanager(data: object, *, options: WebhookOptions = _DEFAULT_OPTIO
 def parse_grafana(data: object, *, options: WebhookOptions = _DEFAULT_OPTIONS) -> list[AlertSpec]:
     """Grafana's webhook contact point: unified alerting (version "1") or legacy alerting.
 
-    Unified bodies follow Alertmanager's rules (key ``grafana:{fingerprint}:{status}``);
-    the text falls back to ``valueString`` (Grafana < 11) or ``values`` (later) when the
-    alert has no summary or description. A legacy body (``ruleName``, ``state``,
-    ``evalMatches``, no ``alerts``) gives one spec keyed ``grafana-legacy:{ruleId}:{state}``.
+    Unified bodies follow Alertmanager's rules (key ``grafana:{fingerprint}:{status}``),
+    except that an alert without ``labels`` has empty labels, and the text, first rule
+    that applies:
+
+    1. ``DatasourceError`` / ``DatasourceNoData`` (a rule that could not be evaluated):
+       ``DatasourceError (rule: High CPU): <its Error annotation>``;
+    2. another alert with an ``Error`` annotation: ``High CPU (web1): error: <it>``;
+    3. ``summary``, ``description`` or ``message``: ``High CPU (web1): CPU at 93%``;
+    4. the values: ``High CPU (web1): A=93.5 C=1`` (see :func:`format_number`);
+    5. the labels: ``High CPU (web1): team=ops zone=eu``.
+
+    A legacy body (``ruleName``, ``state``, ``evalMatches``, no ``alerts``) gives one spec
+    keyed ``grafana-legacy:{ruleId}:{state}``.
     """
     if not isinstance(data, dict):
         raise PayloadError("body", f"must be a JSON object, not {_kind(data)}", status=400)
@@ -460,6 +489,23 @@ def _string_map(value: object, path: str) -> dict[str, str]:
     return value
 
 
+def _labels(value: object, path: str, flavor: _Flavor) -> dict[str, str]:
+    """An alert's labels; for Grafana, a missing (or null) ``labels`` is an alert without any.
+
+    Grafana retries no 4xx answer, so refusing such an alert would lose the page for good,
+    and it still has a text (its annotations or values) and a fingerprint. Labels that are
+    there but of the wrong type are still refused (422 naming the field): severity,
+    recipients and the fallback fingerprint all come from labels, so a body whose labels
+    cannot be read is not one we can route or deduplicate, and a guess would page the
+    wrong phones or fold distinct alerts into one. The 422 shows in Grafana's "Test"
+    button and its logs, where whoever wrote that body can see it. Alertmanager always
+    sends labels: a body without them is not one of its, and is refused.
+    """
+    if value is None and flavor.grafana:
+        return {}
+    return _string_map(value, path)
+
+
 def _loose_map(value: object) -> dict[str, str]:
     """Annotations: only wording, so entries of the wrong type are skipped, not refused."""
     if not isinstance(value, dict):
@@ -477,21 +523,13 @@ def _webhook_alert(
 ) -> AlertSpec | None:
     if not isinstance(alert, dict):
         raise PayloadError(path, f"must be an alert object, not {_kind(alert)}")
-    labels = _string_map(alert.get("labels"), _at(path, "labels"))
+    labels = _labels(alert.get("labels"), _at(path, "labels"), flavor)
     status = _alert_status(alert.get("status"), _at(path, "status"), default_status)
     if status == "resolved" and not options.send_resolved:
         return None
     fingerprint = _fingerprint(alert.get("fingerprint"), _at(path, "fingerprint"), labels)
     annotations = _loose_map(alert.get("annotations"))
-    detail = _first(annotations, _DETAIL_ANNOTATIONS)
-    if not detail and flavor.values_fallback:
-        detail = _grafana_value(alert)
-    if not detail:
-        hidden = {"alertname", "instance", options.severity_label, options.groups_label}
-        detail = " ".join(f"{k}={v}" for k, v in sorted(labels.items()) if k not in hidden and v.strip())
-    name = labels.get("alertname", "").strip() or "Alert"
-    instance = labels.get("instance", "").strip()
-    text = name + (f" ({instance})" if instance else "") + (f": {detail}" if detail else "")
+    text = _webhook_text(alert, labels, annotations, options, flavor)
     if status == "resolved":
         text = "[RESOLVED] " + text
     tag_labels = ("alertname", options.severity_label, "instance", "job")
@@ -505,6 +543,46 @@ def _webhook_alert(
         source=source,
         tags=tuple(dict.fromkeys(tags)),
     )
+
+
+def _webhook_text(
+    alert: Mapping[str, object],
+    labels: Mapping[str, str],
+    annotations: Mapping[str, str],
+    options: WebhookOptions,
+    flavor: _Flavor,
+) -> str:
+    """``name (instance): detail``, the first rule that gives a detail winning.
+
+    Alertmanager: the ``summary``, ``description`` or ``message`` annotation, else the
+    other labels as ``key=value``. Grafana (see :func:`parse_grafana`) puts two rules
+    first, because a rule that could not be evaluated still carries its summary (say
+    "CPU above 90%"), which would then page a condition nobody measured:
+
+    1. ``DatasourceError`` / ``DatasourceNoData``: ``DatasourceError (rule: High CPU):
+       <the Error annotation>``, the rule's name from the ``rulename`` label;
+    2. any other alert with an ``Error`` annotation: ``High CPU (web1): error: <it>``;
+    3. the ``summary``, ``description`` or ``message`` annotation;
+    4. the values: ``High CPU (web1): A=93.5 C=1``, never Grafana's ``[ var=... ]`` dump;
+    5. the labels, as for Alertmanager.
+    """
+    name = labels.get("alertname", "").strip() or "Alert"
+    instance = labels.get("instance", "").strip()
+    detail = ""
+    if flavor.grafana:
+        error = _GRAFANA_ERROR_ID.sub("", annotations.get("Error", "").strip(), count=1)
+        if name in _DATASOURCE_ALERTS:
+            about = {"rule": labels.get("rulename", "").strip(), "instance": instance}
+            which = ", ".join(f"{k}: {v}" for k, v in about.items() if v)
+            return name + (f" ({which})" if which else "") + (f": {error}" if error else "")
+        detail = f"error: {error}" if error else ""
+    detail = detail or _first(annotations, _DETAIL_ANNOTATIONS)
+    if not detail and flavor.grafana:
+        detail = _grafana_values(alert)
+    if not detail:
+        hidden = {"alertname", "instance", options.severity_label, options.groups_label}
+        detail = " ".join(f"{k}={v}" for k, v in sorted(labels.items()) if k not in hidden and v.strip())
+    return name + (f" ({instance})" if instance else "") + (f": {detail}" if detail else "")
 
 
 def _alert_status(value: object, path: str, default: Status) -> Status:
@@ -535,23 +613,111 @@ def _first(values: Mapping[str, str], names: tuple[str, ...]) -> str:
     return ""
 
 
-def _grafana_value(alert: Mapping[str, object]) -> str:
-    """``valueString`` (until Grafana 11), else ``values`` as ``B=44.24 C=1``."""
-    value_string = alert.get("valueString")
-    if isinstance(value_string, str) and value_string.strip():
-        return value_string.strip()
+def _grafana_values(alert: Mapping[str, object]) -> str:
+    """``A=93.5 C=1``: ``values``, else parsed out of ``valueString``.
+
+    ``values`` is null when a value is NaN or infinite (Go's JSON encoder refuses them,
+    and Grafana then drops the whole map) or in bodies from before it existed;
+    ``valueString`` is always there: ``[ var='A' labels={instance=web1} value=93.5 ], [
+    var='C' labels={instance=web1} value=1 ]``, or ``[ var='B0' metric='Count' labels={}
+    value=1 ]`` for a classic condition, ``[ metric='' labels={} value=14151.33 ]`` before
+    Grafana 9. Each item gives ``var=value`` (the metric, or ``value``, when there is no
+    var); its labels are the alert's own and already in the text. A ``valueString`` none
+    of whose items can be read gives nothing: the labels speak instead of the raw dump.
+    """
     values = alert.get("values")
+    pairs: list[tuple[str, str]] = []
     if isinstance(values, dict):
-        return " ".join(f"{k}={_number(v)}" for k, v in values.items() if _is_number(v))
-    return ""
+        pairs = [(str(k), _number(v)) for k, v in values.items() if _is_number(v)]
+    value_string = alert.get("valueString")
+    if not pairs and isinstance(value_string, str):
+        pairs = [
+            (m["var"] or m["metric"] or "value", _value_token(m["value"]))
+            for m in _VALUE_ITEM.finditer(value_string)
+        ]
+    return _pairs(pairs)
+
+
+# One item of Grafana's valueString, as its extractEvalString writes it (Go's %v for the value).
+_VALUE_ITEM = re.compile(
+    r"\[ (?:var='(?P<var>[^']*)' )?(?:metric='(?P<metric>.*?)' )?labels=\{.*?\} value=(?P<value>\S+) \]"
+)
+
+
+def _value_token(token: str) -> str:
+    """A value from ``valueString``: ``1.2345e+06``, ``NaN``, ``+Inf``, or ``null`` (no value)."""
+    try:
+        return format_number(float(token))
+    except ValueError:
+        return token[:20]
+
+
+def _pairs(pairs: list[tuple[str, str]]) -> str:
+    """``A=93.5 C=1``, at most _MAX_VALUES_SHOWN of them, then ``+N more``."""
+    shown = [f"{name.strip() or 'value'}={value}" for name, value in pairs[:_MAX_VALUES_SHOWN]]
+    rest = len(pairs) - _MAX_VALUES_SHOWN
+    return " ".join(shown) + (f" +{rest} more" if rest > 0 else "")
 
 
 def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+_SMALLEST_FIXED: Final = 1e-6  # below this, fixed notation is a run of zeros nobody counts
+_LARGEST_FIXED: Final = 10**9
+
+
+def format_number(value: int | float) -> str:
+    """A measured value as a person reads it on a phone: ``93.5``, ``14151``, ``0.001235``.
+
+    * Whole numbers as whole numbers: ``12`` and ``12.0`` are both ``12``.
+    * Otherwise four significant digits, but the whole part is never rounded away:
+      ``44.23943`` is ``44.24``, ``1.23456`` is ``1.235``, ``0.0123456`` is ``0.01235``,
+      ``12345.678`` is ``12346``. Trailing zeros go (``2.50`` is ``2.5``).
+    * No scientific notation from 10^-6 up to (not including) 10^9: ``1e-05`` is
+      ``0.00001``, and ``14151.33`` (which ``%.4g`` printed as ``1.415e+04``) is ``14151``.
+      Beyond those bounds fixed notation is a run of digits nobody counts right at 3 a.m.,
+      so it is ``1.235e+09``, ``-2e+12``, ``1.5e-07`` (four significant digits, an exponent
+      of at least two digits, as Go and C print it).
+    * ``0`` and ``-0.0`` are ``0``; NaN and the infinities (which JSON cannot carry, but
+      Grafana's ``valueString`` can) are ``NaN``, ``+Inf`` and ``-Inf``, as Grafana shows them.
+    """
+    if isinstance(value, int):
+        if abs(value) < _LARGEST_FIXED:
+            return str(value)
+        return _scientific(f"{Decimal(value):.3e}")  # an int of any size: no float overflow
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if value == 0:
+        return "0"
+    size = abs(value)
+    if size >= _LARGEST_FIXED or size < _SMALLEST_FIXED:
+        return _scientific(f"{value:.3e}")
+    # the exponent after rounding to four digits: 999.96 counts as 1000, not 999
+    exponent = int(f"{size:.3e}".partition("e")[2])
+    text = f"{value:.{max(0, 3 - exponent)}f}"
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    if len(text.lstrip("-")) > 9 and "." not in text:  # 999999999.7 rounded up to 10^9
+        return _scientific(f"{value:.3e}")
+    return text
+
+
+def _scientific(text: str) -> str:
+    """``1.230e+9`` or ``1.230e+09`` to ``1.23e+09``: no trailing zeros, two exponent digits."""
+    mantissa, _, exponent = text.partition("e")
+    if "." in mantissa:
+        mantissa = mantissa.rstrip("0").rstrip(".")
+    power = int(exponent)
+    return f"{mantissa}e{'-' if power < 0 else '+'}{abs(power):02d}"
+
+
 def _number(value: object) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return format_number(value)
+    return str(value)
 
 
 def _label_severity(value: str | None, options: WebhookOptions) -> str:
@@ -574,12 +740,14 @@ def _label_groups(value: str | None, options: WebhookOptions) -> tuple[str, ...]
 
 
 def _squash(text: str, limit: int) -> str:
-    """Whitespace runs to one space (templates love newlines; SMS pays for them), then cut.
+    """:func:`clean_text` (escapes, control and bidirectional characters out: the rule every
+    door shares), whitespace runs to one space (templates love newlines; SMS pays for them),
+    then cut. Cleaning before cutting means the limit counts what the phone shows.
 
     The cut marker follows the text's encoding, so a GSM-7 text is not turned into a
     UCS-2 one (three times the segments) by a "…".
     """
-    text = " ".join(text.split())
+    text = " ".join(clean_text(text).split())
     if len(text) <= limit:
         return text
     marker = ellipsis_for(encoding_of(text))
@@ -589,7 +757,6 @@ def _squash(text: str, limit: int) -> str:
 # --- Grafana legacy alerting ---------------------------------------------------------------
 
 _LEGACY_STATES: Final = ("alerting", "ok", "no_data", "paused", "pending")
-_MAX_MATCHES_SHOWN: Final = 5
 
 
 def _grafana_legacy(data: Mapping[str, object], options: WebhookOptions) -> list[AlertSpec]:
@@ -654,10 +821,10 @@ def _eval_matches(value: object) -> str:
     """``Count=1 errors=3.5``: what the legacy rule saw, when it carries no message."""
     if not isinstance(value, list):
         return ""
-    shown = [
-        f"{m.get('metric') or 'value'}={_number(m.get('value'))}"
-        for m in value
-        if isinstance(m, dict) and _is_number(m.get("value"))
-    ]
-    rest = len(shown) - _MAX_MATCHES_SHOWN
-    return " ".join(shown[:_MAX_MATCHES_SHOWN]) + (f" +{rest} more" if rest > 0 else "")
+    return _pairs(
+        [
+            (str(m.get("metric") or "value"), _number(m.get("value")))
+            for m in value
+            if isinstance(m, dict) and _is_number(m.get("value"))
+        ]
+    )
