@@ -375,6 +375,16 @@ SETTINGS: tuple[Setting, ...] = (
         default_text="the dedup window",
     ),
     Setting(
+        name="remind_every",
+        url_arg="remind",
+        toml="pipeline.remind_every",
+        env=None,
+        default=0.0,
+        doc="a webhook alert still firing that Alertmanager or Grafana sends again this many seconds "
+        "after it paged pages a reminder; by default a re-send is nothing new",
+        rule=Number(0, MONTH, unit="seconds", note=_SECONDS_OFF),
+    ),
+    Setting(
         name="group_wait",
         url_arg="group_wait",
         toml="pipeline.group_wait",
@@ -493,6 +503,7 @@ PIPELINE_FIELDS = (
     "store",
     "dedup_window",
     "repeat_interval",
+    "remind_every",
     "group_wait",
     "tps",
     "per_recipient_limit",
@@ -524,6 +535,7 @@ class Settings:
     timeout: float = BY_NAME["timeout"].default
     dedup_window: float = BY_NAME["dedup_window"].default
     repeat_interval: float | None = BY_NAME["repeat_interval"].default
+    remind_every: float = BY_NAME["remind_every"].default
     group_wait: float = BY_NAME["group_wait"].default
     tps: float = BY_NAME["tps"].default
     per_recipient_limit: int | None = BY_NAME["per_recipient_limit"].default

@@ -454,8 +454,11 @@ def test_summary_and_resolved_wording() -> None:
     later = format_summary(Severity.ERROR, "[ERROR] db1: disk full", 4, at, at + 600, max_segments=2)
     assert later.endswith("db1: disk full (last " + later.rsplit("(last ", 1)[1])
     assert "(last " in later
-    resolved = format_parts(Severity.CRITICAL, "", "alertmanager/sms", "[RESOLVED] DiskFull (db1)", 2)
+    resolved = format_parts(Severity.CRITICAL, "", "alertmanager/sms", "DiskFull (db1)", 2, resolved=True)
     assert resolved == "[RESOLVED] alertmanager/sms: DiskFull (db1)"
+    # a text of one's own that starts with the word is just a text
+    mine = format_parts(Severity.ERROR, "", "cron", "[RESOLVED] is how we tag it", 2)
+    assert mine == "[ERROR] cron: [RESOLVED] is how we tag it"
 
 
 def test_a_malformed_sms_in_the_outbox_does_not_hold_up_the_rest(make, emulator, clock) -> None:

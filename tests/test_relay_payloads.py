@@ -469,6 +469,7 @@ def test_alertmanager_real_firing() -> None:
                 "instance=db1:9100",
                 "job=node",
             ),
+            lifecycle="am:e477123b6a001313@2026-11-25T19:55:48Z",
         )
     ]
 
@@ -476,7 +477,8 @@ def test_alertmanager_real_firing() -> None:
 def test_alertmanager_real_resolved_keeps_severity_and_groups() -> None:
     [firing] = parse_alertmanager(AM_FIRING)
     [resolved] = parse_alertmanager(AM_RESOLVED)
-    assert resolved.text == "[RESOLVED] " + firing.text
+    assert resolved.text == firing.text and (resolved.resolved, firing.resolved) == (True, False)
+    assert resolved.lifecycle == firing.lifecycle  # one firing, from its start to its resolve
     assert resolved.key == "am:e477123b6a001313:resolved" != firing.key
     assert (resolved.severity, resolved.groups, resolved.source) == (
         firing.severity,
@@ -488,9 +490,9 @@ def test_alertmanager_real_resolved_keeps_severity_and_groups() -> None:
 
 def test_alertmanager_real_mixed_group_uses_each_alerts_status() -> None:
     specs = parse_alertmanager(AM_MIXED)
-    assert [(s.key, s.text, s.severity) for s in specs] == [
-        ("am:e2a20d51f19af4c6:resolved", "[RESOLVED] HighLoad (web1)", "error"),
-        ("am:8982985a10d44fbe:firing", "HighLoad (web2): load 12", "warning"),
+    assert [(s.key, s.text, s.severity, s.resolved) for s in specs] == [
+        ("am:e2a20d51f19af4c6:resolved", "HighLoad (web1)", "error", True),
+        ("am:8982985a10d44fbe:firing", "HighLoad (web2): load 12", "warning", False),
     ]
 
 
@@ -546,7 +548,7 @@ def test_alertmanager_text(labels: dict[str, str], annotations: dict[str, str], 
     [spec] = parse_alertmanager(am_body(am_alert(labels, annotations)))
     assert spec.text == text
     [resolved] = parse_alertmanager(am_body(am_alert(labels, annotations, status="resolved")))
-    assert resolved.text == "[RESOLVED] " + text
+    assert resolved.text == text and resolved.resolved
 
 
 @pytest.mark.parametrize(
@@ -813,6 +815,7 @@ def test_grafana_documented_payload() -> None:
             groups=None,
             source="grafana/My Super Webhook",
             tags=("grafana", "firing", "alertname=High memory usage"),
+            lifecycle="grafana:c6eadffa33fcdf37@2021-10-12T09:51:03.157076+02:00",
         ),
         AlertSpec(
             text="High CPU usage: This alert was triggered for zone eu-1",
@@ -821,6 +824,7 @@ def test_grafana_documented_payload() -> None:
             groups=None,
             source="grafana/My Super Webhook",
             tags=("grafana", "firing", "alertname=High CPU usage"),
+            lifecycle="grafana:bc97ff14869b13e3@2021-10-12T09:56:03.157076+02:00",
         ),
     ]
 
@@ -864,6 +868,7 @@ def test_grafana_default_rules_read_as_name_and_values() -> None:
         groups=None,
         source="grafana/sms-relay",
         tags=("grafana", "firing", "alertname=High CPU", "instance=web1:9100", "job=node"),
+        lifecycle="grafana:3e5a3d8bd38a4c4a@2026-11-26T02:58:10Z",
     )
     # "values" is null when one is NaN (Go's JSON refuses it): read out of valueString
     assert second.text == "Orders queue backlog: A=12346 B=NaN C=1"
@@ -881,6 +886,7 @@ def test_grafana_datasource_error_pages_the_cause_not_the_summary() -> None:
         groups=None,
         source="grafana/sms-relay",
         tags=("grafana", "firing", "alertname=DatasourceError", "severity=critical"),
+        lifecycle="grafana:5b1e0c9d7a3f6e21@2026-11-26T03:01:10Z",
     )
     assert no_data.text == "DatasourceNoData (rule: Orders queue backlog)"
 
@@ -1007,7 +1013,8 @@ def test_grafana_resolved_datasource_error() -> None:
     body = copy.deepcopy(GRAFANA_ERRORS)
     body["alerts"][0]["status"] = "resolved"
     spec = parse_grafana(body)[0]
-    assert spec.text.startswith("[RESOLVED] DatasourceError (rule: High CPU): failed to execute query [A]")
+    assert spec.text.startswith("DatasourceError (rule: High CPU): failed to execute query [A]")
+    assert spec.resolved
     assert spec.key == "grafana:5b1e0c9d7a3f6e21:resolved"
 
 
@@ -1043,7 +1050,7 @@ def test_grafana_resolved_and_options() -> None:
     body["alerts"][0]["status"] = "resolved"
     body["alerts"][0]["labels"] |= {"severity": "warning", "sms_groups": "infra"}
     first, second = parse_grafana(body)
-    assert first.text == "[RESOLVED] High memory usage: This alert was triggered for zone us-1"
+    assert first.text == "High memory usage: This alert was triggered for zone us-1" and first.resolved
     assert first.key == "grafana:c6eadffa33fcdf37:resolved"
     assert (first.severity, first.groups) == ("warning", ("infra",))
     assert first.tags == ("grafana", "resolved", "alertname=High memory usage", "severity=warning")
@@ -1067,6 +1074,7 @@ def test_grafana_alert_without_labels_still_pages(labels: str | None) -> None:
         groups=None,
         source="grafana/My Super Webhook",
         tags=("grafana", "firing"),
+        lifecycle="grafana:c6eadffa33fcdf37@2021-10-12T09:51:03.157076+02:00",
     )
     # without a fingerprint either, the key is that of an empty label set, as Alertmanager's
     del alert["fingerprint"]
@@ -1130,8 +1138,8 @@ def test_grafana_legacy_documented_payload() -> None:
 @pytest.mark.parametrize(
     ("change", "text", "key"),
     [
-        ({"state": "ok"}, "[RESOLVED] Panel Title alert: Notification Message", "grafana-legacy:1:ok"),
-        ({"state": "OK"}, "[RESOLVED] Panel Title alert: Notification Message", "grafana-legacy:1:ok"),
+        ({"state": "ok"}, "Panel Title alert: Notification Message", "grafana-legacy:1:ok"),
+        ({"state": "OK"}, "Panel Title alert: Notification Message", "grafana-legacy:1:ok"),
         (
             {"state": "no_data"},
             "[NO DATA] Panel Title alert: Notification Message",

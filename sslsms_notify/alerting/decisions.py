@@ -22,9 +22,9 @@ from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
 from ..gateway.ids import new_csms_id
-from ..stores.base import Digest, GroupBuffer, OutboxItem, Tx, Window
+from ..stores.base import Digest, GroupBuffer, Lifecycle, OutboxItem, Tx, Window
 from .alert import Severity
-from .formatting import format_digest, format_group, format_summary
+from .formatting import format_digest, format_group, format_reminder, format_summary
 
 SEP = "\x1f"
 #: texts a digest keeps besides its count; the SMS shows what fits of them
@@ -53,6 +53,9 @@ class Policy:
     cap_period: float = 3600.0
     max_segments: int = 2
     max_windows: int = 100_000
+    #: a webhook alert still firing, sent again by its producer this long after it last
+    #: paged, pages a reminder (0: never; a re-send is nothing new)
+    remind_every: float = 0.0
 
 
 class IdBook:
@@ -88,6 +91,9 @@ class Hit:
     last_text: str
     #: the alert this hit belongs to (one alert for several groups gives several hits)
     alert: int
+    #: a webhook alert's lifecycle (fingerprint and startsAt): decides instead of a dedup window
+    lifecycle: str | None = None
+    resolved: bool = False
 
 
 @dataclass(slots=True)
@@ -122,6 +128,9 @@ class Report:
     groups: int = 0
     evicted: int = 0
     windows_closed: int = 0
+    #: webhook re-sends of an alert already paged in its lifecycle (no SMS)
+    resent: int = 0
+    reminders: int = 0
     #: group -> [alerts that were first of their window, repeats suppressed]
     by_group: dict[str, list[int]] = field(default_factory=dict)
 
@@ -133,6 +142,8 @@ class Report:
             "digests": self.digests,
             "summaries": self.summaries,
             "evicted": self.evicted,
+            "resent": self.resent,
+            "reminders": self.reminders,
         }
 
 
@@ -212,6 +223,43 @@ def deliver(
             tx.digests.put(msisdn, held)
 
 
+# -- webhook lifecycles -----------------------------------------------------------------
+#: how long a firing alert's lifecycle is remembered after its producer last sent it
+FIRING_MEMORY = 7 * 86400.0
+#: how long a resolved one is (a late or duplicated re-send of the resolve)
+RESOLVED_MEMORY = 86400.0
+_NEW, _KNOWN, _REMIND, _RESOLVE = "new", "known", "remind", "resolve"
+
+
+def _lifecycle(tx: Tx, hit: Hit, policy: Policy) -> str:
+    """What a webhook alert means for its lifecycle: new, known (a re-send), a reminder, its resolve.
+
+    Alertmanager re-sends every alert of a group when the group changes and at its
+    ``repeat_interval``; an HA pair may send one notification twice. Firing pages once
+    per fingerprint and ``startsAt``, its resolve once; a firing re-send after the
+    resolve (same ``startsAt``) is stale and pages nothing.
+    """
+    assert hit.lifecycle is not None
+    now = tx.now
+    record = tx.lifecycles.get(hit.lifecycle)
+    if hit.resolved:
+        if record is not None and record.resolved:
+            return _KNOWN
+        first = record.first_at if record is not None else now
+        tx.lifecycles.put(hit.lifecycle, Lifecycle(hit.lifecycle, True, first, now, now + RESOLVED_MEMORY))
+        return _RESOLVE
+    if record is None:
+        tx.lifecycles.put(hit.lifecycle, Lifecycle(hit.lifecycle, False, now, now, now + FIRING_MEMORY))
+        return _NEW
+    if record.resolved:
+        return _KNOWN
+    if policy.remind_every > 0 and now - record.paged_at >= policy.remind_every:
+        tx.lifecycles.put(hit.lifecycle, replace(record, paged_at=now, expires_at=now + FIRING_MEMORY))
+        return _REMIND
+    tx.lifecycles.put(hit.lifecycle, replace(record, expires_at=now + FIRING_MEMORY))
+    return _KNOWN
+
+
 # -- intake -------------------------------------------------------------------------
 def apply_intake(tx: Tx, hits: Sequence[Hit], policy: Policy, ids: IdBook) -> Report:
     """Decide a round of alerts: one transaction, whatever the number of alerts."""
@@ -219,17 +267,43 @@ def apply_intake(tx: Tx, hits: Sequence[Hit], policy: Policy, ids: IdBook) -> Re
     now = tx.now
     dedup = policy.dedup_window > 0
     if dedup:
-        tx.windows.load(h.key for h in hits)
+        tx.windows.load(h.key for h in hits if h.lifecycle is None)
+    lifecycles = [h.lifecycle for h in hits if h.lifecycle is not None]
+    if lifecycles:
+        tx.lifecycles.load(lifecycles)
     if policy.cap_limit is not None and policy.group_wait <= 0:
         phones = {n for h in hits for n in h.numbers}
         tx.rates.load(cap_key(n) for n in phones)
         tx.digests.load(phones)
     firsts: dict[int, tuple[str, dict[str, None], list[Hit]]] = {}
+    verdicts: dict[int, str] = {}  # one decision per alert, whatever its number of groups
     for hit in hits:
         result = report.alerts.setdefault(hit.alert, AlertResult())
         per_group = report.by_group.get(hit.group)
         if per_group is None:
             per_group = report.by_group[hit.group] = [0, 0]
+        if hit.lifecycle is not None:
+            verdict = verdicts.get(hit.alert)
+            if verdict is None:
+                verdict = verdicts[hit.alert] = _lifecycle(tx, hit, policy)
+                if verdict == _KNOWN:
+                    report.resent += hit.count
+                elif verdict == _REMIND:
+                    report.reminders += 1
+            if verdict == _KNOWN:
+                result.suppressed += hit.count
+                per_group[1] += hit.count
+                continue
+            text = hit.first_text
+            if verdict == _REMIND:
+                record = tx.lifecycles.get(hit.lifecycle)
+                since = record.first_at if record is not None else now
+                text = format_reminder(hit.first_text, since, max_segments=policy.max_segments)
+            per_group[0] += 1
+            first = firsts.setdefault(hit.alert, (text, {}, []))
+            first[1].update(dict.fromkeys(hit.numbers))
+            first[2].append(hit)
+            continue
         if dedup:
             window = tx.windows.get(hit.key)
             if window is None or (window.end_at <= now and window.count == 0):
@@ -352,6 +426,19 @@ def sweep_windows(tx: Tx, policy: Policy, ids: IdBook, limit: int = 1000) -> Rep
         # the storm may go on: the next summary comes after repeat_interval at the earliest
         tx.windows.put(key, replace(window, count=0, since_at=tx.now, end_at=tx.now + policy.repeat_interval))
     _summarise(tx, ended, policy, ids, report, "summary")
+    return report
+
+
+def sweep_lifecycles(tx: Tx, policy: Policy, ids: IdBook, limit: int = 1000) -> Report:
+    """Forget webhook lifecycles nobody has sent for a while (see FIRING_MEMORY)."""
+    report = Report()
+    keys = tx.due("lifecycles", limit)
+    if keys:
+        tx.lifecycles.load(keys)
+        for key in keys:
+            record = tx.lifecycles.get(key)
+            if record is not None and record.expires_at <= tx.now:
+                tx.lifecycles.delete(key)
     return report
 
 

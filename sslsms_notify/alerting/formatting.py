@@ -8,7 +8,9 @@ One wording for counts everywhere (SMS, digests, the demo):
 - a digest of what a per-phone cap held back:
   ``[digest: 12 held since 10:02] [ERROR] db1: x | [CRIT] db2: y | +10 more``;
 - alerts gathered by ``group_wait``: ``[3 alerts] [ERROR] a | [ERROR] b | [WARN] c``;
-- an alert that resolved (relay webhooks): ``[RESOLVED] alertmanager/sms: DiskFull (db1): ...``.
+- an alert that resolved (relay webhooks): ``[RESOLVED] alertmanager/sms: DiskFull (db1): ...``;
+- a reminder of a webhook alert still firing (only when configured):
+  ``[CRIT still firing since 02:10] alertmanager/sms: DiskFull (db1): ...``.
 
 Times are the local time of the process that formats the SMS (set ``TZ``).
 """
@@ -22,8 +24,6 @@ from ..gateway.text import ellipsis_for, encoding_of, fits, truncate_to_segments
 from .alert import Alert, Severity
 
 DEFAULT_MAX_SEGMENTS = 2
-#: webhook alerts that ended start with this (the relay's payloads); shown as the SMS's tag
-RESOLVED = "[RESOLVED] "
 _SEPARATOR = " | "
 
 
@@ -45,14 +45,26 @@ def format_alert(alert: Alert, *, max_segments: int = DEFAULT_MAX_SEGMENTS) -> s
     return format_parts(alert.severity, alert.host, alert.source, alert.text, max_segments)
 
 
-def format_parts(severity: Severity, host: str, source: str, text: str, max_segments: int) -> str:
-    """:func:`format_alert` from an alert's parts (the intake's hot path builds no Alert)."""
+def format_parts(
+    severity: Severity, host: str, source: str, text: str, max_segments: int, *, resolved: bool = False
+) -> str:
+    """:func:`format_alert` from an alert's parts (the intake's hot path builds no Alert).
+
+    ``resolved``: an all-clear, tagged ``[RESOLVED]`` rather than with the firing severity.
+    """
     origin = f"{host}/{source}" if host and source else host or source
-    tag = severity.tag
-    if text.startswith(RESOLVED):  # an all-clear: the tag says so, not the firing severity
-        tag, text = "RESOLVED", text[len(RESOLVED) :]
+    tag = "RESOLVED" if resolved else severity.tag
     head = f"[{tag}] {origin}: " if origin else f"[{tag}] "
     return _fit(head, text, "", max_segments)
+
+
+def format_reminder(text: str, since_at: float, *, max_segments: int) -> str:
+    """``[CRIT still firing since 02:10] origin: body`` from an alert's formatted SMS."""
+    tag, sep, body = text.partition("] ")
+    since = f"still firing since {clock_time(since_at)}]"
+    if not tag.startswith("[") or not sep:
+        return _fit(f"[{since} ", text, "", max_segments)
+    return _fit(f"{tag} {since} ", body, "", max_segments)
 
 
 def format_summary(

@@ -50,12 +50,28 @@ from .decisions import (
     flush_groups,
     sweep_digests,
     sweep_groups,
+    sweep_lifecycles,
     sweep_windows,
     window_key,
 )
 from .dispatch import Dispatcher, DispatchPolicy
 from .formatting import DEFAULT_MAX_SEGMENTS, format_parts
 from .messages import render
+from .queued import (
+    EXC_TYPE,
+    GROUPS,
+    HOST,
+    KEY,
+    LIFECYCLE,
+    RAW,
+    RESOLVED,
+    SEVERITY,
+    SOURCE,
+    TAGS,
+    TEMPLATE,
+    Queued,
+    pack,
+)
 from .routing import DEFAULT_GROUP, Route, Router
 from .stats import Stats
 
@@ -80,9 +96,8 @@ DEAD_LETTER_RETENTION = 7 * 24 * 3600.0
 #: extra seconds close() allows for handing queued alerts to the store (no network involved)
 INTAKE_GRACE = 0.8
 
-# Payload of a queued alert: (text, a queued log record or a callable rendering the
-# text; severity as an int; key, groups, source, tags, template, exception type, host).
-Payload = tuple[Any, int, "str | None", "tuple[str, ...] | None", str, tuple[str, ...], Any, Any, Any]
+# A queued alert: see queued.py for its layout.
+Payload = Queued
 _SEVERITIES = {int(s): s for s in Severity}
 
 
@@ -196,6 +211,9 @@ class Notifier:
             no room: they are counted in place.
         max_windows: dedup windows kept; beyond it the ones ending first are
             closed early (summarised if they hold repeats) and counted as ``evicted``.
+        remind_every: seconds after which a webhook alert still firing, sent again by
+            Alertmanager or Grafana, pages a reminder ``[CRIT still firing since
+            02:10] ...`` (0, the default: a re-send is nothing new, never an SMS).
         max_pending: SMS waiting in the outbox; beyond it the oldest pending ones
             become dead letters ("outbox full"), counted as ``outbox_dropped``.
         dead_retention: seconds a dead letter is kept (for ``outbox list`` and
@@ -230,6 +248,7 @@ class Notifier:
         max_segments: int = DEFAULT_MAX_SEGMENTS,
         queue_size: int = 50_000,
         max_windows: int = 100_000,
+        remind_every: float = 0.0,
         max_pending: int = 10_000,
         dead_retention: float = DEAD_LETTER_RETENTION,
         host: str | None = None,
@@ -251,6 +270,7 @@ class Notifier:
         max_pending = integer("max_pending", max_pending, minimum=1)
         self.dead_retention = positive("dead_retention", dead_retention, maximum=365 * 86400)
         max_windows = integer("max_windows", max_windows, minimum=1)
+        remind_every = non_negative("remind_every", remind_every, maximum=30 * 86400)
         if close_at_exit is not None:
             close_at_exit = non_negative("close_at_exit", close_at_exit)
         #: how long leaving a ``with Notifier(...)`` block waits for delivery
@@ -276,6 +296,7 @@ class Notifier:
             cap_period=per_recipient_period,
             max_segments=max_segments,
             max_windows=max_windows,
+            remind_every=remind_every,
         )
         self.max_pending = max_pending
         self.host = host if host is not None else socket.gethostname().split(".")[0]
@@ -369,8 +390,7 @@ class Notifier:
         chosen = tuple(groups) if groups is not None else None
         if chosen is not None:
             self.router._check_names(chosen, "groups")
-        # ints, strings and tuples of them only: the garbage collector stops tracking such
-        # a tuple, so a backlog of queued alerts costs a full collection nothing.
+        # queued.pack(), inlined: on this hot path the call costs more than the tuple
         payload = (
             text,
             int(level),
@@ -381,6 +401,8 @@ class Notifier:
             template,
             exc_type,
             host,
+            None,
+            False,
         )
         next(self._received)
         if self._closed:
@@ -420,8 +442,15 @@ class Notifier:
         source: str = "",
         tags: Iterable[str] = (),
         host: str | None = None,
+        lifecycle: str | None = None,
+        resolved: bool = False,
     ) -> Ticket:
-        """Like :meth:`alert`, returning a :class:`Ticket` that tells what became of it."""
+        """Like :meth:`alert`, returning a :class:`Ticket` that tells what became of it.
+
+        ``lifecycle`` (webhook doors): the alert's identity from firing to resolved
+        (fingerprint and ``startsAt``); it then pages once while firing and once
+        resolved, however often its producer sends it. ``resolved``: an all-clear.
+        """
         if not isinstance(text, str) or not text.strip():
             raise ValueError(f"text={text!r}: must be a non-empty string")
         level = Severity.parse(severity)
@@ -429,7 +458,17 @@ class Notifier:
         if chosen is not None:
             self.router._check_names(chosen, "groups")
         ticket = Ticket()
-        payload = (text, int(level), key, chosen, source, tuple(tags), None, None, host)
+        payload = pack(
+            text,
+            int(level),
+            key=key,
+            groups=chosen,
+            source=source,
+            tags=tuple(tags),
+            host=host,
+            lifecycle=lifecycle,
+            resolved=resolved,
+        )
         if not self._put((None, payload, 1, ticket)):
             ticket._resolve("dropped", error="the notifier is closed" if self._closed else "queue full")
         return ticket
@@ -453,16 +492,14 @@ class Notifier:
         repeats instead of the rendered text (both through the fingerprint rule). ``ckey``, if given, is the
         identity under which the caller registered this alert with the coalescer.
         """
-        payload = (
+        payload = pack(
             render,
-            severity,
-            None,
-            groups,
-            source,
-            tuple(tags) if tags else (),
-            template,
-            exc_type,
-            None,
+            int(severity),
+            groups=groups,
+            source=source,
+            tags=tuple(tags) if tags else (),
+            template=template,
+            exc_type=exc_type,
         )
         return self.enqueue_payload(ckey, payload, count)
 
@@ -732,7 +769,9 @@ class Notifier:
 
     def _identify(self, unit: _Unit) -> tuple[tuple[str, ...], int, str]:
         """(groups, severity, fingerprint) of a unit; renders its text only if nothing else identifies it."""
-        raw, number, key, chosen, source, tags, template, exc_type, _host = unit.first
+        first = unit.first
+        raw, number, key, chosen = first[RAW], first[SEVERITY], first[KEY], first[GROUPS]
+        source, tags, template, exc_type = first[SOURCE], first[TAGS], first[TEMPLATE], first[EXC_TYPE]
         route_key = (source, number, tags, chosen)
         group_names = self._routes.get(route_key)
         if group_names is None:
@@ -759,16 +798,19 @@ class Notifier:
     def _hits(self, alert: _Merged, index: int) -> list[Hit]:
         """The merged alert for each group it goes to, with its first and last SMS text."""
         group_names, number, fingerprint = alert.identity
-        raw, _, _, _, source, _, _, _, host = alert.first.first
+        first = alert.first.first
+        raw, source, resolved = first[RAW], first[SOURCE], first[RESOLVED]
         level = _SEVERITIES[number]
-        host = self.host if host is None else host
+        host = self.host if first[HOST] is None else first[HOST]
         segments = self.policy.max_segments
-        first_text = format_parts(level, host, source, self._render(raw), segments)
+        first_text = format_parts(level, host, source, self._render(raw), segments, resolved=resolved)
         last_text = first_text
-        last_raw = alert.last.last[0]
+        last_raw = alert.last.last[RAW]
         if last_raw is not raw and last_raw != raw:
             with contextlib.suppress(ValueError):
-                last_text = format_parts(level, host, source, self._render(last_raw), segments)
+                last_text = format_parts(
+                    level, host, source, self._render(last_raw), segments, resolved=resolved
+                )
         return [
             Hit(
                 window_key(group, level, fingerprint),
@@ -778,6 +820,8 @@ class Notifier:
                 first_text,
                 last_text,
                 index,
+                first[LIFECYCLE],
+                resolved,
             )
             for group in group_names
         ]
@@ -809,7 +853,7 @@ class Notifier:
             next_due = store.next_due()
             if next_due is None or next_due > store.now():
                 continue
-            for sweep in (sweep_windows, sweep_digests, sweep_groups):
+            for sweep in (sweep_windows, sweep_digests, sweep_groups, sweep_lifecycles):
                 report = store.transact(lambda tx, sweep=sweep: sweep(tx, self.policy, IdBook(), SWEEP_LIMIT))
                 self._count(report)
                 worked |= bool(report.queued or report.windows_closed or report.groups)

@@ -18,8 +18,12 @@ class Stats:
     rejected: int = 0
     #: alerts no configured route matched: nobody was paged (see Router)
     unrouted: int = 0
-    #: repeats held back by a dedup window
+    #: repeats held back by a dedup window (webhook re-sends included)
     suppressed: int = 0
+    #: webhook re-sends of an alert already paged in its lifecycle: nothing new, no SMS
+    resent: int = 0
+    #: reminders of webhook alerts still firing (``remind_every``)
+    reminders: int = 0
     #: "+N more since HH:MM" summaries produced when a window closed with repeats
     summaries: int = 0
     #: SMS held back by a recipient's cap

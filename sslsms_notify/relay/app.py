@@ -257,6 +257,8 @@ class RelayApp:
                     source=spec.source,
                     tags=spec.tags,
                     host="",  # the relay's own host name tells a phone nothing: the source does
+                    lifecycle=spec.lifecycle,
+                    resolved=spec.resolved,
                 )
             except ValueError as exc:  # an unknown group or a bad number, named by the router
                 ticket = Ticket()

@@ -22,7 +22,12 @@ from ..alerting.notifier import Notifier
 # stats() key -> (metric name, help), counters
 _COUNTERS = {
     "received": ("sslsms_alerts_received", "Alerts handed to the pipeline (repeats included)."),
-    "suppressed": ("sslsms_alerts_suppressed", "Repeats held back by a dedup window."),
+    "suppressed": ("sslsms_alerts_suppressed", "Repeats held back by a dedup window or a lifecycle."),
+    "resent": (
+        "sslsms_alerts_resent",
+        "Webhook re-sends of an alert already paged in its lifecycle (no SMS).",
+    ),
+    "reminders": ("sslsms_reminders", "Reminders of webhook alerts still firing (remind_every)."),
     "throttled": ("sslsms_alerts_throttled", "SMS held back by a per-phone cap (into a digest)."),
     "dropped": ("sslsms_alerts_dropped", "Alerts the bounded queue had no room for."),
     "rejected": ("sslsms_alerts_rejected", "Alerts refused as bad input."),

@@ -25,9 +25,13 @@ Facts about Alertmanager this relies on (seen from Alertmanager 0.25, see
 ``tests/data/alertmanager_*.json``):
 
 * every notification carries *all* alerts of its group: the ones still firing come
-  again beside one that just resolved. The key ``am:{fingerprint}:{status}`` lets the
-  pipeline's dedup window swallow those repeats, while a resolve is a new key that no
-  firing window holds back;
+  again whenever the group changes (an alert joins or resolves) and at its
+  ``repeat_interval``. Each spec therefore carries its **lifecycle**,
+  ``am:{fingerprint}@{startsAt}``: the pipeline pages an alert once per lifecycle while
+  it fires and once when it resolves, and a re-send is nothing new (no SMS, no "+N
+  more"), however long after. An alert that fires again gets a new ``startsAt``: a new
+  lifecycle. Without ``startsAt`` the key ``am:{fingerprint}:{status}`` and the dedup
+  window decide, as for any other alert;
 * the top-level ``status`` is "firing" while any alert of the group fires; only each
   alert's own ``status`` counts;
 * ``receiver`` goes through Go's ``regexp.QuoteMeta`` (``sms.relay`` arrives as
@@ -110,6 +114,11 @@ class AlertSpec:
     groups: tuple[str, ...] | None = None  # group names or phone numbers; None: routing rules decide
     source: str = ""  # shown in the SMS as origin, e.g. "alertmanager/node-exporter"
     tags: tuple[str, ...] = ()
+    #: a webhook alert's identity from firing to resolved: ``am:{fingerprint}@{startsAt}``
+    #: (None when the webhook gives no startsAt: the dedup window decides instead)
+    lifecycle: str | None = None
+    #: the alert ended: an all-clear, tagged [RESOLVED] instead of its severity
+    resolved: bool = False
 
 
 class PayloadError(ValueError):
@@ -530,8 +539,12 @@ def _webhook_alert(
     fingerprint = _fingerprint(alert.get("fingerprint"), _at(path, "fingerprint"), labels)
     annotations = _loose_map(alert.get("annotations"))
     text = _webhook_text(alert, labels, annotations, options, flavor)
-    if status == "resolved":
-        text = "[RESOLVED] " + text
+    starts_at = alert.get("startsAt")
+    lifecycle = None
+    if isinstance(starts_at, str) and starts_at.strip() and len(starts_at) <= MAX_FINGERPRINT:
+        # Alertmanager gives an alert a new startsAt each time it starts firing again: the
+        # pair names one firing, which re-sends of the group repeat byte for byte.
+        lifecycle = f"{flavor.key_prefix}:{fingerprint}@{starts_at.strip()}"
     tag_labels = ("alertname", options.severity_label, "instance", "job")
     tags = [flavor.name, status]
     tags += [_squash(f"{k}={labels[k]}", MAX_NAME) for k in tag_labels if labels.get(k, "").strip()]
@@ -542,6 +555,8 @@ def _webhook_alert(
         groups=_label_groups(labels.get(options.groups_label), options),
         source=source,
         tags=tuple(dict.fromkeys(tags)),
+        lifecycle=lifecycle,
+        resolved=status == "resolved",
     )
 
 
@@ -787,8 +802,6 @@ def _grafana_legacy(data: Mapping[str, object], options: WebhookOptions) -> list
     text = rule_name + (f": {detail}" if detail else "")
     if state == "no_data":
         text = "[NO DATA] " + text
-    if status == "resolved":
-        text = "[RESOLVED] " + text
     tags = ["grafana", status, f"state={state}", _squash(f"alertname={rule_name}", MAX_NAME)]
     if labels.get(options.severity_label, "").strip():
         tags.append(_squash(f"{options.severity_label}={labels[options.severity_label]}", MAX_NAME))
@@ -800,6 +813,7 @@ def _grafana_legacy(data: Mapping[str, object], options: WebhookOptions) -> list
             groups=_label_groups(labels.get(options.groups_label), options),
             source="grafana",
             tags=tuple(dict.fromkeys(tags)),
+            resolved=status == "resolved",
         )
     ]
 

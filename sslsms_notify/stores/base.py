@@ -1,8 +1,10 @@
 """One protocol for the pipeline's shared state, and the records it holds.
 
-A store keeps five tables: dedup **windows**, **rates** (GCRA "theoretical
+A store keeps these tables: dedup **windows**, **rates** (GCRA "theoretical
 arrival times" for caps and pacing), per-phone **digests**, ``group_wait``
-**groups**, and the **outbox** of SMS to send.
+**groups**, the **outbox** of SMS to send, and **records**: small typed rows
+with a time index, stored the same way by every backend (see :data:`RECORDS`),
+such as webhook alert **lifecycles**.
 
 The decisions (is this a repeat, may this phone get another SMS, is a window
 due) are written once, in :mod:`sslsms_notify.alerting`, against a
@@ -24,16 +26,18 @@ drifting clocks agree on windows and rates.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from enum import StrEnum
 from typing import Generic, Literal, Protocol, TypeVar, runtime_checkable
 
 V = TypeVar("V")
 T = TypeVar("T")
 
-TableName = Literal["windows", "rates", "digests", "groups"]
-#: tables with a time index (window end, digest readiness, group deadline)
-IndexedTable = Literal["windows", "digests", "groups"]
+TableName = Literal["windows", "rates", "digests", "groups", "lifecycles"]
+#: tables with a time index (window end, digest readiness, group deadline, record time)
+IndexedTable = Literal["windows", "digests", "groups", "lifecycles"]
+#: record tables: every backend keeps them alike (a key, a time, the other fields as JSON)
+RecordTable = Literal["lifecycles"]
 
 
 class OutboxState(StrEnum):
@@ -137,6 +141,42 @@ class GroupBuffer:
     numbers: tuple[str, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class Lifecycle:
+    """A webhook alert's lifecycle: one fingerprint firing from one ``startsAt``.
+
+    Alertmanager and Grafana send every alert of a group again whenever the group
+    changes and at their repeat interval; a re-send of an alert already paged is
+    nothing new. The record says when it first paged (``first_at``), when it last did
+    (``paged_at``, moved on by a reminder) and whether its resolve was paged; it is
+    forgotten at ``expires_at``.
+    """
+
+    key: str
+    resolved: bool
+    first_at: float
+    paged_at: float
+    expires_at: float
+
+
+#: record table -> (row type, the field its time index follows); a row's first field is its key
+RECORDS: dict[str, tuple[type, str]] = {"lifecycles": (Lifecycle, "expires_at")}
+
+
+def record_time(table: str, row: object) -> float:
+    return float(getattr(row, RECORDS[table][1]))
+
+
+def record_fields(row: object) -> list[object]:
+    """A record's fields after its key, in order (what backends store)."""
+    return [getattr(row, f.name) for f in fields(row)[1:]]  # type: ignore[arg-type]
+
+
+def record_from(table: str, key: str, values: Sequence[object]) -> object:
+    kind = RECORDS[table][0]
+    return kind(key, *(tuple(v) if isinstance(v, list) else v for v in values))
+
+
 @dataclass(slots=True)
 class OutboxCounts:
     #: pending, in flight included (every SMS still to send)
@@ -204,6 +244,7 @@ class Tx:
         self.rates: Table[float] = Table(lambda keys: backend.load("rates", keys))  # type: ignore[arg-type,return-value]
         self.digests: Table[Digest] = Table(lambda keys: backend.load("digests", keys))  # type: ignore[arg-type,return-value]
         self.groups: Table[GroupBuffer] = Table(lambda keys: backend.load("groups", keys))  # type: ignore[arg-type,return-value]
+        self.lifecycles: Table[Lifecycle] = Table(lambda keys: backend.load("lifecycles", keys))  # type: ignore[arg-type,return-value]
         self.new_items: list[OutboxItem] = []
 
     def due(self, table: IndexedTable, limit: int) -> list[str]:
@@ -232,6 +273,7 @@ class Tx:
             or self.rates.dirty
             or self.digests.dirty
             or self.groups.dirty
+            or self.lifecycles.dirty
         )
 
 

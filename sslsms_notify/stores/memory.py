@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from .base import (
+    RECORDS,
     Digest,
     GroupBuffer,
     IndexedTable,
@@ -27,6 +28,9 @@ from .base import (
     TableName,
     Tx,
     Window,
+    record_fields,
+    record_from,
+    record_time,
 )
 
 T = TypeVar("T")
@@ -49,6 +53,8 @@ def _leased(item: OutboxItem, until: float) -> OutboxItem:
 # A row is a tuple whose first field is its time (window end, digest readiness,
 # group deadline); the key is the dict key.
 def _pack(table: str, row: Any) -> tuple[Any, ...]:
+    if table in RECORDS:
+        return (record_time(table, row), *record_fields(row))
     if table == "windows":
         return (row.end_at, row.count, row.since_at, row.last_at, row.last_text, row.numbers)
     if table == "digests":
@@ -57,6 +63,8 @@ def _pack(table: str, row: Any) -> tuple[Any, ...]:
 
 
 def _unpack(table: str, key: str, t: tuple[Any, ...]) -> Any:
+    if table in RECORDS:
+        return record_from(table, key, t[1:])
     if table == "windows":
         return Window(key, t[0], t[1], t[2], t[3], t[4], t[5])
     if table == "digests":
@@ -134,7 +142,7 @@ class MemoryStore:
     def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
         self._lock = threading.RLock()
-        self._indexed: dict[str, _Index] = {t: _Index(t) for t in ("windows", "digests", "groups")}
+        self._indexed: dict[str, _Index] = {t: _Index(t) for t in ("windows", "digests", "groups", *RECORDS)}
         self._rates: dict[str, float] = {}
         self._open: dict[str, OutboxItem] = {}  # pending and in flight, in insertion order
         self._dead: dict[str, OutboxItem] = {}
@@ -170,7 +178,12 @@ class MemoryStore:
             return result
 
     def _apply(self, tx: Tx) -> None:
-        for name, table in (("windows", tx.windows), ("digests", tx.digests), ("groups", tx.groups)):
+        for name, table in (
+            ("windows", tx.windows),
+            ("digests", tx.digests),
+            ("groups", tx.groups),
+            ("lifecycles", tx.lifecycles),
+        ):
             index = self._indexed[name]
             for key, row in table.dirty.items():
                 if row is None:

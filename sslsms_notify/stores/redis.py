@@ -30,6 +30,7 @@ from .._log import get_logger
 from ..paths import state_dir
 from ..validation import mask_credentials
 from .base import (
+    RECORDS,
     Digest,
     GroupBuffer,
     IndexedTable,
@@ -40,6 +41,9 @@ from .base import (
     TableName,
     Tx,
     Window,
+    record_fields,
+    record_from,
+    record_time,
 )
 from .sqlite import SQLiteStore
 
@@ -245,6 +249,8 @@ def _item_from(csms_id: str, raw: str, score: float | None = None, claimed: bool
 
 
 def _encode_row(table: str, row: Any) -> str:
+    if table in RECORDS:
+        return json.dumps(record_fields(row), ensure_ascii=False)
     if table == "windows":
         return json.dumps(
             [row.end_at, row.count, row.since_at, row.last_at, row.last_text, list(row.numbers)],
@@ -259,6 +265,8 @@ def _decode_row(table: str, key: str, raw: str) -> Any:
     if table == "rates":
         return float(raw)
     f = json.loads(raw)
+    if table in RECORDS:
+        return record_from(table, key, f)
     if table == "windows":
         return Window(key, f[0], f[1], f[2], f[3], f[4], tuple(f[5]))
     if table == "digests":
@@ -267,10 +275,14 @@ def _decode_row(table: str, key: str, raw: str) -> Any:
 
 
 def _time_of(table: str, row: Any) -> float:
+    if table in RECORDS:
+        return record_time(table, row)
     return float(row.end_at if table == "windows" else row.ready_at if table == "digests" else row.deadline)
 
 
-_ROW_PREFIX = {"windows": "w:", "rates": "r:", "digests": "dg:", "groups": "g:"}
+_ROW_PREFIX = {"windows": "w:", "rates": "r:", "digests": "dg:", "groups": "g:", "lifecycles": "lc:"}
+#: tables whose rows have a time index (a sorted set named after the table)
+_INDEXED = ("windows", "digests", "groups", *RECORDS)
 
 
 def _masked(url: str) -> str:
@@ -465,7 +477,7 @@ class RedisStore:
     def _queue_writes(self, pipe: Any, tx: Tx) -> None:
         values: dict[str, str] = {}
         doomed: list[str] = []
-        for table in ("windows", "digests", "groups"):
+        for table in _INDEXED:
             dirty = getattr(tx, table).dirty
             if not dirty:
                 continue
@@ -524,7 +536,7 @@ class RedisStore:
     def next_due(self) -> float | None:
         def remote() -> float | None:
             pipe = self._client.pipeline(transaction=False)
-            for table in ("windows", "digests", "groups"):
+            for table in _INDEXED:
                 pipe.zrange(self._k(table), 0, 0, withscores=True)
             firsts = [r[0][1] for r in pipe.execute() if r]
             return min(firsts, default=None)

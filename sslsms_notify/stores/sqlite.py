@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .base import (
+    RECORDS,
     Digest,
     GroupBuffer,
     IndexedTable,
@@ -34,6 +35,9 @@ from .base import (
     TableName,
     Tx,
     Window,
+    record_fields,
+    record_from,
+    record_time,
 )
 
 T = TypeVar("T")
@@ -62,6 +66,10 @@ CREATE TABLE IF NOT EXISTS outbox (
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox(state, next_attempt_at);
 CREATE INDEX IF NOT EXISTS outbox_age ON outbox(state, created_at);
 CREATE INDEX IF NOT EXISTS outbox_batch ON outbox(batch_id) WHERE batch_id IS NOT NULL;
+CREATE TABLE IF NOT EXISTS records (
+    kind TEXT NOT NULL, key TEXT NOT NULL, at REAL NOT NULL, body TEXT NOT NULL,
+    PRIMARY KEY (kind, key)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS records_at ON records(kind, at);
 CREATE TABLE IF NOT EXISTS counts (name TEXT PRIMARY KEY, n INTEGER NOT NULL);
 INSERT OR IGNORE INTO counts VALUES ('windows', 0), ('pending', 0), ('inflight', 0), ('dead', 0);
 CREATE TRIGGER IF NOT EXISTS windows_added AFTER INSERT ON windows
@@ -107,6 +115,10 @@ _UPSERT = {
     "groups": "INSERT INTO groups VALUES (?,?,?,?,?) ON CONFLICT(name) DO UPDATE SET "
     "deadline=excluded.deadline, count=excluded.count, texts=excluded.texts, numbers=excluded.numbers",
 }
+_UPSERT_RECORD = (
+    "INSERT INTO records VALUES (?,?,?,?) "
+    "ON CONFLICT(kind, key) DO UPDATE SET at=excluded.at, body=excluded.body"
+)
 _KEY_COLUMN = {"windows": "key", "rates": "key", "digests": "msisdn", "groups": "name"}
 _TIME_COLUMN = {"windows": "end_at", "digests": "ready_at", "groups": "deadline"}
 
@@ -294,6 +306,8 @@ class SQLiteStore:
 
     # -- transactions (the Backend protocol) ------------------------------------
     def load(self, table: TableName, keys: list[str]) -> dict[str, object]:
+        if table in RECORDS:
+            return self._load_records(table, keys)
         column = _KEY_COLUMN[table]
         found: dict[str, object] = {}
         for start in range(0, len(keys), _CHUNK):
@@ -303,7 +317,23 @@ class SQLiteStore:
                 found[row[0]] = _decode(table, row)
         return found
 
+    def _load_records(self, table: str, keys: list[str]) -> dict[str, object]:
+        found: dict[str, object] = {}
+        for start in range(0, len(keys), _CHUNK):
+            chunk = keys[start : start + _CHUNK]
+            marks = ",".join("?" * len(chunk))
+            for key, body in self._db.execute(
+                f"SELECT key, body FROM records WHERE kind = ? AND key IN ({marks})", [table, *chunk]
+            ):
+                found[key] = record_from(table, key, json.loads(body))
+        return found
+
     def due(self, table: IndexedTable, now: float, limit: int) -> list[str]:
+        if table in RECORDS:
+            rows = self._db.execute(
+                "SELECT key FROM records WHERE kind = ? AND at <= ? ORDER BY at LIMIT ?", (table, now, limit)
+            )
+            return [r[0] for r in rows]
         column = _TIME_COLUMN[table]
         rows = self._db.execute(
             f"SELECT {_KEY_COLUMN[table]} FROM {table} WHERE {column} <= ? ORDER BY {column} LIMIT ?",
@@ -312,6 +342,11 @@ class SQLiteStore:
         return [r[0] for r in rows]
 
     def earliest(self, table: IndexedTable, limit: int) -> list[str]:
+        if table in RECORDS:
+            rows = self._db.execute(
+                "SELECT key FROM records WHERE kind = ? ORDER BY at LIMIT ?", (table, limit)
+            )
+            return [r[0] for r in rows]
         column = _TIME_COLUMN[table]
         rows = self._db.execute(
             f"SELECT {_KEY_COLUMN[table]} FROM {table} ORDER BY {column} LIMIT ?", (limit,)
@@ -321,6 +356,9 @@ class SQLiteStore:
     def count(self, table: IndexedTable) -> int:
         if table == "windows":
             return self._counter("windows")
+        if table in RECORDS:
+            row = self._db.execute("SELECT COUNT(*) FROM records WHERE kind = ?", (table,)).fetchone()
+            return int(row[0])
         return int(self._db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
 
     def _counter(self, name: str) -> int:
@@ -341,16 +379,31 @@ class SQLiteStore:
                 rows = [_encode(table, k, v) for k, v in dirty.items() if v is not None]
                 if rows:
                     db.executemany(_UPSERT[table], rows)
+            for table in RECORDS:
+                dirty = getattr(tx, table).dirty
+                if not dirty:
+                    continue
+                gone = [(table, k) for k, v in dirty.items() if v is None]
+                if gone:
+                    db.executemany("DELETE FROM records WHERE kind = ? AND key = ?", gone)
+                rows = [
+                    (table, k, record_time(table, v), json.dumps(record_fields(v), ensure_ascii=False))
+                    for k, v in dirty.items()
+                    if v is not None
+                ]
+                if rows:
+                    db.executemany(_UPSERT_RECORD, rows)
             if tx.new_items:
                 db.executemany(_INSERT_OUTBOX, [_item_to_row(i) for i in tx.new_items])
             return result
 
     def next_due(self) -> float | None:
         with self._lock:
-            times = [
-                self._db.execute(f"SELECT MIN({column}) FROM {table}").fetchone()[0]
-                for table, column in _TIME_COLUMN.items()
-            ]
+            # one statement: under busy application threads every call waits for the GIL
+            times = self._db.execute(
+                "SELECT " + ", ".join(f"(SELECT MIN({c}) FROM {t})" for t, c in _TIME_COLUMN.items())
+                + ", (SELECT MIN(at) FROM records)"
+            ).fetchone()
         return min((t for t in times if t is not None), default=None)
 
     def window_count(self) -> int:
