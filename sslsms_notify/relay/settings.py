@@ -49,8 +49,8 @@ class RelaySettings:
         log_level: what the relay writes to stderr: ``debug``, ``info``, ``warning``,
             ``error`` or ``critical`` (any case); ``--log-level`` wins. ``info`` shows
             the start line and recoveries besides every warning (dead letters, gateway
-            failures, misrouted webhook alerts, SMS left at shutdown); no level logs a
-            line per request.
+            failures, misrouted webhook alerts, SMS left at shutdown), and nothing per
+            request or per SMS.
         max_connections: open HTTP connections at most; ``"auto"`` derives it from the
             process's file-descriptor limit (``RLIMIT_NOFILE``, systemd's
             ``LimitNOFILE``), leaving room for the store, the gateway and the logs (at
@@ -58,8 +58,8 @@ class RelaySettings:
             answered (idle, or its request still arriving) is closed to make room; if
             every one has a request being answered, the newcomer gets ``503``. A number
             above what the limit allows is refused at start.
-        idle_timeout: seconds a connection may stay silent when it has no request under
-            way (on opening, or between keep-alive requests) before it is closed.
+        idle_timeout: seconds a connection may stay silent when it has no request being
+            answered (on opening, or between keep-alive requests) before it is closed.
         read_timeout: seconds a request may take to arrive in full (request line,
             headers and body) from its first byte; a slower one's connection is closed.
             Time spent answering is not counted.
