@@ -466,16 +466,30 @@ def test_serve_logs_dead_letters_misrouted_alerts_and_what_shutdown_left(sslsms_
             alert["labels"]["sms_groups"] = "oncal"
         assert httpx.post(f"{url}/v1/alertmanager", json=body, headers=AUTH).status_code == 202
         assert wait_for(lambda: len(sslsms_gateway.emulator.messages(PHONE)) == len(body["alerts"]))
-        # SMS left undelivered at shutdown: the gateway hangs
-        sslsms_gateway.emulator.faults.outage(60, mode="timeout", hold=30)
-        assert httpx.post(f"{url}/v1/alerts", json={"text": "left behind"}, headers=AUTH).status_code == 202
-        assert stop(proc) == 6
+        # SMS left undelivered at shutdown: the gateway is away, and each retry fails
+        retried = _metric(url, "sslsms_sms_retried_total")
+        sslsms_gateway.stop()
+        try:
+            assert (
+                httpx.post(f"{url}/v1/alerts", json={"text": "left behind"}, headers=AUTH).status_code == 202
+            )
+            assert wait_for(lambda: _metric(url, "sslsms_sms_retried_total") >= retried + 3)
+            assert stop(proc) == 6
+        finally:
+            sslsms_gateway.start()
     text = log.read_text()
     assert "INFO: event='relay listening'" in text
     assert "WARNING: event='SMS given up'" in text
     assert "WARNING: event='groups label names groups this relay lacks" in text and "unknown='oncal'" in text
     assert "WARNING: event='closed with SMS undelivered; they stay in the outbox'" in text
+    # the client's line per retry, once a minute at most (the outage itself is the dispatcher's line)
+    assert text.count("event='gateway request failed, retrying'") == 1
     assert TOKEN not in text and sslsms_gateway.api_token not in text and "Traceback" not in text
+
+
+def _metric(url: str, name: str) -> float:
+    text = httpx.get(f"{url}/metrics", headers=AUTH, timeout=30).text
+    return next(float(line.split()[1]) for line in text.splitlines() if line.startswith(f"{name} "))
 
 
 @pytest.mark.slow

@@ -36,7 +36,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import resource
 import signal
 import socket
 import threading
@@ -71,7 +70,15 @@ QUIET_AFTER = 60.0
 
 
 def fd_limit() -> int:
-    """This process's soft ``RLIMIT_NOFILE`` (what systemd's ``LimitNOFILE`` sets)."""
+    """This process's soft ``RLIMIT_NOFILE`` (what systemd's ``LimitNOFILE`` sets).
+
+    Where there is none (Windows: sockets are not file descriptors there), a limit
+    that bounds nothing, so ``"auto"`` gives the cap.
+    """
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not POSIX
+        return 1 << 20
     soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     return 1 << 20 if soft == resource.RLIM_INFINITY else soft
 
@@ -290,11 +297,14 @@ def _protocol_class(guard: _ConnectionGuard) -> type[asyncio.Protocol]:
 
 
 class _Repeats(logging.Filter):
-    """At most one record a minute per logger and message; the next one says how many were held.
+    """At most one record a minute per logger and event; the next one says how many were held.
 
-    For uvicorn's and asyncio's own lines (``Invalid HTTP request received.``,
-    ``socket.accept() out of system resource`` with its traceback), which come once per
-    connection: a flood of bad connections must not flood the log.
+    For lines that come once per connection or per attempt: uvicorn's and asyncio's
+    (``Invalid HTTP request received.``, ``socket.accept() out of system resource``
+    with its traceback), and the gateway client's ``gateway request failed, retrying``
+    (a line per retry, for as long as an outage lasts). A flood of bad connections or a
+    long outage must not flood the log. Our own lines are told apart by their event
+    (``event='...'``, the first field), not by the values after it.
     """
 
     def __init__(self, every: float = QUIET_AFTER) -> None:
@@ -304,7 +314,9 @@ class _Repeats(logging.Filter):
         self._lock = threading.Lock()
 
     def filter(self, record: logging.LogRecord) -> bool:
-        key = (record.name, str(record.msg))
+        message = str(record.msg)
+        event = message.split("' ", 1)[0] if message.startswith("event='") else message
+        key = (record.name, event)
         now = time.monotonic()
         with self._lock:
             last, held = self._last.get(key, (-self.every, 0))
@@ -318,8 +330,8 @@ class _Repeats(logging.Filter):
         return True
 
 
-#: loggers whose lines come once per connection: rate-limited while ``serve`` runs
-_PER_CONNECTION_LOGGERS = ("uvicorn.error", "asyncio")
+#: loggers whose lines come once per connection or per retry: rate-limited while ``serve`` runs
+_REPEATING_LOGGERS = ("uvicorn.error", "asyncio", "sslsms_notify.gateway")
 
 
 class RelayServer:
@@ -397,7 +409,7 @@ class RelayServer:
         # it, so the pipeline is closed (and the exit code chosen) instead of dying on it.
         previous = {s: signal.signal(s, lambda *_: None) for s in (signal.SIGTERM, signal.SIGINT)}
         repeats = _Repeats()
-        for name in _PER_CONNECTION_LOGGERS:
+        for name in _REPEATING_LOGGERS:
             logging.getLogger(name).addFilter(repeats)
         server = uvicorn.Server(self._config())
         self.app.stopping = lambda: bool(server.should_exit)
@@ -407,7 +419,7 @@ class RelayServer:
             self._guard.flush()
             for number, handler in previous.items():
                 signal.signal(number, handler)
-            for name in _PER_CONNECTION_LOGGERS:
+            for name in _REPEATING_LOGGERS:
                 logging.getLogger(name).removeFilter(repeats)
         return self.notifier.close(max(0.5, self.settings.shutdown_timeout / 2))
 
