@@ -62,6 +62,8 @@ INTERRUPT_GRACE = 0.25
 
 #: the severity names ``send --severity`` takes, and the aliases the relay API takes too
 SEVERITIES = ("debug", "info", "warning", "error", "critical")
+#: the names ``serve --log-level`` takes (any case), as ``[relay] log_level`` does
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 SEVERITY_ALIASES = {"warn": "warning", "err": "error", "crit": "critical", "fatal": "critical"}
 
 _TIMEOUT = Number(0, 3600, low_open=True, unit="seconds")
@@ -142,22 +144,28 @@ class _Main(click.Group):
         sys.exit(result if isinstance(result, int) else 0)
 
 
-def _setup_logging(debug: bool, *, errors: bool = False) -> None:
+def _setup_logging(debug: bool, *, level: str | None = None) -> None:
     """The library's own log lines: none by default (every command reports its outcome
     itself, in one line that carries the reason), everything on stderr with ``--debug``.
-    ``errors``: error lines on stderr (``serve``, whose log is its only voice)."""
+    ``level``: lines at or above it on stderr (``serve``, whose log is its only voice),
+    uvicorn's and asyncio's too, at WARNING at least (their INFO lines are start-up chatter)."""
     handler: logging.Handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("sslsms-notify: %(levelname)s: %(message)s"))
     if debug:
-        level = logging.DEBUG
-    elif errors:
-        level = logging.ERROR
+        threshold = logging.DEBUG
+    elif level is not None:
+        threshold = logging.getLevelNamesMapping()[level.upper()]
     else:
-        handler, level = logging.NullHandler(), logging.CRITICAL + 1
-    for name in ("sslsms_notify", *(("httpx",) if debug else ())):
+        handler, threshold = logging.NullHandler(), logging.CRITICAL + 1
+    loggers = {"sslsms_notify": threshold}
+    if debug:
+        loggers["httpx"] = threshold
+    if debug or level is not None:
+        loggers.update(dict.fromkeys(("uvicorn", "asyncio"), max(threshold, logging.WARNING)))
+    for name, at in loggers.items():
         logger = logging.getLogger(name)
         logger.handlers = [handler]
-        logger.setLevel(level)
+        logger.setLevel(at)
         logger.propagate = False
 
 
@@ -1101,7 +1109,15 @@ def _free_to_listen(host: str, port: int) -> int:
     help="The shared store (default: the configured one, else the CLI's SQLite file "
     "of this gateway account).",
 )
-def serve(listen: str | None, url: str | None, config_path: str | None, store: str | None) -> None:
+@click.option(
+    "--log-level",
+    type=click.Choice(LOG_LEVELS, case_sensitive=False),
+    help="What goes to stderr (default [relay] log_level, else info: warnings such as dead "
+    "letters, gateway failures and misrouted alerts, plus start and recovery lines).",
+)
+def serve(
+    listen: str | None, url: str | None, config_path: str | None, store: str | None, log_level: str | None
+) -> None:
     """Run the relay: an HTTP intake and the pipeline's timers for every producer.
 
     \b
@@ -1114,7 +1130,9 @@ def serve(listen: str | None, url: str | None, config_path: str | None, store: s
     Tokens: [relay] tokens in the config file, or SSLSMS_RELAY_TOKENS (comma-separated).
     Summaries, digests, group_wait and retries of every producer on the store fire on
     time here. SIGTERM: finish requests under way, close within [relay]
-    shutdown_timeout; what is not delivered stays in the store.
+    shutdown_timeout; what is not delivered stays in the store. Connections: at most
+    [relay] max_connections (default: from the file-descriptor limit), closed when
+    silent for idle_timeout or when a request takes longer than read_timeout to arrive.
 
     \b
     Exit codes:
@@ -1134,7 +1152,6 @@ def serve(listen: str | None, url: str | None, config_path: str | None, store: s
     from .relay.server import RelayServer
     from .relay.settings import RelaySettings
 
-    _setup_logging(_State.debug, errors=True)  # a daemon's log is its only voice
     settings, where = _settings(url, config_path)
     try:
         section = read_section(where, "relay") if where not in ("--url", "SSLSMS_URL", "environment") else {}
@@ -1148,10 +1165,17 @@ def serve(listen: str | None, url: str | None, config_path: str | None, store: s
             )
     except (ValueError, ConfigError) as exc:
         raise InputError(str(exc)) from None
+    # a daemon's log is its only voice: warnings (dead letters, gateway failures, misrouted
+    # alerts, SMS left at shutdown) show at the default level
+    _setup_logging(_State.debug, level=(log_level or relay.log_level).lower())
     state = _check(StoreURL(), "--store", store) if store is not None else _cli_store(settings)
     notifier = _notifier(settings, settings.all_groups(), state)
     try:
         server = RelayServer(notifier, relay)
+    except ValueError as exc:  # max_connections beyond what RLIMIT_NOFILE allows
+        notifier.close(0)
+        raise InputError(str(exc)) from None
+    try:
         if not relay.loopback:
             click.echo(f"warning: listening on {relay.listen}, beyond this host; put TLS in front", err=True)
         click.echo(f"relay on http://{relay.listen}, store {mask_url(state)}", err=True)

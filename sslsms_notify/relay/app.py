@@ -15,10 +15,15 @@ relay that dies right after answering loses nothing on a durable store. With
 outcome of the SMS it created and answers 200 with it: that is how
 ``sslsms-notify send --relay`` keeps its exit codes.
 
-Security: every route but ``/healthz`` needs ``Authorization: Bearer <token>``,
-compared in constant time with every configured token; bodies are read up to
-``max_body`` bytes and refused beyond (413) before they are parsed; no header,
-token or body is ever logged.
+Security: every route but ``/healthz`` needs exactly one ``Authorization: Bearer
+<token>`` header, compared in constant time with every configured token; bodies are
+read up to ``max_body`` bytes and refused beyond (413) before they are parsed, and a
+request answered before its body was read has its connection closed rather than the
+rest of the body read; no header, token or body is ever logged.
+
+``/healthz`` answers within :data:`HEALTH_TIMEOUT` whatever the store does, and
+``/metrics`` (which reads the store's counts) within :data:`METRICS_TIMEOUT`: each
+runs its store reads in its own thread, one at a time, and says what did not answer.
 
 No web framework: five routes, and owning the body read is what lets the size
 limit hold while receiving rather than after.
@@ -27,13 +32,15 @@ limit hold while receiving rather than after.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hmac
 import json
+import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 from urllib.parse import parse_qsl
 
 from .._log import get_logger
@@ -55,6 +62,11 @@ Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 MAX_WAIT = 60.0
+#: ``/healthz`` answers within this many seconds, whatever the store does
+HEALTH_TIMEOUT = 1.0
+#: ``/metrics`` answers within this many seconds (Prometheus' default scrape timeout is 10 s)
+METRICS_TIMEOUT = 5.0
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -96,6 +108,8 @@ class RelayApp:
         self.options = options
         self.metrics = metrics or RelayMetrics(notifier)
         self._tokens = [t.encode() for t in options.tokens]
+        self._health_probe: _Probe[tuple[str, dict[str, int | None]]] = _Probe("health")
+        self._metrics_probe: _Probe[tuple[bytes, str]] = _Probe("metrics")
         #: set by the server: true once shutdown began (waiting requests answer at once)
         self.stopping: Callable[[], bool] = lambda: False
         self._routes: dict[tuple[str, str], Callable[[Scope, bytes], Awaitable[tuple[int, Any]]]] = {
@@ -112,14 +126,14 @@ class RelayApp:
             return
         method, path = scope["method"], scope["path"].rstrip("/") or "/"
         started = time.perf_counter()
+        body_read = False
         try:
             if path == "/healthz":
                 status, payload = await self._health()
             else:
                 self._authorize(scope)
                 if (method, path) == ("GET", "/metrics"):
-                    body, content_type = self.metrics.render()
-                    await _respond(send, 200, body, content_type)
+                    await self._metrics(send)
                     self.metrics.request("/metrics", 200, time.perf_counter() - started)
                     return
                 handler = self._routes.get((method, path))
@@ -130,13 +144,18 @@ class RelayApp:
                         f"{'method not allowed' if known else 'no such route'}: {method} {path}",
                     )
                 body = await self._read_body(scope, receive)
+                body_read = True
                 status, payload = await handler(scope, body)
         except HTTPError as exc:
             status, payload = (
                 exc.status,
                 {"error": exc.message, **({"field": exc.field} if exc.field else {})},
             )
-            await _respond(send, status, _json(payload), "application/json", exc.headers)
+            headers = list(exc.headers)
+            if exc.status == 413 or (not body_read and _declares_body(scope)):
+                # the rest of the body is not read: the connection ends with this answer
+                headers.append(("connection", "close"))
+            await _respond(send, status, _json(payload), "application/json", headers)
             self.metrics.request(path, status, time.perf_counter() - started)
             return
         except Exception as exc:  # never a traceback to the client; one line in our log
@@ -147,12 +166,14 @@ class RelayApp:
 
     # -- security and input ---------------------------------------------------------------
     def _authorize(self, scope: Scope) -> None:
+        values = [v for n, v in scope.get("headers", ()) if n.lower() == b"authorization"]
+        if len(values) > 1:  # which one counts would be up to whoever reads them: none does
+            raise HTTPError(400, f"{len(values)} Authorization headers: send exactly one")
         given = b""
-        for name, value in scope.get("headers", ()):
-            if name.lower() == b"authorization":
-                scheme, _, credentials = value.partition(b" ")
-                if scheme.lower() == b"bearer":
-                    given = credentials.strip()
+        if values:
+            scheme, _, credentials = values[0].partition(b" ")
+            if scheme.lower() == b"bearer":
+                given = credentials.strip()
         matched = False
         for token in self._tokens:  # every token compared, in constant time each
             matched |= hmac.compare_digest(given, token)
@@ -306,23 +327,117 @@ class RelayApp:
             await asyncio.sleep(0.05)
 
     async def _health(self) -> tuple[int, Any]:
-        store_ok, store_detail = True, "ok"
-        try:
-            await asyncio.to_thread(self.notifier.store.check)
-        except Exception as exc:
-            store_ok, store_detail = False, str(exc)
+        """The store's state and counts, read in the health thread; at most ``HEALTH_TIMEOUT`` s.
+
+        A store that has not answered within it is reported as such (``"store": "no
+        answer within 1 s"``, counts ``null``) with ``degraded`` and 200, for as long as
+        an intake would still wait for it (``accept_timeout``); past that, alerts are
+        being refused with 503, so the relay is ``down`` and answers 503 too.
+        """
         gateway = self.metrics.gateway_state()
-        stats = self.notifier.stats()
+        try:
+            store_detail, counts = await self._health_probe.run(self._store_health, HEALTH_TIMEOUT)
+        except TimeoutError:
+            waited = self._health_probe.running_for()
+            down = waited >= self.options.accept_timeout
+            silence = f"for {waited:.0f} s" if down else f"within {HEALTH_TIMEOUT:g} s"
+            return (503 if down else 200), {
+                "status": "down" if down else "degraded",
+                "store": f"no answer {silence}",
+                "gateway": gateway,
+                "queue": None,
+                "pending": None,
+                "dead": None,
+            }
+        store_ok = store_detail == "ok"
         return (200 if store_ok else 503), {
             "status": "ok"
             if store_ok and gateway in ("ok", "unknown")
             else ("degraded" if store_ok else "down"),
             "store": store_detail,
             "gateway": gateway,
-            "queue": stats["queued"],
-            "pending": stats.get("pending", -1),
-            "dead": stats.get("dead", -1),
+            **counts,
         }
+
+    def _store_health(self) -> tuple[str, dict[str, int | None]]:
+        """(``"ok"`` or why not, the backlog counts): every store read of ``/healthz``, in one thread."""
+        try:
+            self.notifier.store.check()
+        except Exception as exc:
+            detail = str(exc) or type(exc).__name__
+        else:
+            detail = "ok"
+        stats = self.notifier.stats()
+        return detail, {
+            "queue": stats["queued"],
+            "pending": stats.get("pending"),
+            "dead": stats.get("dead"),
+        }
+
+    async def _metrics(self, send: Send) -> None:
+        try:
+            body, content_type = await self._metrics_probe.run(self.metrics.render, METRICS_TIMEOUT)
+        except TimeoutError:
+            raise HTTPError(
+                503, f"the store did not answer within {METRICS_TIMEOUT:g} s; no metrics this time"
+            ) from None
+        await _respond(send, 200, body, content_type)
+
+
+class _Probe(Generic[T]):
+    """A blocking call run in its own daemon thread, one at a time, awaited with a timeout.
+
+    ``asyncio.wait_for(asyncio.to_thread(...))`` gives up waiting but not the thread: a
+    store that hangs would take a worker of the default executor on every health check
+    until none is left. Here a call still running is awaited again by the next caller
+    instead of starting another, so a stuck store holds one thread, not one per check.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._running: asyncio.Future[T] | None = None
+        self._started = 0.0
+
+    def running_for(self) -> float:
+        """Seconds the call under way has been running (0 if none is)."""
+        if self._running is None or self._running.done():
+            return 0.0
+        return time.monotonic() - self._started
+
+    async def run(self, call: Callable[[], T], timeout: float) -> T:
+        """``call()``'s result or exception; ``TimeoutError`` if it has not ended within ``timeout``."""
+        if self._running is None or self._running.done():
+            self._running, self._started = self._start(call), time.monotonic()
+        future = self._running
+        done, _ = await asyncio.wait({future}, timeout=timeout)
+        if not done:
+            raise TimeoutError(f"{self.name}: no answer within {timeout:g} s")
+        return future.result()
+
+    def _start(self, call: Callable[[], T]) -> asyncio.Future[T]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        # an outcome nobody waits for any more (every waiter timed out) is not an error to log
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())
+
+        def settle(result: T | None, error: BaseException | None) -> None:
+            if future.done():
+                return
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(result)  # type: ignore[arg-type]
+
+        def work() -> None:
+            try:
+                result, error = call(), None
+            except Exception as exc:
+                result, error = None, exc
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits
+                loop.call_soon_threadsafe(settle, result, error)
+
+        threading.Thread(target=work, name=f"sslsms-relay-{self.name}", daemon=True).start()
+        return future
 
 
 def _wait_seconds(scope: Scope) -> float:
@@ -373,6 +488,15 @@ async def _all_done(tickets: list[Ticket], timeout: float) -> bool:
     except TimeoutError:
         return False
     return True
+
+
+def _declares_body(scope: Scope) -> bool:
+    """Whether the request says a body follows (Content-Length above 0, or chunked)."""
+    for name, value in scope.get("headers", ()):
+        name = name.lower()
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() not in (b"", b"0")):
+            return True
+    return False
 
 
 def _json(payload: Any) -> bytes:

@@ -19,6 +19,8 @@ from .payloads import SEVERITIES, WebhookOptions
 
 DEFAULT_LISTEN = "127.0.0.1:8026"
 MIN_TOKEN_LENGTH = 16
+#: the names ``log_level`` and ``--log-level`` take, as Python's logging and uvicorn spell them
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,23 @@ class RelaySettings:
         allow_numbers: whether producers may name phone numbers directly (in
             ``groups`` or the groups label); by default only configured groups, so a
             relay token cannot send SMS to any number.
+        log_level: what the relay writes to stderr: ``debug``, ``info``, ``warning``,
+            ``error`` or ``critical`` (any case); ``--log-level`` wins. ``info`` shows
+            the start line and recoveries besides every warning (dead letters, gateway
+            failures, misrouted webhook alerts, SMS left at shutdown), and nothing per
+            request or per SMS.
+        max_connections: open HTTP connections at most; ``"auto"`` derives it from the
+            process's file-descriptor limit (``RLIMIT_NOFILE``, systemd's
+            ``LimitNOFILE``), leaving room for the store, the gateway and the logs (at
+            most 4096). Past it, the connection waiting longest without a request being
+            answered (idle, or its request still arriving) is closed to make room; if
+            every one has a request being answered, the newcomer gets ``503``. A number
+            above what the limit allows is refused at start.
+        idle_timeout: seconds a connection may stay silent when it has no request being
+            answered (on opening, or between keep-alive requests) before it is closed.
+        read_timeout: seconds a request may take to arrive in full (request line,
+            headers and body) from its first byte; a slower one's connection is closed.
+            Time spent answering is not counted.
     """
 
     listen: str = DEFAULT_LISTEN
@@ -55,6 +74,10 @@ class RelaySettings:
     groups_label: str = "sms_groups"
     default_severity: str = "error"
     allow_numbers: bool = False
+    log_level: str = "info"
+    max_connections: int | str = "auto"
+    idle_timeout: float = 5.0
+    read_timeout: float = 10.0
 
     def __repr__(self) -> str:
         return f"RelaySettings(listen={self.listen!r}, tokens=<{len(self.tokens)} hidden>)"
@@ -133,6 +156,21 @@ class RelaySettings:
             raise ValueError(
                 f"default_severity={self.default_severity!r}: must be one of {', '.join(SEVERITIES)}"
             )
+        level: object = self.log_level
+        if not isinstance(level, str) or level.strip().lower() not in LOG_LEVELS:
+            raise ValueError(f"log_level={level!r}: must be one of {', '.join(LOG_LEVELS)} (any case)")
+        connections: object = self.max_connections
+        if isinstance(connections, str) and connections.strip().lower() == "auto":
+            connections = "auto"
+        elif isinstance(connections, bool) or not isinstance(connections, int):
+            raise ValueError(
+                f'max_connections={connections!r}: must be "auto" (from the file-descriptor limit) '
+                "or a whole number"
+            )
+        else:
+            connections = integer("max_connections", connections, minimum=1, maximum=1_000_000)
+        idle = positive("idle_timeout", self.idle_timeout, maximum=3600)
+        read = positive("read_timeout", self.read_timeout, maximum=3600)
         return RelaySettings(
             listen=listen,
             tokens=tuple(tokens),
@@ -143,4 +181,8 @@ class RelaySettings:
             groups_label=self.groups_label,
             default_severity=self.default_severity,
             allow_numbers=self.allow_numbers,
+            log_level=level.strip().lower(),
+            max_connections=connections,
+            idle_timeout=idle,
+            read_timeout=read,
         )
