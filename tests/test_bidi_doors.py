@@ -100,3 +100,12 @@ def test_relay_own_api(sslsms_gateway) -> None:
     finally:
         relay.stop(5)
     assert only_text(sslsms_gateway).endswith(CLEAN)
+
+
+def test_the_origin_is_cleaned_like_the_text() -> None:
+    """A source or host from the Python API is input too: no bidi or control characters."""
+    from sslsms_notify.alerting.alert import Severity
+    from sslsms_notify.alerting.formatting import format_parts
+
+    text = format_parts(Severity.ERROR, "db\u202e1", "app\x1b[31m.jobs\n", "disk full", 2)
+    assert text == "[ERROR] db1/app.jobs: disk full"

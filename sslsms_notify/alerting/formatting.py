@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from functools import lru_cache
 
+from ..gateway.clean import clean_text
 from ..gateway.text import ellipsis_for, encoding_of, fits, truncate_to_segments
 from .alert import Alert, Severity
 
@@ -52,10 +54,17 @@ def format_parts(
 
     ``resolved``: an all-clear, tagged ``[RESOLVED]`` rather than with the firing severity.
     """
-    origin = f"{host}/{source}" if host and source else host or source
+    origin = _origin(host, source)
     tag = "RESOLVED" if resolved else severity.tag
     head = f"[{tag}] {origin}: " if origin else f"[{tag}] "
     return _fit(head, text, "", max_segments)
+
+
+@lru_cache(maxsize=1024)
+def _origin(host: str, source: str) -> str:
+    """``host/source`` on one line, cleaned like a text (a logger name or host is input too)."""
+    origin = f"{host}/{source}" if host and source else host or source
+    return " ".join(clean_text(origin).split()) if origin else ""
 
 
 def format_reminder(text: str, since_at: float, *, max_segments: int) -> str:
