@@ -514,6 +514,9 @@ def render_metrics() -> str:
 # -- <!-- stats --> --------------------------------------------------------------------------
 #: keys Notifier.stats() adds to the Stats counters: the backlog, read at call time
 STATS_BACKLOG = {
+    "dropped_closed": "of ``dropped``: raised after the notifier was closed",
+    "dropped_store_refused": "of ``dropped``: the queue was full because the store refused writes",
+    "held": "alerts the store refused, held in memory and retried until it takes them",
     "queued": "alerts waiting for the intake thread",
     "pending": "SMS in the outbox still to send (in flight included)",
     "dead": "dead letters kept in the outbox",

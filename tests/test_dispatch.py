@@ -149,3 +149,33 @@ def test_a_gateway_outage_is_logged_once_then_its_recovery(caplog) -> None:
         assert "failed_requests=5" in recovered[0].getMessage()
     finally:
         notifier.close(2)
+
+
+def test_a_refused_connection_sent_nothing_but_a_timeout_may_have() -> None:
+    """No connection, no request: only an attempt that got a connection makes the outcome unknown."""
+    from .conftest import free_port
+
+    store = MemoryStore()
+    now = store.now()
+    store.outbox_add([OutboxItem("r000000000000001", A, "text", now, now)])
+    client = GatewayClient(
+        DEMO_API_TOKEN, DEMO_SID, base_url=f"http://127.0.0.1:{free_port()}", retry=NO_RETRY, timeout=1
+    )
+    notifier = Notifier(client, recipients=[A], store=store, start=False, close_at_exit=None)
+    try:
+        notifier.tick()
+        [item] = store.outbox_list()
+        assert item.state is OutboxState.PENDING and not item.maybe_sent and item.attempts == 1
+    finally:
+        notifier.close(1)
+    emulator = GatewayEmulator()
+    emulator.faults.timeout(hold=5)
+    store = MemoryStore()
+    store.outbox_add([OutboxItem("t000000000000001", A, "text", now, now)])
+    notifier = notifier_on(EmulatorTransport(emulator), store)
+    try:
+        notifier.tick()
+        [item] = store.outbox_list()
+        assert item.maybe_sent  # the gateway may have it: it goes again only under its own id
+    finally:
+        notifier.close(1)

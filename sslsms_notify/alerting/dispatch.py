@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from .._log import get_logger
 from ..gateway.client import GatewayClient
 from ..gateway.codes import SmsStatus, SmsStatusMessage
-from ..gateway.errors import AuthError, BadRequestError, GatewayError, RateLimitError
+from ..gateway.errors import AuthError, BadRequestError, GatewayError, RateLimitError, TransportError
 from ..gateway.ids import new_csms_id
 from ..gateway.models import DynamicMessage, SendResult, SmsInfo, is_duplicate_id
 from ..stores.base import OutboxItem, OutboxState, Store
@@ -103,6 +103,9 @@ class DispatchPolicy:
 
 
 def _unknown_outcome(error: GatewayError) -> bool:
+    """The gateway may have processed the request: no API status came back, and a connection did."""
+    if isinstance(error, TransportError) and not error.request_sent:
+        return False
     return error.status_code is None and not isinstance(error, AuthError | RateLimitError)
 
 

@@ -95,6 +95,8 @@ MAX_IDLE = 0.5
 DEAD_LETTER_RETENTION = 7 * 24 * 3600.0
 #: extra seconds close() allows for handing queued alerts to the store (no network involved)
 INTAKE_GRACE = 0.8
+#: after the store refused a round, the first and the longest wait before the next try
+STORE_RETRY_FIRST, STORE_RETRY_MAX = 0.1, 2.0
 
 # A queued alert: see queued.py for its layout.
 Payload = Queued
@@ -340,7 +342,16 @@ class Notifier:
         self._coalescer = Coalescer()
         self._coalescing = self.policy.dedup_window > 0
         self._received = itertools.count()
-        self._dropped = itertools.count()
+        self._dropped = itertools.count()  # every drop, whatever the reason (stats "dropped")
+        self._dropped_closed = itertools.count()
+        self._dropped_refused = itertools.count()
+        #: alerts decided but not yet taken by the store (it refused the round): retried first
+        self._held: list[_Unit] = []
+        self._dropped_unstored = 0  # held alerts dropped past the bound (counted as refused)
+        self._held_part = ROUND_SIZE
+        self._store_retry_at = 0.0
+        self._store_backoff = STORE_RETRY_FIRST
+        self._store_refused_since: float | None = None
         self._intake_wakeup = threading.Event()
         self._dispatch_wakeup = threading.Event()
         self._progress = threading.Condition()
@@ -354,9 +365,9 @@ class Notifier:
         self._timers_due = 0.0
         self._renew_due = 0.0
         self._housekeeping_due = 0.0
-        self._last_error_logged = 0.0
-        self._dropped_logged = 0
-        self._drops_log_due = 0.0
+        self._errors_logged: dict[str, float] = {}
+        self._drops_logged = {"full": 0, "closed": 0, "refused": 0}
+        self._drops_log_due = {"full": 0.0, "closed": 0.0, "refused": 0.0}
         self._unrouted_log_due = 0.0
 
     def __repr__(self) -> str:
@@ -406,7 +417,7 @@ class Notifier:
         )
         next(self._received)
         if self._closed:
-            next(self._dropped)
+            self._drop()
             return False
         # The lines below inline _put() and Coalescer.repeat() (SMSHandler.handle() does
         # too): on this hot path a shared helper costs ~150 ns a call.
@@ -421,7 +432,7 @@ class Notifier:
                         self._intake_wakeup.set()
                 return True
         if len(self._queue) >= self._queue_size:
-            next(self._dropped)
+            self._drop()
             return False
         self._queue.append((payload, payload, 1, None))
         if self._coalescing:
@@ -511,7 +522,7 @@ class Notifier:
         """Queue an item unless closed or full (alert() inlines this: see there)."""
         next(self._received)
         if self._closed or len(self._queue) >= self._queue_size:
-            next(self._dropped)
+            self._drop()
             return False
         self._queue.append(item)
         if self._intake_thread is None and self._start:
@@ -520,17 +531,40 @@ class Notifier:
             self._intake_wakeup.set()
         return True
 
+    def _drop(self) -> None:
+        """Count an alert the notifier cannot take, by reason (never on the hot path)."""
+        next(self._dropped)
+        if self._closed:
+            next(self._dropped_closed)
+            # After close() no intake thread logs for us: say it here, once a minute.
+            self._log_drops("closed", _peek(self._dropped_closed))
+        elif self._store_refused_since is not None:
+            next(self._dropped_refused)
+
+    def _log_drops(self, reason: str, total: int) -> None:
+        new = total - self._drops_logged[reason]
+        if new <= 0 or time.monotonic() < self._drops_log_due[reason]:
+            return
+        self._drops_logged[reason] = total
+        self._drops_log_due[reason] = time.monotonic() + 60
+        message = {
+            "full": "alerts dropped: the queue was full",
+            "closed": "alerts dropped: raised after the notifier was closed",
+            "refused": "alerts dropped: the store refuses writes and the queue is full",
+        }[reason]
+        _log.warning(message, dropped=new, queue_size=self._queue_size)
+
     def sync(self, timeout: float | None = None) -> bool:
         """Wait until everything queued so far (by this thread) is decided and in the store."""
         if self._intake_thread is None or not self._intake_thread.is_alive():
             with self._intake_lock:
-                while self._queue or self._coalescer.dirty:
-                    self._intake_round()
-            return True
+                while (self._queue or self._coalescer.dirty) and not self._held:
+                    self._intake_round(final=True)
+            return not self._held
         barrier = _Barrier()
         self._queue.append(barrier)
         self._intake_wakeup.set()
-        return barrier.wait(timeout)
+        return barrier.wait(timeout) and not self._held
 
     def is_worker_thread(self) -> bool:
         return threading.get_ident() in self._worker_idents
@@ -570,7 +604,9 @@ class Notifier:
                     time.sleep((clock() - started) * (1 / NICE_SHARE - 1))
                 continue
             self._intake_sleeping = True
-            if not self._queue and not self._coalescer.dirty:
+            if self._held:  # the store refused: wait for the next try, whatever is queued
+                self._intake_wakeup.wait(max(0.005, self._store_retry_at - time.monotonic()))
+            elif not self._queue and not self._coalescer.dirty:
                 self._intake_wakeup.wait(self._idle_wait())
             self._intake_sleeping = False
             self._intake_wakeup.clear()
@@ -596,8 +632,9 @@ class Notifier:
 
     def _log_failure(self, what: str, exc: BaseException) -> None:
         now = time.monotonic()
-        if now - self._last_error_logged >= 10:  # a broken store must not flood the log
-            self._last_error_logged = now
+        # a broken store must not flood the log; one failure must not hide another
+        if now - self._errors_logged.get(what, -60.0) >= 10:
+            self._errors_logged[what] = now
             _log.error(what, error=f"{type(exc).__name__}: {exc}")
 
     def _idle_wait(self) -> float:
@@ -627,6 +664,8 @@ class Notifier:
         ``budget``: stop taking items after this many seconds of preparing them.
         """
         with self._intake_lock:
+            if self._held:
+                return self._retry_held(final)
             units: list[_Unit] = []
             by_key: dict[Hashable, _Unit] = {}
             barriers: list[_Barrier] = []
@@ -659,6 +698,19 @@ class Notifier:
                 barrier.set()
             return bool(units or barriers)
 
+    def _retry_held(self, final: bool) -> bool:
+        """Offer the store what it refused, alone and in order, before anything newer.
+
+        A part at a time: a full disk may take a small transaction though not a big one.
+        The part halves after each refusal and doubles after each success.
+        """
+        if not final and time.monotonic() < self._store_retry_at:
+            return False  # the queue waits meanwhile (alert() counts what overflows it)
+        part, self._held = self._held[: self._held_part], self._held[self._held_part :]
+        if self._decide(part):
+            self._held_part = min(ROUND_SIZE, self._held_part * 2)
+        return True
+
     @staticmethod
     def _add(
         units: list[_Unit],
@@ -679,8 +731,8 @@ class Notifier:
             unit.last = payload
             unit.count += count
 
-    def _decide(self, units: list[_Unit]) -> None:
-        """Decide a round in one transaction.
+    def _decide(self, units: list[_Unit]) -> bool:
+        """Decide a round in one transaction; False if the store refused it (it is held).
 
         Units are identified first (route and fingerprint: no rendering when the
         template or text is known), then occurrences of the same alert are merged,
@@ -729,9 +781,18 @@ class Notifier:
                 self._unrouted_log_due = time.monotonic() + 60
                 _log.warning("alerts matched no route and paged nobody", count=unrouted)
         if not hits:
-            return
+            return True
         ids = IdBook()
-        report = self.store.transact(lambda tx: apply_intake(tx, hits, self.policy, ids))
+        try:
+            report = self.store.transact(lambda tx: apply_intake(tx, hits, self.policy, ids))
+        except Exception as exc:
+            # Nothing of this round is stored: it stays here, in order, and goes first next
+            # round. The queue waits meanwhile (bounded by queue_size: beyond, alert()
+            # drops and counts), and flush()/close() say False while any of it is held.
+            with_hits = {h.alert for h in hits}
+            self._hold([a for i, a in enumerate(alerts) if i in with_hits], exc)
+            return False
+        self._store_took()
         self._count(report)
         for index, ticket in tickets.items():
             result = report.alerts.get(index)
@@ -743,6 +804,41 @@ class Notifier:
             self._dispatch_wakeup.set()
         if self.store.window_count() > self.policy.max_windows:
             self._count(self.store.transact(lambda tx: evict_windows(tx, self.policy, IdBook())))
+        return True
+
+    def _hold(self, alerts: list[_Merged], exc: BaseException) -> None:
+        refused = [_Unit(a.first.first, a.last.last, a.count, a.first.ticket) for a in alerts]
+        self._held = refused + self._held
+        self._held_part = max(1, len(refused) // 2)
+        now = time.monotonic()
+        if self._store_refused_since is None:
+            self._store_refused_since = now
+            _log.error(
+                "the store refused writes; alerts are held in memory and retried until it takes them",
+                error=f"{type(exc).__name__}: {exc}",
+                held=len(self._held),
+                store=repr(self.store),
+            )
+        self._store_retry_at = now + self._store_backoff
+        self._store_backoff = min(STORE_RETRY_MAX, self._store_backoff * 2)
+        if len(self._held) > self._queue_size:  # bounded like the queue: the newest go
+            for unit in self._held[self._queue_size :]:
+                self._drop_unstored(unit)
+            del self._held[self._queue_size :]
+
+    def _drop_unstored(self, unit: _Unit) -> None:
+        self._dropped_unstored += unit.count  # the intake thread's alone: no lock needed
+        if unit.ticket is not None:
+            unit.ticket._resolve("dropped", error="the store refuses writes and the hold is full")
+
+    def _store_took(self) -> None:
+        if self._store_refused_since is not None and not self._held:
+            _log.warning(
+                "the store takes writes again; held alerts are stored",
+                refused_for=f"{time.monotonic() - self._store_refused_since:.1f}s",
+            )
+            self._store_refused_since = None
+        self._store_backoff = STORE_RETRY_FIRST
 
     @staticmethod
     def _reject(unit: _Unit, exc: ValueError) -> int:
@@ -871,16 +967,10 @@ class Notifier:
         return list(stores()) if stores is not None else [self.store]
 
     def _housekeeping(self) -> None:
-        dropped_alerts = _peek(self._dropped)
-        if dropped_alerts > self._dropped_logged and time.monotonic() >= self._drops_log_due:
-            # Drops are counted in stats(); say so in the log too, at most once a minute.
-            _log.warning(
-                "alerts dropped: the queue was full (or the notifier closed)",
-                dropped=dropped_alerts - self._dropped_logged,
-                queue_size=self._queue_size,
-            )
-            self._dropped_logged = dropped_alerts
-            self._drops_log_due = time.monotonic() + 60
+        # Drops are counted in stats(); each reason says so in the log too, once a minute.
+        refused, closed = _peek(self._dropped_refused), _peek(self._dropped_closed)
+        self._log_drops("full", _peek(self._dropped) - refused - closed)
+        self._log_drops("refused", refused + self._dropped_unstored)
         counts = self.store.outbox_counts()
         if counts.pending > self.max_pending:
             dropped = self.store.outbox_trim(self.max_pending, "dropped: outbox full")
@@ -936,7 +1026,7 @@ class Notifier:
                 self._progress.wait(0.02)
 
     def _drained(self) -> bool:
-        if self._queue or self._coalescer.dirty:
+        if self._queue or self._coalescer.dirty or self._held:
             return False
         if self.policy.group_wait > 0 and self.store.transact(lambda tx: tx.count("groups")):
             return False
@@ -974,13 +1064,7 @@ class Notifier:
                     thread.join(None if wait is None else max(0.05, wait))
             if self._dispatch_thread is not None and self._dispatch_thread.is_alive():
                 self._hand_back_in_flight()
-            left = self._undelivered()
-            if not delivered or left:
-                if self.store.durable:
-                    _log.warning("closed with SMS undelivered; they stay in the outbox", pending=left)
-                else:
-                    self.stats_counters.add(lost=left)
-                    _log.error("closed with SMS undelivered; a memory store loses them", lost=left)
+            left = self._report_undelivered()
             self._close_result = delivered and not left
             dispatching = self._dispatch_thread is not None and self._dispatch_thread.is_alive()
             if not dispatching:  # else the dispatch thread releases when its request ends
@@ -991,17 +1075,23 @@ class Notifier:
         """Everything queued or counted goes into the store; a memory store's timers fire now."""
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
-            while self._queue or self._coalescer.dirty:
+            while self._queue or self._coalescer.dirty or self._held:
+                if self._held:  # the store refuses: try again when due, within the deadline
+                    wait = self._store_retry_at - time.monotonic()
+                    if deadline is not None:
+                        wait = min(wait, deadline - time.monotonic())
+                    if wait > 0:
+                        time.sleep(wait)
                 if not self._intake_lock.acquire(
                     timeout=-1 if deadline is None else max(0.0, deadline - time.monotonic())
                 ):
                     return False
                 try:
-                    self._intake_round()
+                    self._intake_round(final=bool(self._held))
                 finally:
                     self._intake_lock.release()
                 if deadline is not None and time.monotonic() >= deadline:
-                    return not self._queue
+                    return not self._queue and not self._held
             with self._intake_lock:
                 self._intake_round(final=True)
                 if not self.store.durable:
@@ -1035,10 +1125,33 @@ class Notifier:
         except Exception as exc:
             self._log_failure("could not hand back SMS of the abandoned request", exc)
 
-    def _undelivered(self) -> int:
-        with contextlib.suppress(Exception):
-            return self.store.outbox_open() + len(self._queue)
-        return len(self._queue)
+    def _report_undelivered(self) -> int:
+        """Say (and count) what close() leaves undelivered; returns how much that is.
+
+        Alerts the store never took are lost whatever the store. SMS in a durable outbox
+        wait for the next process. A memory store loses its SMS, but one whose request was
+        abandoned mid-way may have reached the gateway: that is said, not counted as lost.
+        """
+        unstored = sum(not isinstance(i, _Barrier) for i in self._queue) + len(self._held)
+        if unstored:
+            self.stats_counters.add(lost=unstored)
+            _log.error("closed with alerts the store never took; they are lost", alerts=unstored)
+        try:
+            pending = self.store.outbox_open()
+        except Exception as exc:
+            self._log_failure("could not count the outbox at close", exc)
+            return unstored + 1
+        if pending and self.store.durable:
+            _log.warning("closed with SMS undelivered; they stay in the outbox", pending=pending)
+        elif pending:
+            unsure = sum(1 for i in self.store.outbox_list(limit=pending) if i.maybe_sent)
+            self.stats_counters.add(lost=pending - unsure)
+            _log.error(
+                "closed with SMS undelivered; a memory store loses them",
+                lost=pending - unsure,
+                maybe_delivered=unsure,  # their request was abandoned: the answer never came
+            )
+        return unstored + pending
 
     def _release(self) -> None:
         with contextlib.suppress(Exception):
@@ -1066,7 +1179,10 @@ class Notifier:
         """Counters (see :class:`~sslsms_notify.alerting.stats.Stats`) and the current backlog, in O(1)."""
         data = self.stats_counters.snapshot()
         data["received"] = _peek(self._received)
-        data["dropped"] = _peek(self._dropped)
+        data["dropped"] = _peek(self._dropped) + self._dropped_unstored
+        data["dropped_closed"] = _peek(self._dropped_closed)
+        data["dropped_store_refused"] = _peek(self._dropped_refused) + self._dropped_unstored
+        data["held"] = len(self._held)
         data["queued"] = len(self._queue)
         with contextlib.suppress(Exception):
             counts = self.store.outbox_counts()

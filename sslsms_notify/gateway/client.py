@@ -105,9 +105,14 @@ class _ClientBase:
         return read_answer(call, response.status_code, response.headers, response.content, is_retry=is_retry)
 
     @staticmethod
-    def _transport_error(exc: httpx.HTTPError) -> TransportError:
+    def _transport_error(call: Call, exc: httpx.HTTPError) -> TransportError:
+        # No connection, no request: the gateway has nothing, unless an earlier attempt got
+        # through (then the outcome stays unknown, whatever this attempt did).
+        if not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.UnsupportedProtocol):
+            call.maybe_reached = True
         kind = "timed out" if isinstance(exc, httpx.TimeoutException) else "failed"
-        return TransportError(redact(f"request {kind}: {type(exc).__name__}: {exc}"))
+        message = redact(f"request {kind}: {type(exc).__name__}: {exc}")
+        return TransportError(message, request_sent=call.maybe_reached)
 
     @staticmethod
     def _log_retry(retry_state: tenacity.RetryCallState) -> None:
@@ -227,7 +232,8 @@ class GatewayClient(_ClientBase):
                 try:
                     response = self._http.request(**self._http_kwargs(call))
                 except httpx.HTTPError as exc:
-                    raise self._transport_error(exc) from None
+                    raise self._transport_error(call, exc) from None
+                call.maybe_reached = True
                 return self._answer(call, response, is_retry=is_retry or number > 1)
         raise AssertionError("unreachable: tenacity reraises the last error")
 
@@ -323,7 +329,8 @@ class AsyncGatewayClient(_ClientBase):
                 try:
                     response = await self._http.request(**self._http_kwargs(call))
                 except httpx.HTTPError as exc:
-                    raise self._transport_error(exc) from None
+                    raise self._transport_error(call, exc) from None
+                call.maybe_reached = True
                 return self._answer(call, response, is_retry=is_retry or number > 1)
         raise AssertionError("unreachable: tenacity reraises the last error")
 

@@ -7,7 +7,7 @@ slow down, wait for the gateway, check the network).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .codes import ApiStatus
 
@@ -73,9 +73,18 @@ class ServerError(GatewayError):
 
 
 class TransportError(GatewayError):
-    """Timeouts, refused or dropped connections: the outcome is unknown."""
+    """Timeouts, refused or dropped connections.
+
+    ``request_sent`` is False only when no attempt of the request got as far as a
+    connection (refused, unresolvable, connect timeout): then the gateway surely has
+    nothing. Otherwise the outcome is unknown.
+    """
 
     retryable = True
+
+    def __init__(self, message: str, *, request_sent: bool = True, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.request_sent = request_sent
 
 
 class MalformedResponseError(GatewayError):

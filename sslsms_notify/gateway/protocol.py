@@ -67,6 +67,8 @@ class Call:
     payload: dict[str, Any]
     entries: list[Entry]
     batch_csms_id: str | None = None
+    #: an attempt of it may have reached the gateway (anything but a failed connect)
+    maybe_reached: bool = False
 
 
 @dataclass(slots=True)
