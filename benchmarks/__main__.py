@@ -12,6 +12,7 @@ ALL = [
     "worker",
     "scaling",
     "intake_latency",
+    "busy_timers",
     "shutdown",
     "outbox",
     "pipeline",

@@ -48,10 +48,7 @@ from .decisions import (
     evict_windows,
     flush_digests,
     flush_groups,
-    sweep_digests,
-    sweep_groups,
-    sweep_lifecycles,
-    sweep_windows,
+    sweep_all,
     window_key,
 )
 from .dispatch import Dispatcher, DispatchPolicy
@@ -74,6 +71,7 @@ from .queued import (
 )
 from .routing import DEFAULT_GROUP, Route, Router
 from .stats import Stats
+from .urgency import urgent
 
 _log = get_logger("sslsms_notify.notifier")
 _live: weakref.WeakSet[Notifier] = weakref.WeakSet()
@@ -585,12 +583,15 @@ class Notifier:
             self._worker_idents = frozenset({self._intake_thread.ident, self._dispatch_thread.ident})
 
     def _intake_loop(self) -> None:
-        clock = time.perf_counter
+        # CPU time of this thread, not wall time: under busy application threads a round
+        # waits for the GIL far longer than it works, and our share is of the CPU.
+        clock = time.thread_time
         while not self._stopping:
             started, received = clock(), _peek(self._received)
             try:
-                worked = self._intake_round(budget=ROUND_BUDGET)
-                worked |= self._timers()
+                with urgent():
+                    worked = self._intake_round(budget=ROUND_BUDGET)
+                    worked |= self._timers()
             except Exception as exc:  # the thread must outlive any one bad round
                 self._log_failure("intake round failed", exc)
                 worked = False
@@ -615,7 +616,8 @@ class Notifier:
         try:
             while not self._stopping:
                 try:
-                    sent = self.dispatcher.run_once()
+                    with urgent():
+                        sent = self.dispatcher.run_once()
                 except Exception as exc:
                     self._log_failure("dispatch round failed", exc)
                     sent = 0
@@ -644,7 +646,10 @@ class Notifier:
         with contextlib.suppress(Exception):
             next_due = self.store.next_due()
             if next_due is not None:
-                waits.append(next_due - self.store.now())
+                until = next_due - self.store.now()
+                waits.append(until)
+                # waking for it, the timers look at once, not at their next regular check
+                self._timers_due = min(self._timers_due, time.monotonic() + until)
         return min(max(0.005, w) for w in waits)
 
     def _dispatch_wait(self) -> float:
@@ -673,7 +678,7 @@ class Notifier:
             # counted, so the alert's SMS shows the first text, its summary the latest.
             queue = self._queue
             taken = 0
-            deadline = None if budget is None else time.perf_counter() + budget / 4
+            deadline = None if budget is None else time.thread_time() + budget / 4
             while queue and taken < ROUND_SIZE:
                 item = queue.popleft()
                 if isinstance(item, _Barrier):
@@ -683,7 +688,7 @@ class Notifier:
                 ckey, payload, count, ticket = item
                 self._add(units, by_key, ckey, payload, count, ticket)
                 # about a quarter of a round's time goes to taking items, the rest to deciding them
-                if deadline is not None and not taken & 63 and time.perf_counter() > deadline:
+                if deadline is not None and not taken & 63 and time.thread_time() > deadline:
                     break
             coalesced = 0
             collected = self._coalescer.collect_all() if final else self._coalescer.collect(time.monotonic())
@@ -949,14 +954,13 @@ class Notifier:
             next_due = store.next_due()
             if next_due is None or next_due > store.now():
                 continue
-            for sweep in (sweep_windows, sweep_digests, sweep_groups, sweep_lifecycles):
-                report = store.transact(lambda tx, sweep=sweep: sweep(tx, self.policy, IdBook(), SWEEP_LIMIT))
-                self._count(report)
-                worked |= bool(report.queued or report.windows_closed or report.groups)
-                if report.windows_closed >= SWEEP_LIMIT:
-                    self._timers_due = 0.0  # more are due: the next round sweeps on at once
-                if report.queued:
-                    self._dispatch_wakeup.set()
+            report = store.transact(lambda tx: sweep_all(tx, self.policy, IdBook(), SWEEP_LIMIT))
+            self._count(report)
+            worked |= bool(report.queued or report.windows_closed or report.groups)
+            if report.windows_closed >= SWEEP_LIMIT:
+                self._timers_due = 0.0  # more are due: the next round sweeps on at once
+            if report.queued:
+                self._dispatch_wakeup.set()
         if force or now >= self._housekeeping_due:
             self._housekeeping_due = now + 1.0
             self._housekeeping()

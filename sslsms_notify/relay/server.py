@@ -415,13 +415,14 @@ class RelayServer:
         self.app.stopping = lambda: bool(server.should_exit)
         try:
             server.run(sockets=[sock])
+            # still under the filter: the pipeline may retry a failing gateway while it closes
+            return self.notifier.close(max(0.5, self.settings.shutdown_timeout / 2))
         finally:
             self._guard.flush()
             for number, handler in previous.items():
                 signal.signal(number, handler)
             for name in _REPEATING_LOGGERS:
                 logging.getLogger(name).removeFilter(repeats)
-        return self.notifier.close(max(0.5, self.settings.shutdown_timeout / 2))
 
     def start(self, timeout: float = 10.0) -> Self:
         sock = self._listen()
