@@ -114,6 +114,7 @@ _REFUSALS = {
 #: redis-py's classes for two of them (OutOfMemoryError is missing from older releases and the stubs)
 _OOM_ERROR: type[Exception] = getattr(redis.exceptions, "OutOfMemoryError", redis.exceptions.ReadOnlyError)
 _REFUSAL_CODE = re.compile(r"(?:^|-)(OOM|READONLY|MISCONF|NOREPLICAS)\b")
+_PIPELINE_ERROR = "of pipeline caused error: "
 _WHAT_HAPPENED = {
     UNREACHABLE: "Redis unreachable",
     OUT_OF_MEMORY: "Redis refuses writes: out of memory (maxmemory reached); SMS it holds are still sent",
@@ -134,7 +135,10 @@ def fault_of(exc: BaseException) -> str | None:
     if isinstance(exc, _OOM_ERROR):
         return OUT_OF_MEMORY
     if isinstance(exc, redis.ResponseError) and not isinstance(exc, redis.exceptions.NoScriptError):
-        found = _REFUSAL_CODE.search(str(exc))
+        # redis-py puts "Command # 1 (ZADD ...) of pipeline caused error: " before a pipeline's
+        # error; the command's arguments (an alert's text) are not Redis speaking.
+        said = str(exc).rsplit(_PIPELINE_ERROR, 1)[-1]
+        found = _REFUSAL_CODE.search(said)
         if found:
             return _REFUSALS[found.group(1)]
     return None
