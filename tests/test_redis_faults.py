@@ -142,8 +142,10 @@ def wait_for(condition: Callable[[], Any], timeout: float = 30.0, what: str = "c
 
 @pytest.fixture(autouse=True)
 def quick_retry(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Redis is tried again 0.3 s after it failed (3 s in production), to keep tests short."""
+    """Redis is tried again 0.3 s after it failed (3 s in production), and refused writes are
+    logged as over after 0.5 s of writes taken (30 s), to keep tests short."""
     monkeypatch.setattr(redis_store, "RETRY_REDIS_AFTER", 0.3)
+    monkeypatch.setattr(redis_store, "WRITES_BACK_QUIET", 0.5)
 
 
 def item(csms_id: str, now: float, **changes: Any) -> OutboxItem:
@@ -246,7 +248,12 @@ def test_out_of_memory_new_state_goes_to_the_spool_while_redis_sms_drain(servers
         server.client().config_set("maxmemory", 0)
         wait_for(lambda: (store.move_spool(), not store.degraded)[1], what="writes taken again")
         assert store.spool().window_count() == 0 and store.window_count() == 1
-        assert any("Redis takes writes again" in r.getMessage() for r in caplog.records)
+
+        def back() -> bool:  # said once writes have been taken for a while (0.5 s here)
+            intake(store, NO_CAP, hit("while redis is full"))  # a repeat: a write
+            return any("Redis takes writes again" in r.getMessage() for r in caplog.records)
+
+        wait_for(back, what="the end of the refusal to be logged")
     finally:
         store.close()
 
@@ -287,6 +294,33 @@ def test_misconf_and_noreplicas_new_state_spools_and_redis_sms_wait(
             r for r in caplog.records if refusal in r.getMessage() and "refuses writes" in r.getMessage()
         ]
         assert len(lines) == 1 and lines[0].levelno == logging.ERROR
+    finally:
+        store.close()
+
+
+def test_a_redis_at_the_edge_of_maxmemory_is_logged_once_not_per_flap(servers, tmp_path, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="sslsms_notify")
+    server = servers()
+    store = RedisStore(server.url, spool=tmp_path / "spool.db")
+    client = server.client()
+    try:
+        for flap in range(3):  # full, then room for a write, three times
+            fill_to_maxmemory(server)
+            assert intake(store, NO_CAP, hit(f"full {flap}")).queued == 1 and store.fault == OUT_OF_MEMORY
+            client.config_set("maxmemory", 0)
+            wait_for(lambda flap=flap: intake(store, NO_CAP, hit(f"room {flap}")) and not store.degraded)
+        said = [
+            r.getMessage()
+            for r in caplog.records
+            if "Redis " in r.getMessage() and "restart" not in r.getMessage()
+        ]
+        assert sum("out of memory" in s for s in said) == 1 and not any(
+            "takes writes again" in s for s in said
+        )
+        time.sleep(0.5)  # past WRITES_BACK_QUIET (0.5 s here): the next write says it is over
+        intake(store, NO_CAP, hit("after"))
+        said = [r.getMessage() for r in caplog.records if "takes writes again" in r.getMessage()]
+        assert len(said) == 1
     finally:
         store.close()
 

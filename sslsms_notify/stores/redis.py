@@ -82,6 +82,10 @@ except ImportError as exc:  # pragma: no cover - depends on the extra
 _log = get_logger("sslsms_notify.stores.redis")
 T = TypeVar("T")
 RETRY_REDIS_AFTER = 3.0
+#: refused writes are logged as over once Redis has taken writes this long without refusing
+#: one: a Redis at the edge of maxmemory takes a write, refuses the next, and so on (one
+#: line when the trouble starts and one when it is over, not a pair per flap)
+WRITES_BACK_QUIET = 30.0
 MAX_CONFLICTS = 100
 _DOWN = (redis.ConnectionError, redis.TimeoutError, OSError)
 #: the SMS this process remembers it wrote or claimed (re-added if Redis loses them)
@@ -687,6 +691,8 @@ class RedisStore:
         self._refused_at = 0.0
         #: the failure logged for the current outage (one line per outage and kind)
         self._logged: str | None = None
+        #: when Redis last took a write after refusing (monotonic)
+        self._writes_back_at = 0.0
         #: what the server keeps across a restart, once it has answered (see describe_persistence)
         self.persistence: str | None = None
         # The marker that tells whether Redis lost data, and what this process would re-add.
@@ -764,25 +770,32 @@ class RedisStore:
             )
 
     def _succeeded(self, access: Access) -> None:
-        """A call went through: Redis answers; after a write, it takes writes again."""
-        if self._down_since is None and (access != "write" or self._refused is None):
+        """A call went through: Redis answers; after a write, it takes writes again.
+
+        What the calls do changes at once; the log says a refusal is over only once
+        writes have been taken for :data:`WRITES_BACK_QUIET` seconds since the last.
+        """
+        if self._down_since is None and self._logged is None and (access != "write" or self._refused is None):
             return
+        now = time.monotonic()
+        said = ""
         with self._state_lock:
             answered = self._down_since is not None
             self._down_since = None
-            writes = access == "write" and self._refused is not None
-            if writes:
-                self._refused = None
+            if answered and self._logged == UNREACHABLE:
+                self._logged = self._refused
+                said = (
+                    "Redis reachable again" if self._refused is None else "Redis answers, but refuses writes"
+                )
+            if access == "write":
+                if self._refused is not None:
+                    self._refused, self._writes_back_at = None, now
+                elif self._logged is not None and now - self._writes_back_at >= WRITES_BACK_QUIET:
+                    self._logged, said = None, "Redis takes writes again"
             healthy = self._refused is None
-            if healthy:
-                self._logged = None
-        if healthy and (answered or writes):
-            _log.warning(
-                ("Redis reachable again" if answered else "Redis takes writes again")
-                + ("; spooled SMS and windows move back to it" if self._spool is not None else "")
-            )
-        elif answered:
-            _log.warning("Redis answers again, but still refuses writes", reason=self._refused)
+        if said:
+            moving = healthy and self._spool is not None
+            _log.warning(said + ("; spooled SMS and windows move back to it" if moving else ""))
         if answered and self.persistence is None:
             with contextlib.suppress(Exception):
                 self._describe_server()
