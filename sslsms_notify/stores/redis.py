@@ -775,7 +775,9 @@ class RedisStore:
         What the calls do changes at once; the log says a refusal is over only once
         writes have been taken for :data:`WRITES_BACK_QUIET` seconds since the last.
         """
-        if self._down_since is None and self._logged is None and (access != "write" or self._refused is None):
+        if self._down_since is None and (
+            access != "write" or (self._refused is None and self._logged is None)
+        ):
             return
         now = time.monotonic()
         said = ""
