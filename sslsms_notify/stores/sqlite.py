@@ -357,6 +357,10 @@ class SQLiteStore:
         )
         return [r[0] for r in rows]
 
+    def rate_keys(self, limit: int) -> list[str]:
+        """Keys of the rates table (it has no time index): the Redis store moves its spool's back."""
+        return [r[0] for r in self._db.execute("SELECT key FROM rates ORDER BY key LIMIT ?", (limit,))]
+
     def count(self, table: IndexedTable) -> int:
         if table == "windows":
             return self._counter("windows")
