@@ -6,9 +6,11 @@ from hypothesis import strategies as st
 
 from sslsms_notify.gateway.msisdn import (
     InvalidMsisdnError,
+    display_msisdn,
     mask_msisdn,
     normalize_msisdn,
     unique_msisdns,
+    wire_msisdn,
 )
 
 bd_subscriber = st.builds(lambda op, rest: f"1{op}{rest:08d}", st.integers(3, 9), st.integers(0, 99_999_999))
@@ -70,11 +72,34 @@ def test_the_character_rule_names_every_separator_it_accepts() -> None:
         assert normalize_msisdn(f"017{separator}12345678") == "8801712345678", separator
 
 
-def test_international_numbers() -> None:
+def test_international_numbers_only_with_plus_or_00() -> None:
     assert normalize_msisdn("+44 7911 123456") == "447911123456"
     assert normalize_msisdn("0044 7911 123456") == "447911123456"
-    assert normalize_msisdn("447911123456") == "447911123456"
+    assert normalize_msisdn("+1 (415) 555-1234") == "14155551234"
     assert normalize_msisdn(8801712345678) == "8801712345678"
+    # bare digits are read as a Bangladesh number: never guessed to be another country's
+    for bare in ("447911123456", "919812345678", "14155551234", "4155551234"):
+        with pytest.raises(InvalidMsisdnError) as info:
+            normalize_msisdn(bare)
+        assert "with + or 00 and the country code" in info.value.rule
+
+
+def test_a_bangladesh_number_that_lost_its_leading_zero_is_still_one() -> None:
+    """Spreadsheets turn 01712345678 into the number 1712345678."""
+    assert normalize_msisdn("1712345678") == "8801712345678"
+    assert normalize_msisdn(1712345678) == "8801712345678"
+    with pytest.raises(InvalidMsisdnError):
+        normalize_msisdn("1212345678")  # 012 is no mobile prefix
+
+
+def test_the_gateways_form_is_read_back_as_is() -> None:
+    """The outbox keeps numbers as the gateway takes them; the client and the emulator read them."""
+    assert wire_msisdn("447911123456") == "447911123456"
+    assert wire_msisdn("8801712345678") == "8801712345678"
+    assert wire_msisdn("01712345678") == "8801712345678"
+    assert display_msisdn("447911123456") == "+447911123456"
+    with pytest.raises(InvalidMsisdnError):
+        wire_msisdn("1234567")  # too short for any number
 
 
 def test_field_name_is_in_the_error() -> None:
@@ -100,7 +125,8 @@ def test_normalizer_never_crashes_and_is_idempotent(raw: str) -> None:
     except InvalidMsisdnError:
         return
     assert number.isdigit() and 8 <= len(number) <= 16
-    assert normalize_msisdn(number) == number
+    assert wire_msisdn(number) == number  # the gateway's form is read back as is
+    assert normalize_msisdn(display_msisdn(number)) == number  # and written back under the policy
 
 
 def test_unique_msisdns_reports_repeats() -> None:

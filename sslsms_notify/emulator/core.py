@@ -25,7 +25,7 @@ from typing import Any
 from ..gateway.codes import ApiStatus, SmsStatus, SmsStatusMessage
 from ..gateway.ids import is_valid_csms_id
 from ..gateway.models import BULK_PATH, DYNAMIC_PATH, MAX_RECIPIENTS_PER_REQUEST, SINGLE_PATH
-from ..gateway.msisdn import InvalidMsisdnError, normalize_msisdn
+from ..gateway.msisdn import InvalidMsisdnError, wire_msisdn
 from ..gateway.text import MAX_SMS_CHARS, count_segments
 from .faults import DEFAULT_ERROR_PAGE, Fault, FaultPlan
 
@@ -147,7 +147,7 @@ class GatewayEmulator:
         with self._lock:
             if msisdn is None:
                 return list(self._inbox)
-            number = normalize_msisdn(msisdn)
+            number = wire_msisdn(msisdn)
             return [m for m in self._inbox if m.msisdn == number]
 
     def history(self) -> list[GatewayRequest]:
@@ -338,7 +338,7 @@ class GatewayEmulator:
     def _normalize(self, raw: Any) -> tuple[str | None, str | None]:
         """(normalized number, None) or (None, status message)."""
         try:
-            number = normalize_msisdn(raw)
+            number = wire_msisdn(raw)
         except InvalidMsisdnError:
             return None, SmsStatusMessage.INVALID_MSISDN
         if number in self.config.blocked_msisdns:

@@ -17,7 +17,7 @@ from .errors import (
 )
 from .ids import is_valid_csms_id, new_csms_id
 from .models import DynamicMessage, SendResult, SmsInfo
-from .msisdn import InvalidMsisdnError, normalize_msisdn
+from .msisdn import InvalidMsisdnError, normalize_msisdn, wire_msisdn
 from .retry import RetryPolicy
 from .text import Encoding, SegmentInfo, count_segments, truncate_to_segments
 
@@ -51,4 +51,5 @@ __all__ = [
     "new_csms_id",
     "normalize_msisdn",
     "truncate_to_segments",
+    "wire_msisdn",
 ]

@@ -1,12 +1,21 @@
-"""Phone numbers (MSISDN): normalize what people type, reject what the gateway would.
+"""Phone numbers (MSISDN): the number policy for what people write, and the gateway's form.
 
-Bangladesh mobile numbers are ``01[3-9]`` followed by eight digits; we accept
-them as ``01XXXXXXXXX``, ``8801XXXXXXXXX``, ``+8801XXXXXXXXX`` or
-``008801XXXXXXXXX``, with spaces, dashes, dots and parentheses anywhere, and
-always send ``8801XXXXXXXXX`` (the form the gateway echoes back). Other
-countries are accepted as international numbers of 8 to 16 digits (the spec's
-field length), written with ``+`` or ``00`` or as bare digits that cannot be
-mistaken for a Bangladesh number.
+**The policy** (:func:`normalize_msisdn`, applied wherever a person or a producer names a
+number: configuration, URL, CLI, relay, handler, apprise, ``Notifier`` groups):
+
+- Bangladesh mobile numbers, ``01[3-9]`` followed by eight digits, in every usual form:
+  ``01712345678``, ``8801712345678``, ``+8801712345678``, ``008801712345678``, and
+  ``1712345678`` (a spreadsheet dropped the leading 0), with spaces, dashes, dots,
+  parentheses and slashes anywhere;
+- other countries only with ``+`` or ``00`` and the country code (``+44 7911 123456``),
+  8 to 16 digits in all (the spec's field length): bare digits are read as a
+  Bangladeshi number, so ``919812345678`` is refused rather than guessed;
+- anything else is refused with the rule it breaks.
+
+**The gateway's form** is digits only: ``8801712345678``, or an international number's
+digits (``447911123456``), which is what the gateway echoes back. :func:`wire_msisdn`
+accepts that form too (what the outbox holds, or the spec's plain digits given to the
+:class:`~sslsms_notify.GatewayClient`).
 """
 
 from __future__ import annotations
@@ -20,7 +29,12 @@ MIN_INTERNATIONAL_DIGITS = 8
 
 _SEPARATORS = re.compile(r"[\s\-.()/]")
 _BD_NATIONAL = re.compile(r"01[3-9]\d{8}")
+_BD_NO_ZERO = re.compile(r"1[3-9]\d{8}")
 _BD_INTERNATIONAL = re.compile(r"8801[3-9]\d{8}")
+BARE_INTERNATIONAL = (
+    "international numbers are written with + or 00 and the country code (+44 7911 123456); "
+    "bare digits are read as a Bangladesh number, 01[3-9] followed by 8 digits"
+)
 
 
 class InvalidMsisdnError(ValueError):
@@ -34,7 +48,65 @@ class InvalidMsisdnError(ValueError):
 
 
 def normalize_msisdn(raw: object, *, field: str = "msisdn") -> str:
-    """Return the number as the gateway wants it, or raise :class:`InvalidMsisdnError`."""
+    """The number policy (see the module): the gateway's form, or :class:`InvalidMsisdnError`."""
+    compact, explicit_international = _compact(raw, field)
+    if compact.startswith(BD_COUNTRY_CODE):
+        if _BD_INTERNATIONAL.fullmatch(compact):
+            return compact
+        raise InvalidMsisdnError(
+            raw,
+            "Bangladesh mobile numbers are +880 1[3-9] followed by 8 digits (13 digits in all)",
+            field=field,
+        )
+    if not explicit_international:
+        if _BD_NATIONAL.fullmatch(compact):
+            return BD_COUNTRY_CODE + compact[1:]
+        if _BD_NO_ZERO.fullmatch(compact):  # 01712345678 after a spreadsheet ate its 0
+            return BD_COUNTRY_CODE + compact
+        if compact.startswith("0"):
+            raise InvalidMsisdnError(
+                raw,
+                "Bangladesh mobile numbers are 01[3-9] followed by 8 digits (11 digits in all)",
+                field=field,
+            )
+        raise InvalidMsisdnError(raw, BARE_INTERNATIONAL, field=field)
+    if compact.startswith("0"):
+        raise InvalidMsisdnError(raw, "a country code cannot start with 0", field=field)
+    if not MIN_INTERNATIONAL_DIGITS <= len(compact) <= MAX_DIGITS:
+        raise InvalidMsisdnError(
+            raw,
+            f"international numbers have {MIN_INTERNATIONAL_DIGITS} to {MAX_DIGITS} digits "
+            "including the country code",
+            field=field,
+        )
+    return compact
+
+
+def wire_msisdn(raw: object, *, field: str = "msisdn") -> str:
+    """The gateway's form of a number given by the policy or already in that form.
+
+    For the gateway client and the emulator: besides what :func:`normalize_msisdn`
+    takes, the plain digits of an international number (what the outbox holds, and
+    what the spec calls an msisdn), 8 to 16 of them, not starting with 0.
+    """
+    try:
+        return normalize_msisdn(raw, field=field)
+    except InvalidMsisdnError as error:
+        if error.rule != BARE_INTERNATIONAL:
+            raise
+        compact, _ = _compact(raw, field)
+        if MIN_INTERNATIONAL_DIGITS <= len(compact) <= MAX_DIGITS:
+            return compact
+        raise InvalidMsisdnError(
+            raw,
+            f"international numbers have {MIN_INTERNATIONAL_DIGITS} to {MAX_DIGITS} digits "
+            "including the country code",
+            field=field,
+        ) from None
+
+
+def _compact(raw: object, field: str) -> tuple[str, bool]:
+    """Digits without separators, and whether a leading + or 00 marked it international."""
     if isinstance(raw, int) and not isinstance(raw, bool):
         raw = str(raw)
     if not isinstance(raw, str):
@@ -42,7 +114,6 @@ def normalize_msisdn(raw: object, *, field: str = "msisdn") -> str:
     compact = _SEPARATORS.sub("", raw)
     if not compact:
         raise InvalidMsisdnError(raw, "is empty", field=field)
-
     explicit_international = False
     if compact.startswith("+"):
         compact, explicit_international = compact[1:], True
@@ -54,33 +125,12 @@ def normalize_msisdn(raw: object, *, field: str = "msisdn") -> str:
             "may contain only digits, an optional leading '+', spaces, dashes, dots, parentheses and slashes",
             field=field,
         )
+    return compact, explicit_international
 
-    if compact.startswith(BD_COUNTRY_CODE):
-        if _BD_INTERNATIONAL.fullmatch(compact):
-            return compact
-        raise InvalidMsisdnError(
-            raw,
-            "Bangladesh mobile numbers are +880 1[3-9] followed by 8 digits (13 digits in all)",
-            field=field,
-        )
-    if compact.startswith("0") and not explicit_international:
-        if _BD_NATIONAL.fullmatch(compact):
-            return BD_COUNTRY_CODE + compact[1:]
-        raise InvalidMsisdnError(
-            raw,
-            "Bangladesh mobile numbers are 01[3-9] followed by 8 digits (11 digits in all)",
-            field=field,
-        )
-    if compact.startswith("0"):
-        raise InvalidMsisdnError(raw, "a country code cannot start with 0", field=field)
-    if not MIN_INTERNATIONAL_DIGITS <= len(compact) <= MAX_DIGITS:
-        raise InvalidMsisdnError(
-            raw,
-            f"international numbers have {MIN_INTERNATIONAL_DIGITS} to {MAX_DIGITS} digits "
-            "including the country code",
-            field=field,
-        )
-    return compact
+
+def display_msisdn(number: str) -> str:
+    """A number in the gateway's form as the policy writes it back: ``+8801712345678``."""
+    return number if number.startswith("+") else "+" + number
 
 
 def is_valid_msisdn(raw: object) -> bool:

@@ -41,7 +41,7 @@ from .models import (
     mark_already_delivered,
     parse_response,
 )
-from .msisdn import normalize_msisdn
+from .msisdn import wire_msisdn
 from .text import check_text
 
 Kind = Literal["single", "bulk", "dynamic"]
@@ -167,7 +167,7 @@ def _answer_key(call: Call, info: SmsInfo) -> str:
     if call.kind == "dynamic":
         return info.csms_id
     try:
-        return normalize_msisdn(info.msisdn)
+        return wire_msisdn(info.msisdn)
     except ValueError:
         return info.msisdn
 
@@ -180,7 +180,7 @@ def _chunk_batch_id(batch_csms_id: str, chunk: int, chunks: int) -> str:
 
 
 def plan_single(msisdn: str, text: str, csms_id: str | None, method: str) -> SendPlan:
-    number = normalize_msisdn(msisdn)
+    number = wire_msisdn(msisdn)
     check_text(text, field="text")
     csms_id = check_csms_id(csms_id) if csms_id is not None else new_csms_id()
     method = method.upper()
@@ -200,7 +200,7 @@ def plan_bulk(msisdns: Sequence[str], text: str, batch_csms_id: str | None) -> S
     batch_csms_id = (
         check_csms_id(batch_csms_id, field="batch_csms_id") if batch_csms_id is not None else new_csms_id()
     )
-    numbers = [normalize_msisdn(m, field=f"msisdns[{i}]") for i, m in enumerate(msisdns)]
+    numbers = [wire_msisdn(m, field=f"msisdns[{i}]") for i, m in enumerate(msisdns)]
     first_index: dict[str, int] = {}
     repeats: dict[int, int] = {}
     entries: list[Entry] = []
@@ -238,7 +238,7 @@ def plan_dynamic(messages: Iterable[DynamicMessage | tuple[str, str]]) -> SendPl
     entries: list[Entry] = []
     seen_ids: set[str] = set()
     for index, item in enumerate(items):
-        number = normalize_msisdn(item.msisdn, field=f"messages[{index}].msisdn")
+        number = wire_msisdn(item.msisdn, field=f"messages[{index}].msisdn")
         check_text(item.text, field=f"messages[{index}].text")
         csms_id = (
             check_csms_id(item.csms_id, field=f"messages[{index}].csms_id")
