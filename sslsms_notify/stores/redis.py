@@ -829,6 +829,10 @@ class RedisStore:
             self._spool.close()
 
     def after_fork(self) -> None:
-        # redis-py's pool notices the new pid and reconnects by itself.
+        # redis-py's pool notices the new pid and reconnects by itself. Our own lock may
+        # have been held by a thread of the parent; the parent's spool claims are its
+        # own; the spool (SQLite) opens a connection of its own on first use.
+        self._spool_lock = threading.Lock()
+        self._spool_claims = set()
         if self._spool is not None:
             self._spool.after_fork()
