@@ -333,7 +333,7 @@ class SQLiteStore:
         self._closed = False
         self._fork_held = False
         self._carry_due = 0.0
-        _stores.add(self)  # first: a fork from another thread meanwhile waits for the lock below
+        _register(self)  # first: a fork from another thread meanwhile waits for the lock below
         with self._lock:
             self._db, self._file = self._connect()
 
@@ -925,23 +925,38 @@ def _merge(table: str, here: Any, moved: Any) -> Any:
 
 # -- fork -------------------------------------------------------------------------------
 #: every store of this process, for the fork hooks
-_stores: weakref.WeakSet[SQLiteStore] = weakref.WeakSet()
+_stores: dict[int, weakref.ReferenceType[SQLiteStore]] = {}
 #: connections inherited through fork(), kept unused so that nothing closes them in the child
 _inherited: list[sqlite3.Connection] = []
 
 
+def _register(store: SQLiteStore) -> None:
+    key = id(store)
+
+    def forget(ref: weakref.ReferenceType[SQLiteStore]) -> None:
+        if _stores.get(key) is ref:
+            del _stores[key]
+
+    _stores[key] = weakref.ref(store, forget)
+
+
+def _all_stores() -> list[SQLiteStore]:
+    # dict.copy() runs no Python code: safe while other threads add stores
+    return [store for ref in _stores.copy().values() if (store := ref()) is not None]
+
+
 def _before_fork() -> None:
-    for store in list(_stores):
+    for store in _all_stores():
         store._before_fork()
 
 
 def _after_fork_in_parent() -> None:
-    for store in list(_stores):
+    for store in _all_stores():
         store._after_fork_in_parent()
 
 
 def _after_fork_in_child() -> None:
-    for store in list(_stores):
+    for store in _all_stores():
         store.after_fork()
 
 
