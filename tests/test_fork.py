@@ -8,9 +8,13 @@ and no child may hang.
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import sqlite3
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 from collections import Counter
@@ -283,3 +287,60 @@ def test_a_forked_childs_sqlite_writes_survive_the_parent_closing(tmp_path) -> N
     finally:
         check.close()
     assert rows == 302
+
+
+# A fresh interpreter: the parent forks 8 children while its first request is under way
+# (its dispatch thread importing what the first request needs); each child alerts and
+# flushes. Prints the children's exit codes: 0 delivered, 1 flush gave up, "hung".
+FIRST_REQUEST = textwrap.dedent(
+    """
+    import json, os, sys, time
+    from sslsms_notify import GatewayClient, Notifier
+    url, token, sid, run = sys.argv[1:5]
+    n = Notifier(GatewayClient(token, sid, base_url=url, timeout=5), recipients=["01711111111"],
+                 close_at_exit=None)
+    n.alert(f"run {run} parent", key="parent")
+    pids = []
+    for i in range(8):
+        pid = os.fork()
+        if pid == 0:
+            code = 2
+            try:
+                n.alert(f"run {run} child {i}", key=f"child {i}")
+                code = 0 if n.flush(10) else 1
+            finally:
+                os._exit(code)
+        pids.append(pid)
+        time.sleep(0.0005)
+    codes = []
+    deadline = time.monotonic() + 30
+    for pid in pids:
+        while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if done[0] == 0:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            codes.append("hung")
+        else:
+            codes.append(os.waitstatus_to_exitcode(done[1]))
+    print(json.dumps([codes, n.close(10)]))
+    """
+)
+
+
+def test_children_forked_during_the_first_request_do_not_hang(sslsms_gateway: EmulatorServer) -> None:
+    """The first request imports the "idna" codec (getaddrinfo): a child forked meanwhile
+    waited forever for its import lock before it was imported with the package."""
+    server = sslsms_gateway
+    for run in range(3):
+        result = subprocess.run(
+            [sys.executable, "-c", FIRST_REQUEST, server.url, server.api_token, server.sid, str(run)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout) == [[0] * 8, True], result.stderr
+    senders = ["parent", *(f"child {i}" for i in range(8))]
+    expected = Counter(f"run {r} {who}" for r in range(3) for who in senders)
+    assert texts_at(server) == expected
