@@ -1,6 +1,7 @@
 """The SQLite state file among processes: opened by several at once, deleted or replaced in use.
 
-Real processes on real files; every count is what reached the emulator.
+Real processes on real files, every SMS counted at the emulator; and how the rows of
+two files are merged when one replaces the other.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import IO, Any
 import pytest
 
 from sslsms_notify.emulator import EmulatorServer
+from sslsms_notify.stores.base import Digest, GroupBuffer, OutboxItem, OutboxState, Tx, Window
 from sslsms_notify.stores.sqlite import SQLiteStore
 
 from .fork_children import notifier_for as _notifier_for
@@ -247,3 +249,69 @@ def test_state_file_deleted_or_replaced_under_two_processes(
         assert check.outbox_counts().pending == 0 and check.outbox_counts().dead == 0
     finally:
         check.close()
+
+
+def _write(store: SQLiteStore, window: Window, rate: float, digest: Digest, group: GroupBuffer) -> None:
+    def fn(tx: Tx) -> None:
+        tx.windows.put(window.key, window)
+        tx.rates.put("cap:0171", rate)
+        tx.digests.put(digest.msisdn, digest)
+        tx.groups.put(group.name, group)
+
+    store.transact(fn)
+
+
+def _sms(csms_id: str, state: OutboxState = OutboxState.PENDING) -> OutboxItem:
+    return OutboxItem(csms_id, "01711111111", csms_id, 0.0, 0.0, 0, state, None, "", False, "", 0)
+
+
+def test_a_replacing_file_keeps_what_it_holds_and_gets_ours_merged_in(tmp_path: Path) -> None:
+    path, restored = tmp_path / "state.db", tmp_path / "restored.db"
+    ours = SQLiteStore(path)
+    _write(
+        ours,
+        Window("k", 100.0, 3, 10.0, 20.0, "ours", ("01711111111",)),
+        5.0,
+        Digest("01711111111", 2, 10.0, ("a", "b"), 50.0),
+        GroupBuffer("oncall", 40.0, 2, ("x",), ("01711111111",)),
+    )
+    ours.outbox_add([_sms("ours"), _sms("both")])
+    theirs = SQLiteStore(restored)
+    _write(
+        theirs,
+        Window("k", 200.0, 2, 5.0, 30.0, "theirs", ("01722222222",)),
+        7.0,
+        Digest("01711111111", 1, 12.0, ("c",), 60.0),
+        GroupBuffer("oncall", 30.0, 1, ("y",), ("01722222222",)),
+    )
+    theirs.outbox_add([_sms("theirs"), _sms("both", OutboxState.DEAD)])
+    theirs.close()
+    os.replace(restored, path)
+
+    counts = ours.outbox_counts()  # the next use notices, and moves
+    assert ours.reopened == 1
+    # an SMS in both keeps the state the file at the path has; the rest come along
+    assert (counts.pending, counts.dead) == (2, 1)
+    assert {i.csms_id: i.state for i in ours.outbox_list()} == {
+        "ours": OutboxState.PENDING,
+        "theirs": OutboxState.PENDING,
+        "both": OutboxState.DEAD,
+    }
+    assert ours.window_count() == 1
+    found: dict[str, Any] = {}
+
+    def read(tx: Tx) -> None:
+        found.update(
+            window=tx.windows.get("k"),
+            rate=tx.rates.get("cap:0171"),
+            digest=tx.digests.get("01711111111"),
+            group=tx.groups.get("oncall"),
+        )
+
+    ours.transact(read)
+    # repeats counted on both sides are all reported; the later last text; every number
+    assert found["window"] == Window("k", 200.0, 5, 5.0, 30.0, "theirs", ("01722222222", "01711111111"))
+    assert found["rate"] == 7.0  # the later of the two: a cap never gives back what was spent
+    assert found["digest"] == Digest("01711111111", 3, 10.0, ("c", "a", "b"), 50.0)
+    assert found["group"] == GroupBuffer("oncall", 30.0, 3, ("y", "x"), ("01722222222", "01711111111"))
+    ours.close()
