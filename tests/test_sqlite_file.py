@@ -315,3 +315,20 @@ def test_a_replacing_file_keeps_what_it_holds_and_gets_ours_merged_in(tmp_path: 
     assert found["digest"] == Digest("01711111111", 3, 10.0, ("c", "a", "b"), 50.0)
     assert found["group"] == GroupBuffer("oncall", 30.0, 3, ("y", "x"), ("01722222222", "01711111111"))
     ours.close()
+
+
+def test_a_relative_path_stays_the_file_it_named_when_the_directory_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "app").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "app")
+    store = SQLiteStore("sqlite:///state.db")
+    try:
+        store.outbox_add([_sms("one")])
+        monkeypatch.chdir(tmp_path / "elsewhere")  # a daemon's chdir("/"), say
+        store.outbox_add([_sms("two")])
+        assert store.reopened == 0 and store.outbox_counts().pending == 2
+        assert not (tmp_path / "elsewhere" / "state.db").exists()
+    finally:
+        store.close()

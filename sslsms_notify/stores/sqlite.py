@@ -322,6 +322,8 @@ class SQLiteStore:
         self, url: str | Path, *, clock: Callable[[], float] = time.time, busy_timeout: float = 10.0
     ) -> None:
         self.path = path_from_url(url) if isinstance(url, str) else Path(url).expanduser()
+        #: where the file is, whatever the process's working directory later becomes
+        self._where = self.path.absolute()
         self._clock = clock
         self._busy_timeout = busy_timeout
         #: times this process moved to a new file at the path (the old one was deleted or replaced)
@@ -349,14 +351,14 @@ class SQLiteStore:
         """
         deadline = time.monotonic() + self._busy_timeout
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            if stale is None and self.path.exists():
+            self._where.parent.mkdir(parents=True, exist_ok=True)
+            if stale is None and self._where.exists():
                 return self._connect_now(deadline)
-            with _directory_lock(self.path.parent, deadline) as locked:
+            with _directory_lock(self._where.parent, deadline) as locked:
                 if locked:
-                    here = self.path.exists()
+                    here = self._where.exists()
                     for sidecar, old in zip(
-                        _sidecars(self.path), (stale or (None, None, None))[1:], strict=True
+                        _sidecars(self._where), (stale or (None, None, None))[1:], strict=True
                     ):
                         found = _file_id(sidecar)
                         if found is not None and (not here or found == old):
@@ -367,7 +369,7 @@ class SQLiteStore:
 
     def _connect_now(self, deadline: float) -> tuple[sqlite3.Connection, tuple[FileId, FileId, FileId]]:
         db = sqlite3.connect(
-            self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False
+            self._where, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False
         )
         try:
             _retry_busy(lambda: db.execute("PRAGMA journal_mode=WAL").fetchone(), deadline)
@@ -376,8 +378,8 @@ class SQLiteStore:
         except BaseException:
             db.close()
             raise
-        wal, shm = _sidecars(self.path)
-        return db, (_file_id(self.path), _file_id(wal), _file_id(shm))
+        wal, shm = _sidecars(self._where)
+        return db, (_file_id(self._where), _file_id(wal), _file_id(shm))
 
     def _migrate(self, db: sqlite3.Connection) -> None:
         # 0.1.0 kept windows and digests in other shapes. Its windows are dropped (a
@@ -440,7 +442,7 @@ class SQLiteStore:
     def _moved(self) -> bool:
         """Whether the file at the path is not the one open (a stat: about 3 µs)."""
         try:
-            return _file_id(self.path) != self._file[0]
+            return _file_id(self._where) != self._file[0]
         except OSError:
             return False  # cannot tell (a directory we may no longer read): carry on
 
@@ -789,7 +791,7 @@ class SQLiteStore:
         """
         if time.monotonic() < self._carry_due:
             return old
-        reason = "deleted" if not self.path.exists() else "replaced"
+        reason = "deleted" if not self._where.exists() else "replaced"
         try:
             _retry_busy(lambda: old.execute("BEGIN IMMEDIATE"), time.monotonic() + self._busy_timeout)
         except sqlite3.Error as exc:
@@ -823,7 +825,7 @@ class SQLiteStore:
         self.reopened += 1
         _log.warning(
             f"state file {reason} while in use; reopened at its path, with what the old one held",
-            path=str(self.path),
+            path=str(self._where),
             **moved,
         )
         return new
@@ -833,7 +835,7 @@ class SQLiteStore:
         _log.error(
             "state file deleted or replaced while in use, and no new one could be opened at its path;"
             " still using the old one",
-            path=str(self.path),
+            path=str(self._where),
             retry_in=CARRY_RETRY,
             error=f"{type(exc).__name__}: {exc}",
         )
