@@ -215,7 +215,11 @@ def _directory_lock(directory: Path, deadline: float) -> Iterator[bool]:
     if sys.platform == "win32":  # pragma: no cover
         yield False
         return
-    fd = os.open(directory, os.O_RDONLY)
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # a directory we may write but not read: no lock, as before
+        yield False
+        return
     try:
         taken = False
         while True:
@@ -227,6 +231,8 @@ def _directory_lock(directory: Path, deadline: float) -> Iterator[bool]:
                 if time.monotonic() >= deadline:
                     break
                 time.sleep(0.005)
+            except OSError:  # no flock here (some network file systems)
+                break
         try:
             yield taken
         finally:
