@@ -332,3 +332,35 @@ def test_a_relative_path_stays_the_file_it_named_when_the_directory_changes(
         assert not (tmp_path / "elsewhere" / "state.db").exists()
     finally:
         store.close()
+
+
+def test_no_new_file_possible_keeps_the_old_one_then_moves_when_it_can(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    from sslsms_notify.stores import sqlite
+
+    monkeypatch.setattr(sqlite, "CARRY_RETRY", 0.0)
+    caplog.set_level(logging.WARNING, logger="sslsms_notify")
+    path = tmp_path / "state.db"
+    store = SQLiteStore(path)
+    try:
+        store.outbox_add([_sms("before")])
+        path.unlink()
+        path.mkdir()  # nothing can be opened there
+        store.outbox_add([_sms("meanwhile")])
+        store.outbox_add([_sms("still")])
+        assert store.reopened == 0 and store.outbox_counts().pending == 3  # the old file, still whole
+        failures = [r for r in caplog.records if "no new one could be opened" in r.getMessage()]
+        assert len(failures) == 1  # said once, tried on every use
+        path.rmdir()
+        assert store.outbox_counts().pending == 3
+        assert store.reopened == 1
+    finally:
+        store.close()
+    check = SQLiteStore(path)
+    try:
+        assert sorted(i.csms_id for i in check.outbox_list()) == ["before", "meanwhile", "still"]
+    finally:
+        check.close()

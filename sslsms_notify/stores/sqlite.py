@@ -341,6 +341,7 @@ class SQLiteStore:
         self._closed = False
         self._fork_held = False
         self._carry_due = 0.0
+        self._carry_logged = float("-inf")
         _register(self)  # first: a fork from another thread meanwhile waits for the lock below
         with self._lock:
             self._db, self._file = self._connect()
@@ -820,10 +821,12 @@ class SQLiteStore:
             for table in ("outbox", "windows", "rates", "digests", "groups"):
                 old.execute(f"DELETE FROM {table}")
             old.execute("COMMIT")
-        except (sqlite3.Error, ValueError) as exc:
+        except BaseException as exc:
             with contextlib.suppress(sqlite3.Error):
                 old.execute("ROLLBACK")
             new.close()
+            if not isinstance(exc, sqlite3.Error | ValueError):
+                raise
             return self._carry_failed(old, exc)
         with contextlib.suppress(sqlite3.Error):
             old.close()
@@ -837,7 +840,11 @@ class SQLiteStore:
         return new
 
     def _carry_failed(self, old: sqlite3.Connection, exc: BaseException) -> sqlite3.Connection:
-        self._carry_due = time.monotonic() + CARRY_RETRY
+        now = time.monotonic()
+        self._carry_due = now + CARRY_RETRY
+        if now < self._carry_logged + 60:  # tried again every few seconds, said once a minute
+            return old
+        self._carry_logged = now
         _log.error(
             "state file deleted or replaced while in use, and no new one could be opened at its path;"
             " still using the old one",
