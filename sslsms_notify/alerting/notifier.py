@@ -20,8 +20,10 @@ import asyncio
 import atexit
 import contextlib
 import itertools
+import multiprocessing.util
 import os
 import socket
+import sys
 import threading
 import time
 import weakref
@@ -74,7 +76,9 @@ from .stats import Stats
 from .urgency import urgent
 
 _log = get_logger("sslsms_notify.notifier")
-_live: weakref.WeakSet[Notifier] = weakref.WeakSet()
+#: this process's notifiers, oldest first (for the fork and exit hooks)
+_live: weakref.WeakValueDictionary[int, Notifier] = weakref.WeakValueDictionary()
+_births = itertools.count()
 
 #: queued items taken per intake round at most (one store transaction)
 ROUND_SIZE = 5_000
@@ -226,8 +230,8 @@ class Notifier:
             ``auth_pause``); its ``tps`` replaces ``tps`` when given.
         clock: the time source of a memory or SQLite store opened from a URL (tests).
         start: start the worker threads (False: drive the pipeline with :meth:`tick`).
-        close_at_exit: seconds :meth:`close` gets at interpreter exit (None: no
-            exit hook).
+        close_at_exit: seconds :meth:`close` gets at interpreter exit, and when a
+            ``multiprocessing`` child ends (None: no exit hook).
     """
 
     def __init__(
@@ -312,10 +316,10 @@ class Notifier:
         self._group_lock = threading.Lock()
         self._routes: dict[Hashable, tuple[str, ...]] = {}
         self._init_runtime()
-        _live.add(self)
-        if close_at_exit is not None:
-            ref = weakref.ref(self)
-            atexit.register(lambda: (n := ref()) is not None and n.close(close_at_exit))
+        #: seconds close() gets at interpreter exit or a multiprocessing child's end (None: not closed)
+        self._close_at_exit = close_at_exit
+        _live[next(_births)] = self
+        _hook_billiard()
         if start and self.store.durable:
             # Resume: what an earlier process left in the outbox goes out now, not when
             # this process raises its first alert, nor when the earlier one's backoff
@@ -1212,11 +1216,20 @@ class Notifier:
 
     # -- os.fork ----------------------------------------------------------------
     def _after_fork_in_child(self) -> None:
-        # The parent still owns what it had queued; the child starts empty, with
-        # its own threads (started on first use), connections and locks.
+        """In a forked child, before it runs anything else: plain Python state only.
+
+        A thread that held one of our locks at the fork does not exist in the child,
+        so locks are replaced, never taken; connections (HTTP pool, SQLite) and the
+        pipeline's threads are made on first use. The child starts empty: no queue,
+        counters or in-flight SMS of the parent, which still owns and sends them (a
+        memory store forgets the parent's windows and outbox too; a durable store is
+        shared by design).
+        """
         self._init_runtime()
         self._close_lock = threading.Lock()
-        self.stats_counters.reset_lock()
+        self._group_lock = threading.Lock()
+        self._group_counts = {}
+        self.stats_counters = self.dispatcher.stats = Stats()
         self.dispatcher.in_flight = set()
         self.dispatcher.auth_failed = threading.Event()
         self.client._reopen_after_fork()
@@ -1229,10 +1242,60 @@ def _peek(counter: itertools.count[int]) -> int:
 
 
 def _after_fork() -> None:
-    for notifier in list(_live):
+    global _TICKET_LOCK
+    _TICKET_LOCK = threading.Lock()
+    for notifier in list(_live.values()):
         with contextlib.suppress(Exception):
             notifier._after_fork_in_child()
 
 
+def _close_at_exit() -> None:
+    """Each notifier that asked for it gets ``close(close_at_exit)``, newest first."""
+    for notifier in reversed(list(_live.values())):
+        if notifier._close_at_exit is not None and notifier._close_result is None:
+            with contextlib.suppress(Exception):
+                notifier.close(notifier._close_at_exit)
+
+
+#: before multiprocessing's own finalizers (queues, pipes), so that our log lines still get out
+EXIT_PRIORITY = 100
+
+
+class _Anchor:
+    """What the after-fork registry of multiprocessing keeps a weak reference to."""
+
+
+_ANCHOR = _Anchor()
+_hooked: set[str] = set()
+
+
+def _hook_multiprocessing(util: Any) -> None:
+    """Close notifiers when a ``multiprocessing`` (or ``billiard``) child ends.
+
+    Such a child ends with ``os._exit()``, which runs no ``atexit`` hook; before
+    that, its ``util._exit_function()`` runs the ``Finalize`` callbacks that have
+    an exit priority. A forked child starts by clearing them and then calls the
+    after-fork callbacks: one of these registers ours again.
+    """
+    if util.__name__ in _hooked:
+        return
+    _hooked.add(util.__name__)
+
+    def register(_anchor: object = None) -> None:
+        util.Finalize(None, _close_at_exit, exitpriority=EXIT_PRIORITY)
+
+    register()
+    util.register_after_fork(_ANCHOR, register)
+
+
+def _hook_billiard() -> None:
+    # Celery's prefork pool runs on billiard, multiprocessing's fork, with its own registries.
+    billiard = sys.modules.get("billiard.util")
+    if billiard is not None:
+        _hook_multiprocessing(billiard)
+
+
+atexit.register(_close_at_exit)
+_hook_multiprocessing(multiprocessing.util)
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork)

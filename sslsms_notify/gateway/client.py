@@ -7,6 +7,8 @@ for anything httpx accepts, e.g. the in-process emulator
 
 from __future__ import annotations
 
+import codecs
+import encodings.idna  # noqa: F401  (see below)
 import os
 import socket
 from collections.abc import Iterable, Sequence
@@ -40,6 +42,12 @@ _log = get_logger("sslsms_notify.gateway")
 # httpx writes headers and body apart; without TCP_NODELAY, Nagle plus the
 # peer's delayed ACK stall every POST by ~40 ms.
 _SOCKET_OPTIONS = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
+# socket.getaddrinfo() encodes the host name with the "idna" codec, whose module is
+# imported on first use: by our dispatch thread, during the first request. A child
+# forked meanwhile would wait forever for that module's import lock, held by a thread
+# it does not have. So the codec is imported and looked up now, before any thread of
+# ours exists. (Everything else a request needs is imported with httpx and httpcore.)
+codecs.lookup("idna")
 
 
 def default_transport() -> httpx.HTTPTransport:
@@ -156,6 +164,7 @@ class GatewayClient(_ClientBase):
         super().__init__(api_token, sid, base_url=base_url, timeout=timeout, retry=retry)
         self._transport = transport
         self._http = self._new_http()
+        self._http_pid = os.getpid()
 
     def _new_http(self) -> httpx.Client:
         return httpx.Client(
@@ -165,9 +174,21 @@ class GatewayClient(_ClientBase):
             headers={"Accept": "application/json", "User-Agent": f"sslsms-notify/{__version__}"},
         )
 
+    def _pool(self) -> httpx.Client:
+        """This process's connection pool: a forked child makes its own on first use.
+
+        The parent's pool is left alone, never closed (its lock may have been held by
+        a thread of the parent at the fork; its sockets are the parent's connections).
+        """
+        if self._http_pid != os.getpid():
+            self._http = self._new_http()
+            self._http_pid = os.getpid()
+        return self._http
+
     def _reopen_after_fork(self) -> None:
-        # The parent's pooled sockets must not be shared: a new pool, old one untouched.
-        self._http = self._new_http()
+        # In a forked child's at-fork hook: nothing is made here (an SSL context, a
+        # pool); the first request does it, on whatever thread sends it.
+        self._http_pid = -1
 
     def send_single(
         self,
@@ -230,7 +251,7 @@ class GatewayClient(_ClientBase):
                 plan.requests += 1
                 plan.retries += number > 1
                 try:
-                    response = self._http.request(**self._http_kwargs(call))
+                    response = self._pool().request(**self._http_kwargs(call))
                 except httpx.HTTPError as exc:
                     raise self._transport_error(call, exc) from None
                 call.maybe_reached = True
@@ -238,7 +259,8 @@ class GatewayClient(_ClientBase):
         raise AssertionError("unreachable: tenacity reraises the last error")
 
     def close(self) -> None:
-        self._http.close()
+        if self._http_pid == os.getpid():
+            self._http.close()
 
     def __enter__(self) -> Self:
         return self

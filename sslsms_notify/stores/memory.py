@@ -372,7 +372,14 @@ class MemoryStore:
         return None
 
     def after_fork(self) -> None:
+        # A forked child starts empty: the parent still holds (and sends) its outbox, and
+        # its windows, caps and rates are its own. A new lock: a thread of the parent
+        # may have held the old one at the fork.
         self._lock = threading.RLock()
+        self._indexed = {t: _Index(t) for t in self._indexed}
+        self._rates = {}
+        self._open = {}
+        self._dead = {}
 
 
 __all__ = ["Digest", "GroupBuffer", "MemoryStore", "Window"]

@@ -76,6 +76,7 @@ from .base import (
     record_from,
     record_time,
 )
+from .merge import merge_digest, merge_group, merge_lifecycle, merge_rate, merge_window
 from .sqlite import SQLiteStore
 
 try:
@@ -490,75 +491,6 @@ def _time_of(table: str, row: Any) -> float:
 _ROW_PREFIX = {"windows": "w:", "rates": "r:", "digests": "dg:", "groups": "g:", "lifecycles": "lc:"}
 #: tables whose rows have a time index (a sorted set named after the table)
 _INDEXED = ("windows", "digests", "groups", *RECORDS)
-
-
-def _union(first: tuple[str, ...], second: tuple[str, ...]) -> tuple[str, ...]:
-    return tuple(dict.fromkeys((*first, *second)))
-
-
-def merge_window(shared: Window | None, spooled: Window, now: float) -> Window | None:
-    """A dedup window opened in the spool, merged into the one Redis has (None: nothing to write).
-
-    Both sides paged for the alert, so the merged window is one alert's window: it
-    starts at the earlier start, holds the repeats of both (summed), ends at the
-    earlier end (no summary comes later than either side would have sent it), and
-    keeps the latest text and every number either side would tell. A quiet window
-    that has ended counts as none.
-    """
-
-    def live(window: Window | None) -> bool:
-        return window is not None and not (window.end_at <= now and window.count == 0)
-
-    if not live(spooled):
-        return None
-    if shared is None or not live(shared):
-        return spooled
-    latest = spooled if spooled.last_at >= shared.last_at else shared
-    return Window(
-        shared.key,
-        min(shared.end_at, spooled.end_at),
-        shared.count + spooled.count,
-        min(shared.since_at, spooled.since_at),
-        latest.last_at,
-        latest.last_text,
-        _union(shared.numbers, spooled.numbers),
-    )
-
-
-def merge_digest(shared: Digest | None, spooled: Digest, keep: int) -> Digest:
-    """SMS a phone's cap held back on both sides: counted together, the earlier texts first."""
-    if shared is None:
-        return spooled
-    first, second = (shared, spooled) if shared.since_at <= spooled.since_at else (spooled, shared)
-    texts = (*first.texts, *second.texts)[: max(keep, len(shared.texts), len(spooled.texts))]
-    return Digest(
-        shared.msisdn,
-        shared.count + spooled.count,
-        first.since_at,
-        texts,
-        min(shared.ready_at, spooled.ready_at),
-    )
-
-
-def merge_group(shared: GroupBuffer | None, spooled: GroupBuffer, keep: int) -> GroupBuffer:
-    """Alerts gathered for one group on both sides: one SMS, at the earlier deadline."""
-    if shared is None:
-        return spooled
-    texts = (*shared.texts, *spooled.texts)[: max(keep, len(shared.texts), len(spooled.texts))]
-    return GroupBuffer(
-        shared.name,
-        min(shared.deadline, spooled.deadline),
-        shared.count + spooled.count,
-        texts,
-        _union(shared.numbers, spooled.numbers),
-    )
-
-
-def merge_rate(shared: float | None, spooled: float, now: float) -> float | None:
-    """A GCRA meter: what each side has booked beyond now adds up (None: the spool's has run out)."""
-    if spooled <= now:
-        return None
-    return now + max(0.0, (shared or now) - now) + (spooled - now)
 
 
 def _masked(url: str) -> str:
@@ -1461,24 +1393,30 @@ class RedisStore:
         spool = self.spool()
 
         def move(local: Tx) -> int:
-            keys = {t: local.earliest(t, MOVE_ROWS) for t in ("windows", "digests", "groups")}
+            keys = {t: local.earliest(t, MOVE_ROWS) for t in ("windows", "digests", "groups", "lifecycles")}
             rate_keys = spool.rate_keys(MOVE_ROWS)
             if not (rate_keys or any(keys.values())):
                 return 0
             local.windows.load(keys["windows"])
             local.digests.load(keys["digests"])
             local.groups.load(keys["groups"])
+            local.lifecycles.load(keys["lifecycles"])
             local.rates.load(rate_keys)
             windows = {k: w for k in keys["windows"] if (w := local.windows.get(k)) is not None}
             digests = {k: d for k in keys["digests"] if (d := local.digests.get(k)) is not None}
             groups = {k: g for k in keys["groups"] if (g := local.groups.get(k)) is not None}
+            lifecycles = {k: c for k in keys["lifecycles"] if (c := local.lifecycles.get(k)) is not None}
             rates = {k: r for k in rate_keys if (r := local.rates.get(k)) is not None}
 
             def merge(tx: Tx) -> None:
                 tx.windows.load(windows)
                 tx.digests.load(digests)
                 tx.groups.load(groups)
+                tx.lifecycles.load(lifecycles)
                 tx.rates.load(rates)
+                for key, lifecycle in lifecycles.items():
+                    # paged on either side is paged; resolved on either side is resolved
+                    tx.lifecycles.put(key, merge_lifecycle(tx.lifecycles.get(key), lifecycle))
                 for key, window in windows.items():
                     merged = merge_window(tx.windows.get(key), window, tx.now)
                     if merged is not None:
@@ -1499,9 +1437,11 @@ class RedisStore:
                 local.digests.delete(key)
             for key in groups:
                 local.groups.delete(key)
+            for key in lifecycles:
+                local.lifecycles.delete(key)
             for key in rates:
                 local.rates.delete(key)
-            return len(windows) + len(digests) + len(groups) + len(rates)
+            return len(windows) + len(digests) + len(groups) + len(lifecycles) + len(rates)
 
         moved = spool.transact(move)
         if moved:
@@ -1525,11 +1465,15 @@ class RedisStore:
             self._spool.close()
 
     def after_fork(self) -> None:
-        # redis-py's pool notices the new pid and reconnects by itself. The journal is
-        # the parent's: the parent re-adds its SMS should Redis lose them.
+        # redis-py's pool notices the new pid and reconnects by itself. Our own locks may
+        # have been held by a thread of the parent; the parent's spool claims and journal
+        # are its own (the parent re-adds its SMS should Redis lose them); the spool
+        # (SQLite) opens a connection of its own on first use.
         self._journal = OrderedDict()
         self._journal_lock = threading.Lock()
         self._state_lock = threading.Lock()
         self._marker_lock = threading.Lock()
+        self._spool_lock = threading.Lock()
+        self._spool_claims = set()
         if self._spool is not None:
             self._spool.after_fork()

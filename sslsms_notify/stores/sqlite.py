@@ -9,20 +9,44 @@ Row counts (windows; outbox by state) are kept by triggers in the same
 transactions that change the rows, so ``stats()`` reads two numbers instead of
 counting a million rows. Rows are therefore written with UPSERT, never
 ``INSERT OR REPLACE`` (whose implicit delete fires no trigger).
+
+Processes come and go around the file:
+
+- **Several open a new file at once.** The switch to WAL answers "database is
+  locked" at once, without the busy handler, to all but one of them: it is
+  retried, like the schema's transaction, until the busy timeout.
+- **fork().** A SQLite connection must not cross a fork (SQLite keeps per-process
+  lock bookkeeping; a child using or even closing an inherited connection can make
+  the parent checkpoint and delete the WAL under it), and no thread may be inside
+  SQLite when the process forks (a mutex held by a thread the child does not have
+  never comes free). So just before ``fork()`` every store takes its own lock,
+  waiting out a transaction under way, and closes its connection; parent and child
+  each open a new one on first use.
+- **The file is deleted or replaced under a running process.** Before each use
+  outside a transaction, the path's inode is compared with the open file's. If it
+  changed, the store opens the path anew (creating the file if need be) and moves
+  what the old file still holds into it: the first process to notice moves
+  everything, emptying the old file as it goes; the others, still on the old file,
+  join the new one and move only what they wrote in between.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import random
 import sqlite3
+import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .._log import get_logger
 from .base import (
     RECORDS,
     Digest,
@@ -39,9 +63,20 @@ from .base import (
     record_from,
     record_time,
 )
+from .merge import merge_digest, merge_group, merge_lifecycle, merge_rate, merge_window
+
+if sys.platform != "win32":  # Windows: no fork, and a file in use cannot be deleted
+    import fcntl
 
 T = TypeVar("T")
 SCHEMA_VERSION = 3
+#: how long a fork waits for a transaction under way on the store before forking anyway
+FORK_WAIT_EXTRA = 1.0
+#: after a failed attempt to move to a new file at the path, how long before the next
+CARRY_RETRY = 5.0
+_log = get_logger("sslsms_notify.stores.sqlite")
+#: (device, inode) of a file, or None when there is none at the path
+FileId = tuple[int, int] | None
 _CHUNK = 500  # keys per "IN (...)": below SQLite's variable limit on every build
 
 _SCHEMA = """
@@ -87,6 +122,22 @@ CREATE TRIGGER IF NOT EXISTS outbox_moved AFTER UPDATE OF state ON outbox WHEN O
     END;
 """
 
+
+def _statements(script: str) -> list[str]:
+    """The statements of a script, each whole (a trigger's body holds semicolons)."""
+    statements: list[str] = []
+    pending = ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            statements.append(pending.strip())
+            pending = ""
+    return statements
+
+
+_SCHEMA_STATEMENTS = _statements(_SCHEMA)
+
+
 _COLUMNS = (
     "csms_id, msisdn, text, created_at, next_attempt_at, attempts, state, batch_id, last_error, maybe_sent, "
     "batch_kind, batch_size"
@@ -130,6 +181,78 @@ def path_from_url(url: str) -> Path:
     if not rest:
         raise ValueError("store sqlite:/// needs a file path")
     return Path(rest).expanduser()
+
+
+def _file_id(path: Path) -> FileId:
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (stat.st_dev, stat.st_ino)
+
+
+def _sidecars(path: Path) -> tuple[Path, Path]:
+    return path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")
+
+
+def _busy(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
+def _retry_busy(step: Callable[[], T], deadline: float) -> T:
+    """``step()``, again while SQLite answers "database is locked" without waiting, until ``deadline``.
+
+    SQLite calls the busy handler for ordinary locks only: switching a new file to
+    WAL, or a read racing another process's WAL set-up, fails at once instead.
+    """
+    delay = 0.002
+    while True:
+        try:
+            return step()
+        except sqlite3.OperationalError as exc:
+            if not _busy(exc) or time.monotonic() >= deadline:
+                raise
+        time.sleep(min(delay * random.uniform(0.5, 1.5), max(0.0, deadline - time.monotonic())))
+        delay = min(delay * 2, 0.05)
+
+
+@contextmanager
+def _directory_lock(directory: Path, deadline: float) -> Iterator[bool]:
+    """Exclusive among this host's processes: creating a state file, or moving to a new one.
+
+    Yields whether the lock was taken by ``deadline`` (not on a platform without flock).
+    """
+    if sys.platform == "win32":  # pragma: no cover
+        yield False
+        return
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # a directory we may write but not read: no lock, as before
+        yield False
+        return
+    try:
+        taken = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                taken = True
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    break
+                time.sleep(0.005)
+            except OSError:  # no flock here (some network file systems)
+                break
+        try:
+            yield taken
+        finally:
+            if taken:  # explicitly: a forked child may hold a copy of the descriptor
+                fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
 def _row_to_item(row: Sequence[Any]) -> OutboxItem:
@@ -218,91 +341,153 @@ class SQLiteStore:
         self, url: str | Path, *, clock: Callable[[], float] = time.time, busy_timeout: float = 10.0
     ) -> None:
         self.path = path_from_url(url) if isinstance(url, str) else Path(url).expanduser()
+        #: where the file is, whatever the process's working directory later becomes
+        self._where = self.path.absolute()
         self._clock = clock
         self._busy_timeout = busy_timeout
-        self._open()
-
-    def _open(self) -> None:
+        #: times this process moved to a new file at the path (the old one was deleted or replaced)
+        self.reopened = 0
         self._lock = threading.RLock()
+        self._db: sqlite3.Connection | None = None
+        self._file: tuple[FileId, FileId, FileId] = (None, None, None)
+        self._pid = os.getpid()
+        self._closed = False
+        self._fork_held = False
+        self._carry_due = 0.0
+        self._carry_logged = float("-inf")
+        _register(self)  # first: a fork from another thread meanwhile waits for the lock below
+        with self._lock:
+            self._db, self._file = self._connect()
+
+    def _connect(
+        self, stale: tuple[FileId, FileId, FileId] | None = None
+    ) -> tuple[sqlite3.Connection, tuple[FileId, FileId, FileId]]:
+        """A new connection to the file at the path, in WAL mode, its schema current.
+
+        Creating the file (or moving to a new one: ``stale`` is the old file's identity)
+        happens under a directory lock, so that WAL and shared-memory files left at
+        the path by a deleted file are removed, and those of a file another process
+        has just made are not.
+        """
+        deadline = time.monotonic() + self._busy_timeout
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(
-                self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False
-            )
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across crashes of us
-            self._db.execute(f"PRAGMA busy_timeout={int(self._busy_timeout * 1000)}")
-            self._migrate()
+            self._where.parent.mkdir(parents=True, exist_ok=True)
+            if stale is None and self._where.exists():
+                return self._connect_now(deadline)
+            with _directory_lock(self._where.parent, deadline) as locked:
+                if locked:
+                    here = self._where.exists()
+                    for sidecar, old in zip(
+                        _sidecars(self._where), (stale or (None, None, None))[1:], strict=True
+                    ):
+                        found = _file_id(sidecar)
+                        if found is not None and (not here or found == old):
+                            sidecar.unlink(missing_ok=True)
+                return self._connect_now(deadline)
         except (OSError, sqlite3.Error) as exc:
             raise StoreUnavailableError(f"store sqlite:///{self.path}: cannot open: {exc}") from None
-        self._pid = os.getpid()
 
-    def _migrate(self) -> None:
+    def _connect_now(self, deadline: float) -> tuple[sqlite3.Connection, tuple[FileId, FileId, FileId]]:
+        db = sqlite3.connect(
+            self._where, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False
+        )
+        try:
+            _retry_busy(lambda: db.execute("PRAGMA journal_mode=WAL").fetchone(), deadline)
+            db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across crashes of us
+            _retry_busy(lambda: self._migrate(db), deadline)
+        except BaseException:
+            db.close()
+            raise
+        wal, shm = _sidecars(self._where)
+        return db, (_file_id(self._where), _file_id(wal), _file_id(shm))
+
+    def _migrate(self, db: sqlite3.Connection) -> None:
         # 0.1.0 kept windows and digests in other shapes. Its windows are dropped (a
         # repeat may page once more), its held digest texts are kept, and its outbox
-        # rows have the same shape and stay. Steps that several processes may run at
-        # once are idempotent.
-        db = self._db
-        held: list[tuple[str, str]] = []
-        with self._write():
-            if db.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
-                return
-            if {r[1] for r in db.execute("PRAGMA table_info(digests)")} >= {"id", "text"}:
-                held = db.execute("SELECT msisdn, text FROM digests ORDER BY id").fetchall()
-                db.execute("DROP TABLE digests")
-            if "suppressed" in {r[1] for r in db.execute("PRAGMA table_info(windows)")}:
-                db.execute("DROP TABLE windows")
-        db.executescript(_SCHEMA)  # CREATE ... IF NOT EXISTS: safe to run twice
-        with self._write():
-            if db.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
-                return
-            # 0.2 had no batch_kind / batch_size: its bindings are bulk ones of unknown size.
-            columns = {r[1] for r in db.execute("PRAGMA table_info(outbox)")}
-            if "batch_kind" not in columns:
-                db.execute("ALTER TABLE outbox ADD COLUMN batch_kind TEXT NOT NULL DEFAULT ''")
-            if "batch_size" not in columns:
-                db.execute("ALTER TABLE outbox ADD COLUMN batch_size INTEGER NOT NULL DEFAULT 0")
-            self._recount()
-            now = self._clock()
-            for msisdn, text in held:
-                self._fold_legacy(msisdn, text, now)
-            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-
-    def _fold_legacy(self, msisdn: str, text: str, now: float) -> None:
-        row = self._db.execute("SELECT count, texts FROM digests WHERE msisdn=?", (msisdn,)).fetchone()
-        texts = json.loads(row[1]) if row else []
-        if len(texts) < 5:
-            texts.append(text)
-        self._db.execute(
-            _UPSERT["digests"],
-            (msisdn, (row[0] if row else 0) + 1, now, json.dumps(texts, ensure_ascii=False), now),
-        )
-
-    def _recount(self) -> None:
-        db = self._db
-        db.execute("UPDATE counts SET n = (SELECT COUNT(*) FROM windows) WHERE name = 'windows'")
-        for state in ("pending", "inflight", "dead"):
-            db.execute(
-                "UPDATE counts SET n = (SELECT COUNT(*) FROM outbox WHERE state = ?) WHERE name = ?",
-                (state, state),
-            )
+        # rows have the same shape and stay. One transaction: several processes
+        # opening the file at once wait for each other, and a crash changes nothing.
+        if db.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
+            return  # the common case takes no write lock
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if db.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+                held: list[tuple[str, str]] = []
+                if {r[1] for r in db.execute("PRAGMA table_info(digests)")} >= {"id", "text"}:
+                    held = db.execute("SELECT msisdn, text FROM digests ORDER BY id").fetchall()
+                    db.execute("DROP TABLE digests")
+                if "suppressed" in {r[1] for r in db.execute("PRAGMA table_info(windows)")}:
+                    db.execute("DROP TABLE windows")
+                for statement in _SCHEMA_STATEMENTS:  # CREATE ... IF NOT EXISTS
+                    db.execute(statement)
+                # 0.2 had no batch_kind / batch_size: its bindings are bulk ones of unknown size.
+                columns = {r[1] for r in db.execute("PRAGMA table_info(outbox)")}
+                if "batch_kind" not in columns:
+                    db.execute("ALTER TABLE outbox ADD COLUMN batch_kind TEXT NOT NULL DEFAULT ''")
+                if "batch_size" not in columns:
+                    db.execute("ALTER TABLE outbox ADD COLUMN batch_size INTEGER NOT NULL DEFAULT 0")
+                _recount(db)
+                now = self._clock()
+                for msisdn, text in held:
+                    _fold_legacy(db, msisdn, text, now)
+                db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            db.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+            raise
 
     def __repr__(self) -> str:
         return f"SQLiteStore({str(self.path)!r})"
 
+    # -- the connection -----------------------------------------------------------------
+    def _conn(self) -> sqlite3.Connection:
+        """The connection, for a caller holding ``self._lock``.
+
+        Opened on first use after a fork; outside a transaction, moved to a new file
+        when the one at the path is not the one open (deleted or replaced).
+        """
+        db = self._db
+        if db is None or self._pid != os.getpid():
+            if self._closed:
+                raise StoreUnavailableError(f"store sqlite:///{self.path}: closed")
+            if self._pid != os.getpid():  # forked without our fork hooks (a fork made in C)
+                self._drop_inherited()
+            db, self._file = self._connect()
+            self._db, self._pid = db, os.getpid()
+            return db
+        if not db.in_transaction and self._moved():
+            return self._carry_over(db)
+        return db
+
+    def _moved(self) -> bool:
+        """Whether the file at the path is not the one open (a stat: about 3 µs)."""
+        try:
+            return _file_id(self._where) != self._file[0]
+        except OSError:
+            return False  # cannot tell (a directory we may no longer read): carry on
+
+    @property
+    def _cur(self) -> sqlite3.Connection:
+        """The connection of the transaction under way (see :meth:`_conn`)."""
+        db = self._db
+        if db is None:
+            raise StoreUnavailableError(f"store sqlite:///{self.path}: closed")
+        return db
+
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            db = self._conn()
+            db.execute("BEGIN IMMEDIATE")
             try:
-                yield self._db
-                self._db.execute("COMMIT")  # may fail too (a full disk, an I/O error)
+                yield db
+                db.execute("COMMIT")  # may fail too (a full disk, an I/O error)
             except BaseException:
                 # SQLite may have rolled back by itself (an I/O error does): the original
                 # error is the one to raise, and the connection must leave the transaction.
-                if self._db.in_transaction:
+                if db.in_transaction:
                     with suppress(sqlite3.Error):
-                        self._db.execute("ROLLBACK")
+                        db.execute("ROLLBACK")
                 raise
 
     def now(self) -> float:
@@ -317,7 +502,7 @@ class SQLiteStore:
         for start in range(0, len(keys), _CHUNK):
             chunk = keys[start : start + _CHUNK]
             marks = ",".join("?" * len(chunk))
-            for row in self._db.execute(f"SELECT * FROM {table} WHERE {column} IN ({marks})", chunk):
+            for row in self._cur.execute(f"SELECT * FROM {table} WHERE {column} IN ({marks})", chunk):
                 found[row[0]] = _decode(table, row)
         return found
 
@@ -326,7 +511,7 @@ class SQLiteStore:
         for start in range(0, len(keys), _CHUNK):
             chunk = keys[start : start + _CHUNK]
             marks = ",".join("?" * len(chunk))
-            for key, body in self._db.execute(
+            for key, body in self._cur.execute(
                 f"SELECT key, body FROM records WHERE kind = ? AND key IN ({marks})", [table, *chunk]
             ):
                 found[key] = record_from(table, key, json.loads(body))
@@ -334,12 +519,12 @@ class SQLiteStore:
 
     def due(self, table: IndexedTable, now: float, limit: int) -> list[str]:
         if table in RECORDS:
-            rows = self._db.execute(
+            rows = self._cur.execute(
                 "SELECT key FROM records WHERE kind = ? AND at <= ? ORDER BY at LIMIT ?", (table, now, limit)
             )
             return [r[0] for r in rows]
         column = _TIME_COLUMN[table]
-        rows = self._db.execute(
+        rows = self._cur.execute(
             f"SELECT {_KEY_COLUMN[table]} FROM {table} WHERE {column} <= ? ORDER BY {column} LIMIT ?",
             (now, limit),
         )
@@ -347,30 +532,30 @@ class SQLiteStore:
 
     def earliest(self, table: IndexedTable, limit: int) -> list[str]:
         if table in RECORDS:
-            rows = self._db.execute(
+            rows = self._cur.execute(
                 "SELECT key FROM records WHERE kind = ? ORDER BY at LIMIT ?", (table, limit)
             )
             return [r[0] for r in rows]
         column = _TIME_COLUMN[table]
-        rows = self._db.execute(
+        rows = self._cur.execute(
             f"SELECT {_KEY_COLUMN[table]} FROM {table} ORDER BY {column} LIMIT ?", (limit,)
         )
         return [r[0] for r in rows]
 
     def rate_keys(self, limit: int) -> list[str]:
         """Keys of the rates table (it has no time index): the Redis store moves its spool's back."""
-        return [r[0] for r in self._db.execute("SELECT key FROM rates ORDER BY key LIMIT ?", (limit,))]
+        return [r[0] for r in self._cur.execute("SELECT key FROM rates ORDER BY key LIMIT ?", (limit,))]
 
     def count(self, table: IndexedTable) -> int:
         if table == "windows":
             return self._counter("windows")
         if table in RECORDS:
-            row = self._db.execute("SELECT COUNT(*) FROM records WHERE kind = ?", (table,)).fetchone()
+            row = self._cur.execute("SELECT COUNT(*) FROM records WHERE kind = ?", (table,)).fetchone()
             return int(row[0])
-        return int(self._db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+        return int(self._cur.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
 
     def _counter(self, name: str) -> int:
-        row = self._db.execute("SELECT n FROM counts WHERE name = ?", (name,)).fetchone()
+        row = self._cur.execute("SELECT n FROM counts WHERE name = ?", (name,)).fetchone()
         return int(row[0]) if row else 0
 
     def transact(self, fn: Callable[[Tx], T]) -> T:
@@ -408,7 +593,7 @@ class SQLiteStore:
     def next_due(self) -> float | None:
         with self._lock:
             # one statement: under busy application threads every call waits for the GIL
-            times = self._db.execute(
+            times = self._conn().execute(
                 "SELECT " + ", ".join(f"(SELECT MIN({c}) FROM {t})" for t, c in _TIME_COLUMN.items())
                 + ", (SELECT MIN(at) FROM records)"
             ).fetchone()
@@ -416,6 +601,7 @@ class SQLiteStore:
 
     def window_count(self) -> int:
         with self._lock:
+            self._conn()
             return self._counter("windows")
 
     # -- rate limits (the dispatcher's pacing) ------------------------------------
@@ -493,23 +679,23 @@ class SQLiteStore:
         found: dict[str, OutboxItem] = {}
         ids = list(csms_ids)
         with self._lock:
+            db = self._conn()
             for start in range(0, len(ids), _CHUNK):
                 chunk = ids[start : start + _CHUNK]
                 marks = ",".join("?" * len(chunk))
-                for row in self._db.execute(
-                    f"SELECT {_COLUMNS} FROM outbox WHERE csms_id IN ({marks})", chunk
-                ):
+                for row in db.execute(f"SELECT {_COLUMNS} FROM outbox WHERE csms_id IN ({marks})", chunk):
                     found[row[0]] = _row_to_item(row)
         return found
 
     def outbox_list(self, state: OutboxState | None = None, limit: int = 1000) -> list[OutboxItem]:
         with self._lock:
+            db = self._conn()
             if state is None:
-                rows = self._db.execute(
+                rows = db.execute(
                     f"SELECT {_COLUMNS} FROM outbox ORDER BY created_at LIMIT ?", (limit,)
                 ).fetchall()
             else:
-                rows = self._db.execute(
+                rows = db.execute(
                     f"SELECT {_COLUMNS} FROM outbox WHERE state=? ORDER BY created_at LIMIT ?",
                     (state.value, limit),
                 ).fetchall()
@@ -517,7 +703,7 @@ class SQLiteStore:
 
     def outbox_counts(self) -> OutboxCounts:
         with self._lock:
-            counts = dict(self._db.execute("SELECT name, n FROM counts").fetchall())
+            counts = dict(self._conn().execute("SELECT name, n FROM counts").fetchall())
         return OutboxCounts(
             pending=counts.get("pending", 0) + counts.get("inflight", 0),
             inflight=counts.get("inflight", 0),
@@ -529,10 +715,9 @@ class SQLiteStore:
 
     def outbox_next_due(self) -> float | None:
         with self._lock:
+            db = self._conn()
             times = [
-                self._db.execute(
-                    "SELECT MIN(next_attempt_at) FROM outbox WHERE state = ?", (state,)
-                ).fetchone()[0]
+                db.execute("SELECT MIN(next_attempt_at) FROM outbox WHERE state = ?", (state,)).fetchone()[0]
                 for state in ("pending", "inflight")
             ]
         return min((t for t in times if t is not None), default=None)
@@ -615,14 +800,235 @@ class SQLiteStore:
     def check(self) -> None:
         try:
             with self._lock:
-                self._db.execute("SELECT 1").fetchone()
+                self._conn().execute("SELECT 1").fetchone()
         except sqlite3.Error as exc:
             raise StoreUnavailableError(f"store sqlite:///{self.path}: {exc}") from None
 
     def close(self) -> None:
         with self._lock:
-            self._db.close()
+            self._closed = True
+            if self._db is not None and self._pid == os.getpid():
+                self._db.close()
+            self._db = None
+
+    # -- fork ---------------------------------------------------------------------------
+    def _before_fork(self) -> None:
+        """In the forking thread, just before fork(): no thread of ours inside SQLite, no connection open.
+
+        The lock is held until fork() returns (released in the parent, replaced in the
+        child). A transaction under way gets its busy timeout to finish; past that the
+        fork goes ahead with the connection open (the child leaves it alone).
+        """
+        self._fork_held = self._lock.acquire(timeout=self._busy_timeout + FORK_WAIT_EXTRA)
+        db = self._db
+        if not self._fork_held or db is None or self._pid != os.getpid() or db.in_transaction:
+            return
+        if self._moved():
+            return  # moved: the parent moves what it holds to the new file on its next use
+        with contextlib.suppress(sqlite3.Error):
+            db.close()
+        self._db = None  # the parent opens it again on first use
+
+    def _after_fork_in_parent(self) -> None:
+        if self._fork_held:
+            self._fork_held = False
+            self._lock.release()
 
     def after_fork(self) -> None:
-        # A SQLite connection must not cross fork(); the parent keeps its own.
-        self._open()
+        """In a forked child: a new lock; the connection is opened on first use."""
+        self._drop_inherited()
+        self._lock = threading.RLock()
+        self._fork_held = False
+
+    def _drop_inherited(self) -> None:
+        # An inherited connection is never used nor closed (SQLite's close could
+        # checkpoint and delete the parent's WAL): it is kept, unused, for good.
+        if self._db is not None and self._pid != os.getpid():
+            _inherited.append(self._db)
+            self._db = None
+        self._pid = os.getpid()
+
+    # -- the file deleted or replaced -----------------------------------------------
+    def _carry_over(self, old: sqlite3.Connection) -> sqlite3.Connection:
+        """Move to the file now at the path, taking along what the old one holds.
+
+        Under the old file's write lock, so that nobody writes it meanwhile: what it
+        holds goes into the new file (merged with what is there already), then the
+        old file is emptied. Another process still on the old file later finds only
+        what it wrote itself in between, moves that, and joins the same new file.
+        """
+        if time.monotonic() < self._carry_due:
+            return old
+        reason = "deleted" if not self._where.exists() else "replaced"
+        try:
+            _retry_busy(lambda: old.execute("BEGIN IMMEDIATE"), time.monotonic() + self._busy_timeout)
+        except sqlite3.Error as exc:
+            return self._carry_failed(old, exc)
+        try:
+            new, file = self._connect(stale=self._file)
+        except StoreUnavailableError as exc:
+            with contextlib.suppress(sqlite3.Error):
+                old.execute("ROLLBACK")
+            return self._carry_failed(old, exc)
+        try:
+            new.execute("BEGIN IMMEDIATE")
+            try:
+                moved = _move_rows(old, new, self._clock())
+                new.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    new.execute("ROLLBACK")
+                raise
+            for table in ("outbox", "windows", "rates", "digests", "groups", "records"):
+                old.execute(f"DELETE FROM {table}")
+            old.execute("COMMIT")
+        except BaseException as exc:
+            with contextlib.suppress(sqlite3.Error):
+                old.execute("ROLLBACK")
+            new.close()
+            if not isinstance(exc, sqlite3.Error | ValueError):
+                raise
+            return self._carry_failed(old, exc)
+        with contextlib.suppress(sqlite3.Error):
+            old.close()
+        self._db, self._file = new, file
+        self.reopened += 1
+        _log.warning(
+            f"state file {reason} while in use; reopened at its path, with what the old one held",
+            path=str(self._where),
+            **moved,
+        )
+        return new
+
+    def _carry_failed(self, old: sqlite3.Connection, exc: BaseException) -> sqlite3.Connection:
+        now = time.monotonic()
+        self._carry_due = now + CARRY_RETRY
+        if now < self._carry_logged + 60:  # tried again every few seconds, said once a minute
+            return old
+        self._carry_logged = now
+        _log.error(
+            "state file deleted or replaced while in use, and no new one could be opened at its path;"
+            " still using the old one",
+            path=str(self._where),
+            retry_in=CARRY_RETRY,
+            error=f"{type(exc).__name__}: {exc}",
+        )
+        return old
+
+
+def _recount(db: sqlite3.Connection) -> None:
+    db.execute("UPDATE counts SET n = (SELECT COUNT(*) FROM windows) WHERE name = 'windows'")
+    for state in ("pending", "inflight", "dead"):
+        db.execute(
+            "UPDATE counts SET n = (SELECT COUNT(*) FROM outbox WHERE state = ?) WHERE name = ?",
+            (state, state),
+        )
+
+
+def _fold_legacy(db: sqlite3.Connection, msisdn: str, text: str, now: float) -> None:
+    row = db.execute("SELECT count, texts FROM digests WHERE msisdn=?", (msisdn,)).fetchone()
+    texts = json.loads(row[1]) if row else []
+    if len(texts) < 5:
+        texts.append(text)
+    db.execute(
+        _UPSERT["digests"],
+        (msisdn, (row[0] if row else 0) + 1, now, json.dumps(texts, ensure_ascii=False), now),
+    )
+
+
+def _move_rows(old: sqlite3.Connection, new: sqlite3.Connection, now: float) -> dict[str, int]:
+    """Everything ``old`` holds into ``new`` (both in a transaction); how many of each.
+
+    An SMS already in ``new`` stays as it is there (the same csms_id, moved by another
+    process, and perhaps sent since); a window, digest, group, meter or lifecycle on
+    both sides is merged by the rules of :mod:`.merge`.
+    """
+    from ..alerting.decisions import DIGEST_KEEP, GROUP_KEEP  # no import cycle at load time
+
+    outbox = old.execute(f"SELECT {_COLUMNS} FROM outbox").fetchall()
+    new.executemany(
+        f"INSERT INTO outbox ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(csms_id) DO NOTHING",
+        outbox,
+    )
+    moved = {"outbox": len(outbox)}
+    for table in ("windows", "digests", "groups", "rates"):
+        rows = {r[0]: _decode(table, r) for r in old.execute(f"SELECT * FROM {table}")}
+        moved[table] = len(rows)
+        keys = list(rows)
+        column = _KEY_COLUMN[table]
+        merged: dict[str, Any] = {}
+        for start in range(0, len(keys), _CHUNK):
+            chunk = keys[start : start + _CHUNK]
+            marks = ",".join("?" * len(chunk))
+            for row in new.execute(f"SELECT * FROM {table} WHERE {column} IN ({marks})", chunk):
+                here, there = _decode(table, row), rows[row[0]]
+                if table == "windows":
+                    merged[row[0]] = merge_window(here, there, now) or here
+                elif table == "digests":
+                    merged[row[0]] = merge_digest(here, there, DIGEST_KEEP)
+                elif table == "groups":
+                    merged[row[0]] = merge_group(here, there, GROUP_KEEP)
+                else:
+                    merged[row[0]] = merge_rate(here, there, now) or here
+        rows.update(merged)
+        new.executemany(_UPSERT[table], [_encode(table, k, v) for k, v in rows.items()])
+    for table in RECORDS:
+        records = {
+            key: record_from(table, key, json.loads(body))
+            for key, body in old.execute("SELECT key, body FROM records WHERE kind = ?", (table,))
+        }
+        for key, body in new.execute("SELECT key, body FROM records WHERE kind = ?", (table,)):
+            if key in records:
+                records[key] = merge_lifecycle(record_from(table, key, json.loads(body)), records[key])  # type: ignore[arg-type]
+        new.executemany(
+            _UPSERT_RECORD,
+            [
+                (table, k, record_time(table, v), json.dumps(record_fields(v), ensure_ascii=False))
+                for k, v in records.items()
+            ],
+        )
+        moved[table] = len(records)
+    return moved
+
+
+# -- fork -------------------------------------------------------------------------------
+#: every store of this process, for the fork hooks
+_stores: dict[int, weakref.ReferenceType[SQLiteStore]] = {}
+#: connections inherited through fork(), kept unused so that nothing closes them in the child
+_inherited: list[sqlite3.Connection] = []
+
+
+def _register(store: SQLiteStore) -> None:
+    key = id(store)
+
+    def forget(ref: weakref.ReferenceType[SQLiteStore]) -> None:
+        if _stores.get(key) is ref:
+            del _stores[key]
+
+    _stores[key] = weakref.ref(store, forget)
+
+
+def _all_stores() -> list[SQLiteStore]:
+    # dict.copy() runs no Python code: safe while other threads add stores
+    return [store for ref in _stores.copy().values() if (store := ref()) is not None]
+
+
+def _before_fork() -> None:
+    for store in _all_stores():
+        store._before_fork()
+
+
+def _after_fork_in_parent() -> None:
+    for store in _all_stores():
+        store._after_fork_in_parent()
+
+
+def _after_fork_in_child() -> None:
+    for store in _all_stores():
+        store.after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(
+        before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child
+    )

@@ -1,0 +1,94 @@
+"""Two copies of the pipeline's state made one: what a spool or a moved file held, merged in.
+
+When Redis comes back after an outage, what the host's spool took meanwhile goes back
+into Redis; when a SQLite state file was deleted or replaced under a running process,
+what the old file held goes into the new one. Either way both sides may hold a row for
+the same key, and the rules are the same: one alert's window, one phone's digest, one
+group's buffer, one meter, one webhook lifecycle.
+"""
+
+from __future__ import annotations
+
+from .base import Digest, GroupBuffer, Lifecycle, Window
+
+
+def _union(first: tuple[str, ...], second: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys((*first, *second)))
+
+
+def merge_window(shared: Window | None, spooled: Window, now: float) -> Window | None:
+    """A dedup window opened in the spool, merged into the one Redis has (None: nothing to write).
+
+    Both sides paged for the alert, so the merged window is one alert's window: it
+    starts at the earlier start, holds the repeats of both (summed), ends at the
+    earlier end (no summary comes later than either side would have sent it), and
+    keeps the latest text and every number either side would tell. A quiet window
+    that has ended counts as none.
+    """
+
+    def live(window: Window | None) -> bool:
+        return window is not None and not (window.end_at <= now and window.count == 0)
+
+    if not live(spooled):
+        return None
+    if shared is None or not live(shared):
+        return spooled
+    latest = spooled if spooled.last_at >= shared.last_at else shared
+    return Window(
+        shared.key,
+        min(shared.end_at, spooled.end_at),
+        shared.count + spooled.count,
+        min(shared.since_at, spooled.since_at),
+        latest.last_at,
+        latest.last_text,
+        _union(shared.numbers, spooled.numbers),
+    )
+
+
+def merge_digest(shared: Digest | None, spooled: Digest, keep: int) -> Digest:
+    """SMS a phone's cap held back on both sides: counted together, the earlier texts first."""
+    if shared is None:
+        return spooled
+    first, second = (shared, spooled) if shared.since_at <= spooled.since_at else (spooled, shared)
+    texts = (*first.texts, *second.texts)[: max(keep, len(shared.texts), len(spooled.texts))]
+    return Digest(
+        shared.msisdn,
+        shared.count + spooled.count,
+        first.since_at,
+        texts,
+        min(shared.ready_at, spooled.ready_at),
+    )
+
+
+def merge_group(shared: GroupBuffer | None, spooled: GroupBuffer, keep: int) -> GroupBuffer:
+    """Alerts gathered for one group on both sides: one SMS, at the earlier deadline."""
+    if shared is None:
+        return spooled
+    texts = (*shared.texts, *spooled.texts)[: max(keep, len(shared.texts), len(spooled.texts))]
+    return GroupBuffer(
+        shared.name,
+        min(shared.deadline, spooled.deadline),
+        shared.count + spooled.count,
+        texts,
+        _union(shared.numbers, spooled.numbers),
+    )
+
+
+def merge_rate(shared: float | None, spooled: float, now: float) -> float | None:
+    """A GCRA meter: what each side has booked beyond now adds up (None: the spool's has run out)."""
+    if spooled <= now:
+        return None
+    return now + max(0.0, (shared or now) - now) + (spooled - now)
+
+
+def merge_lifecycle(shared: Lifecycle | None, spooled: Lifecycle) -> Lifecycle:
+    """A webhook alert's lifecycle: paged on either side is paged, resolved on either is resolved."""
+    if shared is None:
+        return spooled
+    return Lifecycle(
+        shared.key,
+        shared.resolved or spooled.resolved,
+        min(shared.first_at, spooled.first_at),
+        max(shared.paged_at, spooled.paged_at),
+        max(shared.expires_at, spooled.expires_at),
+    )
