@@ -10,6 +10,7 @@ known secret is scrubbed from every value before rendering, and our
 from __future__ import annotations
 
 import logging
+import os
 import re
 import threading
 from collections.abc import MutableMapping
@@ -22,6 +23,16 @@ MASK = "***"
 
 _secrets: set[str] = set()
 _secrets_lock = threading.Lock()
+
+
+def _new_lock_in_child() -> None:
+    # a thread of the parent may have held it at the fork
+    global _secrets_lock
+    _secrets_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_lock_in_child)
 _TOKEN_IN_URL = re.compile(r"(api_token=)[^&\s'\"]+")
 
 
