@@ -24,12 +24,13 @@ import time
 from typing import Any
 
 from sslsms_notify import GatewayClient, Notifier
+from sslsms_notify.alerting.queued import pack
 from sslsms_notify.emulator import DEMO_API_TOKEN, DEMO_SID, EmulatorTransport
 
 from ._util import ROUNDS, header, interleaved, rate, redis_server, row
 from ._util import word as _word
 
-KNOWN = [(f"known alert {k}", 40, None, None, "app", (), None, None, None) for k in range(20)]
+KNOWN = [pack(f"known alert {k}", 40, source="app") for k in range(20)]
 
 
 def _notifier(store: str | None = None) -> Notifier:
@@ -41,27 +42,27 @@ def _notifier(store: str | None = None) -> Notifier:
 
 def _drain(notifier: Notifier, items: int) -> float:
     started = time.perf_counter()
-    while notifier._queue:
-        notifier._intake_round()
+    while notifier.intake.queue:
+        notifier.intake.round()
     return items / (time.perf_counter() - started)
 
 
 def exact_repeats(count: int = 500_000) -> float:
     notifier = _notifier()
     for payload in KNOWN:
-        notifier._queue.append((payload, payload, 1, None))
+        notifier.intake.queue.append((payload, payload, 1, None))
     _drain(notifier, len(KNOWN))
     for i in range(count):
         payload = KNOWN[i % 20]
-        notifier._queue.append((payload, payload, 1, None))
+        notifier.intake.queue.append((payload, payload, 1, None))
     return _drain(notifier, count)
 
 
 def template_repeats(count: int = 100_000) -> float:
     notifier = _notifier()
     for i in range(count):
-        payload = (f"order {i} failed: card declined", 40, None, None, "app", (), None, None, None)
-        notifier._queue.append((None, payload, 1, None))
+        payload = pack(f"order {i} failed: card declined", 40, source="app")
+        notifier.intake.queue.append((None, payload, 1, None))
     return _drain(notifier, count)
 
 

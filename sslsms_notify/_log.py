@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import threading
+import time
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -98,3 +99,22 @@ def install_third_party_redaction() -> None:
     _installed = True
     for name in ("httpx", "httpcore"):
         logging.getLogger(name).addFilter(RedactSecretsFilter())
+
+
+class ErrorLog:
+    """Error lines a failing part repeats, at most one per message every ``every`` seconds.
+
+    A broken store must not flood the log, and one failure must not hide another: each
+    message has its own clock.
+    """
+
+    def __init__(self, logger: Any, every: float = 10.0) -> None:
+        self._logger = logger
+        self._every = every
+        self._last: dict[str, float] = {}
+
+    def error(self, what: str, exc: BaseException) -> None:
+        now = time.monotonic()
+        if now - self._last.get(what, -self._every) >= self._every:
+            self._last[what] = now
+            self._logger.error(what, error=f"{type(exc).__name__}: {exc}")

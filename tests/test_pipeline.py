@@ -12,7 +12,7 @@ from sslsms_notify import GatewayClient, Notifier
 from sslsms_notify.alerting import DispatchPolicy, Route, Severity
 from sslsms_notify.alerting.alert import Alert, template_of
 from sslsms_notify.alerting.dispatch import IN_CALL_ATTEMPTS
-from sslsms_notify.alerting.formatting import format_alert
+from sslsms_notify.alerting.formatting import format_parts
 from sslsms_notify.emulator import DEMO_API_TOKEN, DEMO_SID, EmulatorTransport, GatewayEmulator
 from sslsms_notify.gateway.text import count_segments
 from sslsms_notify.stores import MemoryStore
@@ -331,11 +331,10 @@ def test_auth_failure_keeps_sms_for_later(make, emulator, clock) -> None:
 
 # -- formatting -------------------------------------------------------------------
 def test_format_fits_budget_and_keeps_bangla_whole() -> None:
-    alert = Alert("ডাটাবেস সার্ভার সাড়া দিচ্ছে না " * 10, severity=Severity.CRITICAL, source="app", host="db1")
-    text = format_alert(alert, max_segments=2)
+    text = format_parts(Severity.CRITICAL, "db1", "app", "ডাটাবেস সার্ভার সাড়া দিচ্ছে না " * 10, 2)
     assert text.startswith("[CRIT] db1/app: ডাটাবেস") and text.endswith("…")
     assert count_segments(text).segments <= 2
-    long = format_alert(Alert("x" * 2000, host="h"), max_segments=1)
+    long = format_parts(Severity.ERROR, "h", "", "x" * 2000, 1)
     assert count_segments(long).segments == 1 and long.endswith("...")
 
 

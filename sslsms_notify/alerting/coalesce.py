@@ -2,7 +2,8 @@
 
 A storm is the same alert again and again. Queueing each occurrence would make
 the worker do the same work 100,000 times, and a bounded queue would drop most
-of them. Instead, the first occurrence is queued and registered here; each
+of them. Instead, the first occurrence is queued and registered here ("coalescing"
+means this and only this: repeats counted in place of being queued); each
 repeat is one dict lookup and one ``next()`` on an :class:`itertools.count`,
 a single C call and so atomic under the GIL even with many producer threads.
 The worker reads how far each counter moved (only those marked dirty) and
@@ -26,7 +27,8 @@ from typing import Any
 RETIRE_GRACE = 1.0
 
 
-def _peek(counter: itertools.count[int]) -> int:
+def peek(counter: itertools.count[int]) -> int:
+    """How far an :class:`itertools.count` has counted, without moving it."""
     # itertools.count has no getter; its repr is "count(N)". (__reduce__ is cheaper
     # but deprecated since 3.12 and gone in 3.14.)
     return int(repr(counter)[6:-1])
@@ -52,7 +54,7 @@ class Entry:
 
 
 class Coalescer:
-    """Producer side: :meth:`repeat` and :meth:`register`; worker side: :meth:`collect`."""
+    """Producer side: :meth:`register` (repeats: ``Intake.repeater``); worker side: :meth:`collect`."""
 
     def __init__(self, *, period: float = 1.0, max_entries: int = 2_048) -> None:
         self.period = period
@@ -63,20 +65,8 @@ class Coalescer:
         self._rotated_at: float | None = None
 
     # -- producer side (any thread) ---------------------------------------------
-    # Notifier.alert() and SMSHandler.emit() inline repeat(): a method call costs
-    # more than the work. Keep the three copies in step.
-    def repeat(self, key: Hashable, payload: Any) -> bool:
-        """Count an occurrence of a registered alert; False if ``key`` is not registered."""
-        entry = self.entries.get(key)
-        if entry is None:
-            return False
-        next(entry.counter)
-        entry.last = payload
-        if not entry.dirty:
-            entry.dirty = True
-            self.dirty.append(entry)
-        return True
-
+    # Counting a repeat is Intake.repeater() (one closure for the doors) and, inlined,
+    # Intake.alert(): on that hot path a call costs more than the work. Keep them in step.
     def register(self, key: Hashable, payload: Any, convert: Callable[[Any], Any] | None = None) -> None:
         """After queueing a first occurrence: count its repeats from now on."""
         entries = self.entries
@@ -122,13 +112,7 @@ class Coalescer:
 
     @staticmethod
     def _take(entry: Entry) -> int:
-        value = _peek(entry.counter)
+        value = peek(entry.counter)
         delta = value - entry.reported
         entry.reported = value
         return delta
-
-    def clear(self) -> None:
-        self.entries = {}
-        self.dirty.clear()
-        self._retired.clear()
-        self._rotated_at = None

@@ -143,6 +143,11 @@ class Dispatcher:
         self._failing_since: float | None = None
         self._failed_requests = 0
 
+    def after_fork_in_child(self) -> None:
+        """A forked child sends nothing of the parent's: no claims, no pause of its own yet."""
+        self.in_flight = set()
+        self.auth_failed = threading.Event()
+
     def run_once(self) -> int:
         """Send one round of due SMS; returns how many were attempted."""
         if self.paused_until and self.store.now() < self.paused_until:

@@ -23,7 +23,7 @@ from functools import lru_cache
 
 from ..gateway.clean import clean_text
 from ..gateway.text import ellipsis_for, encoding_of, fits, truncate_to_segments
-from .alert import Alert, Severity
+from .alert import Severity
 
 DEFAULT_MAX_SEGMENTS = 2
 _SEPARATOR = " | "
@@ -42,15 +42,10 @@ def _fit(head: str, body: str, tail: str, max_segments: int) -> str:
     return truncate_to_segments(head + body, max_segments, marker=marker)
 
 
-def format_alert(alert: Alert, *, max_segments: int = DEFAULT_MAX_SEGMENTS) -> str:
-    """``[CRIT] db1/app.db: Disk full`` within ``max_segments`` SMS."""
-    return format_parts(alert.severity, alert.host, alert.source, alert.text, max_segments)
-
-
 def format_parts(
     severity: Severity, host: str, source: str, text: str, max_segments: int, *, resolved: bool = False
 ) -> str:
-    """:func:`format_alert` from an alert's parts (the intake's hot path builds no Alert).
+    """``[CRIT] db1/app.db: Disk full`` within ``max_segments`` SMS, from an alert's parts.
 
     ``resolved``: an all-clear, tagged ``[RESOLVED]`` rather than with the firing severity.
     """

@@ -99,10 +99,10 @@ class Router:
                 default_groups = [DEFAULT_GROUP] if DEFAULT_GROUP in self.groups else list(self.groups)[:1]
         self.default_groups = tuple(default_groups)
         for route in self.routes:
-            self._check_names(route.groups, "route")
-        self._check_names(self.default_groups, "default_groups")
+            self.check_names(route.groups, "route")
+        self.check_names(self.default_groups, "default_groups")
 
-    def _check_names(self, names: Iterable[str], where: str) -> None:
+    def check_names(self, names: Iterable[str], where: str) -> None:
         for name in names:
             if name not in self.groups and not is_valid_msisdn(name):
                 known = ", ".join(sorted(self.groups)) or "none defined"
@@ -110,7 +110,7 @@ class Router:
 
     def group_names(self, alert: Alert) -> tuple[str, ...]:
         if alert.groups:
-            self._check_names(alert.groups, "alert.groups")
+            self.check_names(alert.groups, "alert.groups")
             return tuple(dict.fromkeys(alert.groups))
         chosen: list[str] = []
         for route in self.routes:

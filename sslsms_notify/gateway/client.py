@@ -185,9 +185,9 @@ class GatewayClient(_ClientBase):
             self._http_pid = os.getpid()
         return self._http
 
-    def _reopen_after_fork(self) -> None:
-        # In a forked child's at-fork hook: nothing is made here (an SSL context, a
-        # pool); the first request does it, on whatever thread sends it.
+    def after_fork_in_child(self) -> None:
+        """In a forked child's at-fork hook: nothing is made here (an SSL context, a
+        pool); the first request does it, on whatever thread sends it."""
         self._http_pid = -1
 
     def send_single(

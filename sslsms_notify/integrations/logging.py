@@ -116,10 +116,13 @@ class SMSHandler(logging.Handler):
         )
         self._logger_groups = {k: tuple(v) for k, v in (logger_groups or {}).items()}
         for names in [*(g for _, g in self._level_groups), *self._logger_groups.values()]:
-            notifier.router._check_names(names, "SMSHandler groups")
+            notifier.router.check_names(names, "SMSHandler groups")
         self._groups_for = lru_cache(maxsize=4096)(self._compute_groups)
         self._ignored: dict[str, bool] = {}
         self._converter = self._payload  # one bound method for every coalescer entry
+        # The notifier's producer side, chosen once: counting an exact repeat is one call.
+        self._coalescing = notifier.intake.coalescing
+        self._repeat = notifier.intake.repeater()
 
     def __repr__(self) -> str:
         return f"<SMSHandler level={logging.getLevelName(self.level)} {self.notifier!r}>"
@@ -146,9 +149,8 @@ class SMSHandler(logging.Handler):
             if isinstance(result, logging.LogRecord):  # Python 3.12+: a filter may swap the record
                 record = result
         try:
-            notifier = self.notifier
             msg = record.msg
-            if notifier._coalescing and type(msg) is str and get_ident() not in notifier._worker_idents:
+            if self._coalescing and type(msg) is str and get_ident() not in self.notifier.worker.idents:
                 exc_info = record.exc_info
                 # An exact repeat: the same call with the same arguments (values that name
                 # something, "web1", must not be counted as repeats of "web2").
@@ -158,22 +160,10 @@ class SMSHandler(logging.Handler):
                     else (msg, record.args, record.levelno, record.name, exc_info[0])
                 )
                 try:
-                    hash(key)
+                    if self._repeat(key, record):  # a repeat of a record seen lately: counted
+                        return True
                 except Exception:  # arguments that cannot be hashed: queue it, don't count it
                     self._forward(record, None)
-                    return True
-                # Coalescer.repeat(), inlined (see Notifier.alert): a repeat of a record
-                # seen lately costs a dict lookup and a counter step.
-                entry = notifier._coalescer.entries.get(key)
-                if entry is not None:
-                    next(notifier._received)
-                    next(entry.counter)
-                    entry.last = record
-                    if not entry.dirty:
-                        entry.dirty = True
-                        notifier._coalescer.dirty.append(entry)
-                        if notifier._intake_sleeping:
-                            notifier._intake_wakeup.set()
                     return True
                 self._forward(record, key)
             else:
@@ -198,8 +188,8 @@ class SMSHandler(logging.Handler):
         notifier = self.notifier
         if ignored or notifier.is_worker_thread():
             return
-        if notifier.enqueue_payload(key, self._payload(record)) and key is not None:
-            notifier._coalescer.register(key, record, self._converter)
+        if notifier.enqueue(key, self._payload(record)) and key is not None:
+            notifier.intake.register(key, record, self._converter)
 
     def _payload(self, record: logging.LogRecord) -> tuple[Any, ...]:
         """The record as the pipeline queues an alert; rendered later, on its intake thread.
