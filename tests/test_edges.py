@@ -87,7 +87,7 @@ def test_two_hundred_alerts_to_one_phone_through_an_outage(sslsms_gateway) -> No
 
 # -- intake never waits for the network ---------------------------------------------------
 SLOW_GATEWAY_CHILD = """
-    import sys, time
+    import sys
     from sslsms_notify import GatewayClient, Notifier, RetryPolicy
     from sslsms_notify.alerting import DispatchPolicy
     url, token, sid, store = sys.argv[1:]
@@ -95,28 +95,45 @@ SLOW_GATEWAY_CHILD = """
     n = Notifier(client, recipients=["01711111111"], store=store, per_recipient_limit=None,
                  dispatch=DispatchPolicy(tps=1000, lease=2), close_at_exit=None)
     n.alert("first, sent while the gateway is slow", key="first")
-    time.sleep(0.5)  # the dispatcher is now inside a 4 s request
+    print("first", flush=True)
+    sys.stdin.readline()  # the parent saw it reach the gateway: the dispatcher waits 4 s for the answer
     for i in range(299):
         n.alert(f"queued behind it {i}", key=f"k{i}")
-    time.sleep(0.05)
-    print("accepted", flush=True)
-    time.sleep(60)
+    # Intake never waits for the network: the 299 are in the store long before that answer.
+    print("accepted" if n.sync(3) else "not stored within 3 s", flush=True)
+    sys.stdin.readline()
 """
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "redis"])
-def test_sigkill_50ms_after_alerts_loses_none_while_a_request_hangs(
+def test_sigkill_right_after_alerts_loses_none_while_a_request_hangs(
     kind, sslsms_gateway, tmp_path, request
 ) -> None:
     store = f"sqlite:///{tmp_path}/slow.db" if kind == "sqlite" else request.getfixturevalue("redis_url")
     sslsms_gateway.emulator.faults.latency = 4.0  # accepts, then answers after 4 s
-    child = run_child(
-        SLOW_GATEWAY_CHILD, sslsms_gateway.url, sslsms_gateway.api_token, sslsms_gateway.sid, store
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(SLOW_GATEWAY_CHILD),
+            sslsms_gateway.url,
+            sslsms_gateway.api_token,
+            sslsms_gateway.sid,
+            store,
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
+    assert child.stdin is not None and child.stdout is not None
     try:
-        assert child.stdout is not None and child.stdout.readline().strip() == "accepted"
+        assert child.stdout.readline().strip() == "first"
+        assert wait_for(lambda: len(sslsms_gateway.emulator.messages()) == 1, timeout=20)
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        assert child.stdout.readline().strip() == "accepted"
     finally:
-        child.send_signal(signal.SIGKILL)
+        child.send_signal(signal.SIGKILL)  # while its request for "first" still hangs
         child.wait(10)
     assert len(sslsms_gateway.emulator.messages()) == 1  # only the first reached the gateway
     sslsms_gateway.emulator.faults.latency = 0.0
@@ -128,10 +145,21 @@ def test_sigkill_50ms_after_alerts_loses_none_while_a_request_hangs(
         dispatch=DispatchPolicy(tps=1000, lease=2),
         close_at_exit=None,
     )
-    assert n.flush(30), n.stats()
-    got = pairs(sslsms_gateway)
-    assert len(got) == 300 and max(got.values()) == 1, n.stats()
-    n.close(5)
+    try:
+        assert n.flush(60), n.stats()
+        got = pairs(sslsms_gateway)
+        assert len(got) == 300 and max(got.values()) == 1, n.stats()
+    finally:
+        n.close(5)
+
+
+def wait_for(predicate, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return bool(predicate())
 
 
 # -- bounded shutdown ---------------------------------------------------------------------
