@@ -33,6 +33,7 @@ from typing import Any
 from .._log import get_logger
 from ..gateway.clean import clean_text
 from ..gateway.client import GatewayClient
+from ..outcomes import Outcome
 from ..stores import open_store
 from ..stores.base import OutboxItem, OutboxState, Store
 from ..validation import integer, non_negative, positive
@@ -107,11 +108,12 @@ _TICKET_LOCK = threading.Lock()
 class Ticket:
     """What became of one submitted alert, once the intake has decided (:meth:`Notifier.submit`).
 
-    ``status``: ``queued`` (SMS in the outbox: ``csms_ids``), ``buffered``
-    (waiting out ``group_wait``), ``suppressed`` (a repeat), ``throttled``
-    (held by a per-phone cap, in a digest), ``unrouted`` (routes are configured
-    and none matched), ``rejected`` (bad input: ``error``) or ``dropped`` (queue
-    full, or the notifier closed).
+    ``status``, an :class:`~sslsms_notify.outcomes.Outcome` (equal to its word):
+    ``queued`` (SMS in the outbox: ``csms_ids``), ``buffered`` (waiting out
+    ``group_wait``), ``suppressed`` (a repeat), ``throttled`` (held by a per-phone
+    cap, in a digest), ``unrouted`` (routes are configured and none matched),
+    ``rejected`` (bad input: ``error``) or ``dropped`` (queue full, or the notifier
+    closed).
     """
 
     __slots__ = ("_callbacks", "_done", "csms_ids", "error", "resolved_ns", "status", "throttled")
@@ -119,7 +121,7 @@ class Ticket:
     def __init__(self) -> None:
         self._done = threading.Event()
         self._callbacks: list[Callable[[Ticket], None]] | None = None
-        self.status: str | None = None
+        self.status: Outcome | None = None
         self.csms_ids: list[str] = []
         self.throttled = 0
         self.error = ""
@@ -129,7 +131,8 @@ class Ticket:
     def _resolve(
         self, status: str, csms_ids: Sequence[str] = (), throttled: int = 0, error: str = ""
     ) -> None:
-        self.status, self.csms_ids, self.throttled, self.error = status, list(csms_ids), throttled, error
+        decided = Outcome(status)  # one of the intake's words, or a ValueError here, not later
+        self.status, self.csms_ids, self.throttled, self.error = decided, list(csms_ids), throttled, error
         self.resolved_ns = time.perf_counter_ns()
         with _TICKET_LOCK:
             self._done.set()
@@ -160,7 +163,8 @@ class Ticket:
         callback(self)
 
     def __repr__(self) -> str:
-        return f"Ticket(status={self.status!r}, csms_ids={self.csms_ids!r})"
+        status = None if self.status is None else str(self.status)
+        return f"Ticket(status={status!r}, csms_ids={self.csms_ids!r})"
 
 
 @dataclass(slots=True)
