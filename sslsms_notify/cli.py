@@ -16,7 +16,6 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -356,156 +355,6 @@ def _configuration_options(func: Any) -> Any:
 
 
 # -- send -----------------------------------------------------------------------------------
-@dataclass
-class Delivery:
-    """What became of the SMS one alert created, and only those."""
-
-    #: the intake's decision (:class:`~.alerting.notifier.Ticket` status), or "undecided"
-    status: str
-    csms_ids: list[str] = field(default_factory=list)
-    delivered: int = 0
-    failed: int = 0
-    pending: int = 0
-    #: phones whose SMS the per-phone cap held (they get a digest later)
-    throttled: int = 0
-    #: the gateway refused the credentials while these SMS were pending
-    auth_failed: bool = False
-    #: why the gateway holds back pending SMS, when the last error was a rate limit (4029...)
-    rate_limited: str = ""
-    #: why: the rejection, the failures' reasons, or why SMS are still pending
-    reasons: list[str] = field(default_factory=list)
-
-
-def deliver(
-    notifier: Any, ticket: Any, deadline: float, progress: Callable[[int, int], None] | None = None
-) -> Delivery:
-    """Wait (until ``deadline``, a ``time.monotonic()`` value) for the SMS ``ticket`` created.
-
-    Returns as soon as each is delivered or failed, or when the gateway refuses the
-    credentials while some are pending; never waits for SMS other processes left in
-    a shared outbox. ``progress(done, total)`` is called as SMS are decided. Used by
-    ``send`` and by the apprise plugin.
-    """
-    if not ticket.wait(max(0.0, deadline - time.monotonic())):
-        return Delivery("undecided", reasons=["the store did not take the alert in time"])
-    delivery = Delivery(ticket.status, list(ticket.csms_ids), throttled=ticket.throttled)
-    if ticket.status == "rejected" or ticket.status == "dropped":
-        delivery.reasons.append(ticket.error)
-        return delivery
-    if not delivery.csms_ids:
-        return delivery
-    while True:
-        outcomes = notifier.outcomes(delivery.csms_ids)
-        pending = [i for i, state in outcomes.items() if state == "pending"]
-        if progress is not None:
-            progress(len(outcomes) - len(pending), len(outcomes))
-        if not pending:
-            break
-        if notifier.dispatcher.auth_failed.is_set():
-            delivery.auth_failed = True
-            break
-        if time.monotonic() >= deadline:
-            break
-        time.sleep(POLL)
-    _count(notifier, delivery, outcomes)
-    return delivery
-
-
-def _count(notifier: Any, delivery: Delivery, outcomes: dict[str, str]) -> None:
-    delivery.delivered = sum(1 for s in outcomes.values() if s == "delivered")
-    delivery.failed = sum(1 for s in outcomes.values() if s == "failed")
-    delivery.pending = sum(1 for s in outcomes.values() if s == "pending")
-    unfinished = [i for i, s in outcomes.items() if s != "delivered"]
-    reasons: dict[str, None] = {}
-    if unfinished:
-        try:
-            items = notifier.store.outbox_get(unfinished)
-        except Exception:
-            items = {}
-        for item in items.values():
-            if item.last_error:
-                reasons[_one_line(item.last_error)] = None
-    last_error = notifier.dispatcher.last_error
-    if delivery.pending and last_error is not None:
-        reasons[_one_line(str(last_error))] = None
-    if delivery.pending and _is_rate_limit(last_error):
-        delivery.rate_limited = _rate_limit_reason(last_error)
-    if delivery.pending and not reasons:
-        reasons["no answer from the gateway yet"] = None
-    delivery.reasons.extend(reasons)
-
-
-def _is_rate_limit(error: Any) -> bool:
-    from .gateway.errors import RateLimitError
-
-    return isinstance(error, RateLimitError)
-
-
-def _rate_limit_reason(error: Any) -> str:
-    """A gateway rate limit in words, with its API code."""
-    code = getattr(error, "status_code", None)
-    if code == 4029:
-        return "the gateway's request quota is used up (4029)"
-    if code == 4031:
-        return "the gateway refused more requests per second than the account allows (4031)"
-    if code == 4030:
-        return "the gateway refused a request to more than 100 numbers (4030)"
-    return f"the gateway limits our requests ({_one_line(str(error))})"
-
-
-def _await_group(
-    notifier: Any, delivery: Delivery, names: Sequence[str], since: float, deadline: float
-) -> None:
-    """``group_wait``: once the group's buffer is sent, wait for the SMS it became.
-
-    A group SMS carries ids of its own, so it is found by its phones and its time: the
-    open and dead outbox items to the group's phones created after this alert.
-    """
-    from .stores.base import OutboxState
-
-    store = notifier.store
-    numbers = {n for name in names for n in notifier.router.numbers(name)}
-
-    def buffered() -> bool:
-        def read(tx: Any) -> bool:
-            tx.groups.load(list(names))
-            return any(tx.groups.get(name) is not None for name in names)
-
-        return bool(store.transact(read))
-
-    while buffered():
-        if time.monotonic() >= deadline:
-            return
-        time.sleep(POLL * 3)
-
-    def ours() -> tuple[list[Any], list[Any]]:
-        items = [
-            i for i in store.outbox_list(None, limit=100_000) if i.msisdn in numbers and i.created_at >= since
-        ]
-        return [i for i in items if i.state is not OutboxState.DEAD], [
-            i for i in items if i.state is OutboxState.DEAD
-        ]
-
-    open_items, dead = ours()
-    while open_items and time.monotonic() < deadline and not notifier.dispatcher.auth_failed.is_set():
-        time.sleep(POLL)
-        open_items, dead = ours()
-
-    def held(tx: Any) -> int:
-        tx.digests.load(list(numbers))
-        return sum(1 for n in numbers if tx.digests.get(n) is not None)
-
-    delivery.status = "queued"
-    delivery.auth_failed = bool(open_items) and notifier.dispatcher.auth_failed.is_set()
-    delivery.csms_ids = [i.csms_id for i in open_items + dead]
-    _count(
-        notifier, delivery, {i.csms_id: "pending" for i in open_items} | {i.csms_id: "failed" for i in dead}
-    )
-    delivery.throttled = int(store.transact(held))
-    # sent SMS leave the outbox: the group's other phones got theirs
-    delivery.delivered = max(0, len(numbers) - delivery.pending - delivery.failed - delivery.throttled)
-
-
 def _severity(ctx: click.Context, param: click.Parameter, value: str) -> str:
     """``--severity``: a name or an alias the relay API takes too, in any case; normalised."""
     value = value.lower()
@@ -838,6 +687,8 @@ def _send(
         ticket = notifier.submit(text, severity=severity, key=key, source=source, groups=chosen or None)
     except ValueError as exc:
         return EXIT_BAD_INPUT, {"outcome": "rejected", "error": _one_line(str(exc))}
+    from .alerting.delivery import await_group, deliver
+
     delivery = deliver(notifier, ticket, deadline, progress)
     if delivery.status == "buffered":
         from .alerting.alert import Alert, Severity
@@ -851,11 +702,11 @@ def _send(
                 "reason": f"goes out with the group's SMS after group_wait={notifier.group_wait:g}s "
                 "(sent by the next run, or any long-running process on the store)",
             }
-        _await_group(notifier, delivery, names, since, deadline)
+        await_group(notifier, delivery, names, since, deadline)
     return _outcome(delivery)
 
 
-def _outcome(delivery: Delivery) -> tuple[int, dict[str, Any]]:
+def _outcome(delivery: Any) -> tuple[int, dict[str, Any]]:
     """The exit code and report of one alert's SMS."""
     counts = {
         "sms": delivery.delivered + delivery.failed + delivery.pending,
