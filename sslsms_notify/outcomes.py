@@ -101,6 +101,11 @@ class Outcome(StrEnum):
         return _OUTCOME_EXITS.get(self, ExitCode.ERROR)
 
     @property
+    def reported(self) -> bool:
+        """Whether ``send`` (also with ``--relay``) reports this outcome (the ``outcome`` of ``--json``)."""
+        return self in _OUTCOME_EXITS
+
+    @property
     def decided_by_intake(self) -> bool:
         """One of the seven words a :class:`~sslsms_notify.alerting.notifier.Ticket` says."""
         return self in _INTAKE
@@ -140,16 +145,18 @@ _OUTCOME_MEANINGS: dict[Outcome, str] = {
     Outcome.AUTH_FAILED: "the gateway refused the credentials; the SMS waits in the outbox",
     Outcome.RATE_LIMITED: "the gateway's rate limit or daily request quota (4029) held the SMS back; "
     "it waits in the outbox",
-    Outcome.UNREACHABLE: "not sent yet: no answer from the gateway (or the relay's answer was lost); "
-    "the SMS waits in the outbox",
+    Outcome.UNREACHABLE: "not sent yet: the gateway did not answer (the SMS waits in the outbox), the "
+    "store did not take the alert in time, or the relay's answer was lost (it may have queued the alert)",
     Outcome.UNDECIDED: "the store did not take the alert in time",
     Outcome.RELAY_REFUSED: "with --relay: the relay refused the token (SSLSMS_RELAY_TOKEN)",
     Outcome.RELAY_UNREACHABLE: "with --relay: the relay did not take the alert (nothing was queued)",
     Outcome.INTERRUPTED: "Ctrl-C: the SMS waits in the outbox; the next run sends it",
-    Outcome.ERROR: "the alert was dropped, or an internal error",
+    Outcome.ERROR: "the alert was dropped (a full queue, or the pipeline closing), or a relay answered "
+    "with an outcome this version does not know",
 }
 
-#: what send (also with --relay) exits with for each outcome it reports
+#: what send (also with --relay) exits with for each outcome it reports; it reports no other
+#: (a dropped alert is an "error", one the store did not take in time "unreachable")
 _OUTCOME_EXITS: dict[Outcome, ExitCode] = {
     Outcome.DELIVERED: ExitCode.DELIVERED,
     Outcome.BUFFERED: ExitCode.DELIVERED,
@@ -162,11 +169,9 @@ _OUTCOME_EXITS: dict[Outcome, ExitCode] = {
     Outcome.RELAY_REFUSED: ExitCode.AUTH,
     Outcome.UNREACHABLE: ExitCode.UNREACHABLE,
     Outcome.RATE_LIMITED: ExitCode.UNREACHABLE,
-    Outcome.UNDECIDED: ExitCode.UNREACHABLE,
     Outcome.RELAY_UNREACHABLE: ExitCode.RELAY_UNREACHABLE,
     Outcome.INTERRUPTED: ExitCode.INTERRUPTED,
     Outcome.ERROR: ExitCode.ERROR,
-    Outcome.DROPPED: ExitCode.ERROR,
 }
 
 
