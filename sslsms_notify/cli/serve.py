@@ -65,8 +65,8 @@ def serve(
     \b
     Example:
       SSLSMS_RELAY_TOKENS=$(openssl rand -hex 24) sslsms-notify serve --config relay.toml
-      (examples/relay/ has a config, an Alertmanager receiver, a Grafana contact point
-      and a systemd unit)
+      (the Relay page of the documentation, docs/doors/relay.md, has a config, an
+      Alertmanager receiver, a Grafana contact point and a systemd unit)
     """
     from dataclasses import replace as _replace
 
