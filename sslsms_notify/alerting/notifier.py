@@ -141,6 +141,13 @@ class Ticket:
             with contextlib.suppress(Exception):
                 callback(self)
 
+    @classmethod
+    def rejected(cls, error: str) -> Ticket:
+        """A ticket decided ``rejected`` before any intake saw the alert (a door's own check refused it)."""
+        ticket = cls()
+        ticket._resolve(Outcome.REJECTED, error=error)
+        return ticket
+
     def wait(self, timeout: float | None = None) -> bool:
         """True once decided (then ``status`` is set)."""
         return self._done.wait(timeout)

@@ -284,8 +284,7 @@ class RelayApp:
                     resolved=spec.resolved,
                 )
             except ValueError as exc:  # an unknown group or a bad number, named by the router
-                ticket = Ticket()
-                ticket._resolve(Outcome.REJECTED, error=str(exc))
+                ticket = Ticket.rejected(str(exc))
             tickets.append(ticket)
         self.metrics.received(door, len(tickets))
         if not await _all_done(tickets, self.options.accept_timeout):
