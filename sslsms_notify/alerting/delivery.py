@@ -138,6 +138,9 @@ class Delivery:
     #: why: the rejection, the failures' reasons, or why SMS are still pending
     reasons: list[str] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        self.status = Outcome(self.status)  # a plain word too ("queued"), checked here
+
     @property
     def reason(self) -> str:
         """The reasons in one line."""
