@@ -8,9 +8,11 @@ A page holds a marker; the build replaces it with a table made from the code:
   :class:`sslsms_notify.relay.settings.RelaySettings` and its docstring's ``Attributes:``;
 - ``<!-- dispatch-policy -->``: the dispatcher's pacing, retry and give-up bounds, from
   :class:`sslsms_notify.alerting.dispatch.DispatchPolicy`'s fields and docstring;
-- ``<!-- exit-codes -->``: the ``EXIT_*`` constants of :mod:`sslsms_notify.cli`, with the
-  meanings ``sslsms-notify send --help`` gives them, and the exit codes the other
-  commands' help texts state;
+- ``<!-- exit-codes -->``: :class:`sslsms_notify.outcomes.ExitCode`, each code with its
+  meaning and the outcomes ``send`` reports with it, and the exit codes the other
+  commands list (:func:`sslsms_notify.cli.common.documented_exit_codes`), the tables
+  their ``--help`` is written from; ``<!-- outcomes -->``: every outcome ``send`` reports,
+  from :class:`sslsms_notify.outcomes.Outcome`;
 - ``<!-- metrics -->``: what the relay's ``/metrics`` exports, scraped from a real
   :class:`~sslsms_notify.relay.metrics.RelayMetrics` on a Notifier that sends one SMS
   through the in-process emulator;
@@ -309,90 +311,64 @@ def _commands() -> Iterator[tuple[tuple[str, ...], Any]]:
     yield from walk(main, ())
 
 
-def _exit_block(help_text: str) -> str:
-    """The "Exit codes ..." paragraph of a command's help, or ""."""
-    for paragraph in re.split(r"\n\s*\n", help_text):
-        lines = [line for line in paragraph.splitlines() if line.strip() != "\b"]
-        text = "\n".join(lines).strip()
-        if text.startswith("Exit codes"):
-            return text
-    return ""
-
-
-def send_exit_meanings() -> dict[int, str]:
-    """Code -> meaning, from the "Exit codes" list of ``sslsms-notify send --help``."""
-    commands = dict(_commands())
-    send = commands.get(("send",))
-    if send is None:
-        raise _fail("exit-codes", "the CLI has no send command")
-    block = _exit_block(send.help or "")
-    meanings: dict[int, str] = {}
-    current = None
-    for line in block.splitlines()[1:]:
-        entry = re.match(r"^\s*(\d+)\s{2,}(.*)$", line)
-        if entry:
-            current = int(entry.group(1))
-            meanings[current] = entry.group(2).strip()
-        elif current is not None and line.strip():
-            meanings[current] += " " + line.strip()
-    if not meanings:
-        raise _fail("exit-codes", "send --help has no 'Exit codes' list of 'N  meaning' lines")
-    return meanings
-
-
-def exit_constants() -> dict[str, int]:
-    from sslsms_notify import cli
-
-    constants = {
-        name: value
-        for name, value in vars(cli).items()
-        if name.startswith("EXIT_") and isinstance(value, int)
-    }
-    if not constants:
-        raise _fail("exit-codes", "sslsms_notify.cli defines no EXIT_* constants")
-    return constants
-
-
 def render_exit_codes() -> str:
-    constants = exit_constants()
-    meanings = send_exit_meanings()
-    by_code: dict[int, list[str]] = {}
-    for name, code in constants.items():
-        by_code.setdefault(code, []).append(name)
-    unexplained = sorted(set(by_code) - set(meanings))
+    """Every :class:`~sslsms_notify.outcomes.ExitCode` with its meaning for ``send`` and the
+    outcomes ``send`` reports with it; then the exit codes the other commands list in their
+    help, from the same table their help is written from."""
+    from sslsms_notify.cli.common import documented_exit_codes
+    from sslsms_notify.outcomes import ExitCode, Outcome
+
+    codes = sorted(ExitCode)
+    if not codes:
+        raise _fail("exit-codes", "sslsms_notify.outcomes.ExitCode has no members")
+    unexplained = [code.name for code in codes if not code.meaning.strip()]
     if unexplained:
-        names = ", ".join(n for c in unexplained for n in by_code[c])
-        raise _fail("exit-codes", f"send --help gives no meaning for {names}")
-    unnamed = sorted(set(meanings) - set(by_code))
-    if unnamed:
-        raise _fail(
-            "exit-codes", f"send --help explains exit code(s) {unnamed} that no EXIT_* constant names"
-        )
+        raise _fail("exit-codes", f"ExitCode.{', '.join(unexplained)}: no meaning")
     rows = [
         [
-            f"<code>{code}</code>",
-            " ".join(f"<code>{n}</code>" for n in sorted(by_code[code])),
-            _code(meanings[code]),
+            f"<code>{int(code)}</code>",
+            f"<code>{code.name}</code>",
+            _code(code.meaning),
+            " ".join(f"<code>{o}</code>" for o in Outcome if o.reported and o.exit_code is code),
         ]
-        for code in sorted(by_code)
+        for code in codes
     ]
     out = [
         _table(
-            ["Exit code", "Constant (<code>sslsms_notify.cli</code>)", "Meaning for <code>send</code>"],
+            [
+                "Exit code",
+                "<code>ExitCode</code>",
+                "Meaning for <code>send</code>",
+                "<code>outcome</code> (<code>--json</code>)",
+            ],
             rows,
-            [f"exit-{c}" for c in sorted(by_code)],
+            [f"exit-{int(c)}" for c in codes],
         )
     ]
-    others = [(path, _exit_block(command.help or "")) for path, command in _commands() if path != ("send",)]
-    stated = [(path, block) for path, block in others if block]
+    stated = [(path, documented_exit_codes(command)) for path, command in _commands() if path != ("send",)]
+    stated = [(path, table) for path, table in stated if table]
     if stated:
         out.append("\nOther commands state their exit codes in their help:\n")
-        for path, block in stated:
-            text = " ".join(block.split())
-            text = re.sub(r"^Exit codes[^:]*:\s*", "", text)
-            out.append(f"- `sslsms-notify {' '.join(path)}`: {_code_md(text)}")
+        for path, table in stated:
+            text = ", ".join(f"`{int(code)}` {_code_md(meaning)}" for code, meaning in table.items())
+            out.append(f"- `sslsms-notify {' '.join(path)}`: {text}")
         out.append("")
     return "\n".join(out)
+
+
+def render_outcomes() -> str:
+    """Every outcome ``send`` reports (``--json``'s ``outcome``), its exit code and its meaning."""
+    from sslsms_notify.outcomes import Outcome
+
+    # as a script reads them: success first, then by exit code, internal errors last
+    reported = sorted(
+        (o for o in Outcome if o.reported), key=lambda o: (o.exit_code != 0, o.exit_code == 1, o.exit_code)
+    )
+    unexplained = [o.name for o in reported if not o.meaning.strip()]
+    if unexplained:
+        raise _fail("outcomes", f"Outcome.{', '.join(unexplained)}: no meaning")
+    rows = [[f"<code>{o}</code>", f"<code>{int(o.exit_code)}</code>", _code(o.meaning)] for o in reported]
+    return _table(["<code>outcome</code>", "Exit code", "Meaning"], rows, [f"outcome-{o}" for o in reported])
 
 
 def _code_md(text: str) -> str:
@@ -570,6 +546,7 @@ RENDERERS: dict[str, Callable[[], str]] = {
     "settings": render_settings,
     "relay-settings": render_relay_settings,
     "exit-codes": render_exit_codes,
+    "outcomes": render_outcomes,
     "metrics": render_metrics,
     "version": render_version,
     "stats": render_stats,

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from .alerting.notifier import Notifier
     from .config import Settings
     from .integrations.logging import SMSHandler
+    from .outcomes import ExitCode, Outcome, SmsState
 
 # Heavier parts load on first use, so `import sslsms_notify` stays cheap.
 _LAZY = {
@@ -43,6 +44,9 @@ _LAZY = {
     "Severity": "sslsms_notify.alerting.alert",
     "SMSHandler": "sslsms_notify.integrations.logging",
     "Settings": "sslsms_notify.config",
+    "Outcome": "sslsms_notify.outcomes",
+    "ExitCode": "sslsms_notify.outcomes",
+    "SmsState": "sslsms_notify.outcomes",
 }
 
 
@@ -62,10 +66,12 @@ __all__ = [
     "AuthError",
     "BadRequestError",
     "DynamicMessage",
+    "ExitCode",
     "GatewayClient",
     "GatewayError",
     "InvalidMsisdnError",
     "Notifier",
+    "Outcome",
     "RateLimitError",
     "RetryPolicy",
     "SMSHandler",
@@ -74,6 +80,7 @@ __all__ = [
     "Settings",
     "Severity",
     "SmsInfo",
+    "SmsState",
     "SmsStatus",
     "TransportError",
     "__version__",

@@ -20,19 +20,31 @@ import multiprocessing.util
 import os
 import sys
 import weakref
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from .notifier import Notifier
+
+class Pipeline(Protocol):
+    """What these hooks need of a notifier."""
+
+    #: seconds close() gets at exit (None: not closed at exit)
+    close_at_exit: float | None
+
+    @property
+    def closed(self) -> bool: ...
+
+    def close(self, timeout: float | None = None) -> bool: ...
+
+    def after_fork_in_child(self) -> None: ...
+
 
 #: this process's notifiers, oldest first
-_live: weakref.WeakValueDictionary[int, Notifier] = weakref.WeakValueDictionary()
+_live: weakref.WeakValueDictionary[int, Pipeline] = weakref.WeakValueDictionary()
 _births = itertools.count()
 #: before multiprocessing's own finalizers (queues, pipes), so that our log lines still get out
 EXIT_PRIORITY = 100
 
 
-def register(notifier: Notifier) -> None:
+def register(notifier: Pipeline) -> None:
     """Look after this notifier at exit and at fork (weakly: a notifier dropped is forgotten)."""
     _live[next(_births)] = notifier
     _hook_billiard()

@@ -8,17 +8,20 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
+from ..outcomes import Outcome
+
 _LOCK = threading.Lock()
 
 
 class Ticket:
     """What became of one submitted alert, once the intake has decided (:meth:`Notifier.submit`).
 
-    ``status``: ``queued`` (SMS in the outbox: ``csms_ids``), ``buffered``
-    (waiting out ``group_wait``), ``suppressed`` (a repeat), ``throttled``
-    (held by a per-phone cap, in a digest), ``unrouted`` (routes are configured
-    and none matched), ``rejected`` (bad input: ``error``) or ``dropped`` (queue
-    full, or the notifier closed).
+    ``status``, an :class:`~sslsms_notify.outcomes.Outcome` (equal to its word):
+    ``queued`` (SMS in the outbox: ``csms_ids``), ``buffered`` (waiting out
+    ``group_wait``), ``suppressed`` (a repeat), ``throttled`` (held by a per-phone
+    cap, in a digest), ``unrouted`` (routes are configured and none matched),
+    ``rejected`` (bad input: ``error``) or ``dropped`` (queue full, or the notifier
+    closed).
     """
 
     __slots__ = ("_callbacks", "_done", "csms_ids", "error", "resolved_ns", "status", "throttled")
@@ -26,7 +29,7 @@ class Ticket:
     def __init__(self) -> None:
         self._done = threading.Event()
         self._callbacks: list[Callable[[Ticket], None]] | None = None
-        self.status: str | None = None
+        self.status: Outcome | None = None
         self.csms_ids: list[str] = []
         self.throttled = 0
         self.error = ""
@@ -35,7 +38,8 @@ class Ticket:
 
     def settle(self, status: str, csms_ids: Sequence[str] = (), throttled: int = 0, error: str = "") -> None:
         """Record the decision and wake whoever waits (the pipeline's to call, once)."""
-        self.status, self.csms_ids, self.throttled, self.error = status, list(csms_ids), throttled, error
+        decided = Outcome(status)  # one of the intake's words, or a ValueError here, not later
+        self.status, self.csms_ids, self.throttled, self.error = decided, list(csms_ids), throttled, error
         self.resolved_ns = time.perf_counter_ns()
         with _LOCK:
             self._done.set()
@@ -45,10 +49,10 @@ class Ticket:
                 callback(self)
 
     @classmethod
-    def settled(cls, status: str, *, error: str = "") -> Ticket:
-        """A ticket decided before it reached the pipeline (bad input, say)."""
+    def rejected(cls, error: str) -> Ticket:
+        """A ticket decided ``rejected`` before any intake saw the alert (a door's own check refused it)."""
         ticket = cls()
-        ticket.settle(status, error=error)
+        ticket.settle(Outcome.REJECTED, error=error)
         return ticket
 
     def wait(self, timeout: float | None = None) -> bool:
@@ -73,7 +77,8 @@ class Ticket:
         callback(self)
 
     def __repr__(self) -> str:
-        return f"Ticket(status={self.status!r}, csms_ids={self.csms_ids!r})"
+        status = None if self.status is None else str(self.status)
+        return f"Ticket(status={status!r}, csms_ids={self.csms_ids!r})"
 
 
 def _new_lock_in_child() -> None:

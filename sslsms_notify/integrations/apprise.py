@@ -47,9 +47,11 @@ from apprise import NotifyType
 from apprise.url import PrivacyMode
 
 from ..alerting.alert import Severity
+from ..alerting.delivery import deliver
 from ..config import URL_ARGS, ConfigError, Settings, default_state_url, mask_url
 from ..gateway.models import MAX_RECIPIENTS_PER_REQUEST
 from ..gateway.msisdn import InvalidMsisdnError, normalize_msisdn
+from ..outcomes import Outcome
 
 # apprise's annotations are partial (untyped helpers, attributes typed None): to us it is Any.
 NotifyBase: Any = apprise.plugins.base.NotifyBase
@@ -71,6 +73,8 @@ _SEVERITY = {
 DELIVERY_TIMEOUT = 30.0
 #: seconds a process waits at exit for SMS it leaves in a durable store (the next run sends them)
 DURABLE_EXIT_TIMEOUT = 2.0
+#: the intake's verdicts that count as accepted: nothing to send now, and nothing lost
+_ACCEPTED_UNSENT = (Outcome.SUPPRESSED, Outcome.THROTTLED, Outcome.BUFFERED)
 #: URL arguments the plugin forwards to the pipeline (level is SMSHandler's; to= is apprise's targets)
 _OPTIONS = tuple(name for name in URL_ARGS if name not in ("level", "to"))
 
@@ -166,7 +170,6 @@ class NotifySSLSMS(NotifyBase):  # type: ignore[misc]
     def send(
         self, body: str, title: str = "", notify_type: NotifyType = NotifyType.INFO, **kwargs: Any
     ) -> bool:
-        from ..cli import deliver
         from ..stores import StoreUnavailableError
 
         if not self.targets:
@@ -187,16 +190,10 @@ class NotifySSLSMS(NotifyBase):  # type: ignore[misc]
             return False
         delivery = deliver(notifier, ticket, time.monotonic() + DELIVERY_TIMEOUT)
         reasons = "; ".join(delivery.reasons)
-        if delivery.status == "suppressed":
-            self.logger.info("sslsms: a repeat inside the dedup window; counted for the summary")
+        if delivery.status in _ACCEPTED_UNSENT:
+            self.logger.info("sslsms: %s", delivery.status.meaning)
             return not self.invalid_targets
-        if delivery.status == "throttled":
-            self.logger.info("sslsms: held by the per-phone cap; it goes out in a digest")
-            return not self.invalid_targets
-        if delivery.status == "buffered":
-            self.logger.info("sslsms: gathered with the group's other alerts (group_wait)")
-            return not self.invalid_targets
-        if delivery.status != "queued":
+        if delivery.status is not Outcome.QUEUED:
             self.logger.warning("sslsms notification not sent: %s", reasons or delivery.status)
             return False
         if delivery.failed or delivery.pending:

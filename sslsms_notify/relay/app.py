@@ -44,8 +44,10 @@ from typing import Any, Generic, TypeVar
 from urllib.parse import parse_qsl
 
 from .._log import get_logger
+from ..alerting.delivery import await_sms
 from ..alerting.notifier import Notifier, Ticket
 from ..gateway.msisdn import is_valid_msisdn
+from ..outcomes import Outcome, SmsState
 from .metrics import RelayMetrics
 from .payloads import (
     AlertSpec,
@@ -282,7 +284,7 @@ class RelayApp:
                     resolved=spec.resolved,
                 )
             except ValueError as exc:  # an unknown group or a bad number, named by the router
-                ticket = Ticket.settled("rejected", error=str(exc))
+                ticket = Ticket.rejected(str(exc))
             tickets.append(ticket)
         self.metrics.received(door, len(tickets))
         if not await _all_done(tickets, self.options.accept_timeout):
@@ -290,20 +292,18 @@ class RelayApp:
                 503, "the alerts were not accepted in time; retry", headers=[("retry-after", "1")]
             )
         results = [_ticket_json(t) for t in tickets]
-        if tickets and all(t.status == "dropped" for t in tickets):
+        if tickets and all(t.status is Outcome.DROPPED for t in tickets):
             raise HTTPError(503, "the relay's queue is full; retry", headers=[("retry-after", "1")])
+        accepted = sum(t.status is not Outcome.DROPPED for t in tickets)
         if wait <= 0:
-            return 202, {"accepted": sum(t.status != "dropped" for t in tickets), "alerts": results}
+            return 202, {"accepted": accepted, "alerts": results}
         outcomes = await self._wait_for_delivery([i for t in tickets for i in t.csms_ids], wait)
         for result, ticket in zip(results, tickets, strict=True):
             result["sms"] = {i: outcomes[i] for i in ticket.csms_ids}
-        summary = {
-            state: sum(1 for o in outcomes.values() if o == state)
-            for state in ("delivered", "pending", "failed")
-        }
+        summary = {str(state): sum(1 for o in outcomes.values() if o == state) for state in SmsState}
         error = self.notifier.dispatcher.last_error
         return 200, {
-            "accepted": sum(t.status != "dropped" for t in tickets),
+            "accepted": accepted,
             "alerts": results,
             "sms": summary,
             "auth_failed": self.notifier.dispatcher.auth_failed.is_set(),
@@ -311,19 +311,9 @@ class RelayApp:
         }
 
     async def _wait_for_delivery(self, csms_ids: list[str], wait: float) -> dict[str, str]:
-        deadline = time.monotonic() + wait
-        outcomes: dict[str, str] = {}
-        while True:
-            outcomes = await asyncio.to_thread(self.notifier.outcomes, csms_ids)
-            pending = any(o == "pending" for o in outcomes.values())
-            if (
-                not pending
-                or time.monotonic() >= deadline
-                or self.notifier.dispatcher.auth_failed.is_set()
-                or self.stopping()  # shutting down: answer what is known, the SMS stay stored
-            ):
-                return outcomes
-            await asyncio.sleep(0.05)
+        # shutting down (``stopping``): answer what is known, the SMS stay stored
+        outcomes, _end = await await_sms(self.notifier, csms_ids, time.monotonic() + wait, stop=self.stopping)
+        return outcomes
 
     async def _health(self) -> tuple[int, Any]:
         """The store's state and counts, read in the health thread; at most ``HEALTH_TIMEOUT`` s.
@@ -455,7 +445,7 @@ def _wait_seconds(scope: Scope) -> float:
 
 
 def _ticket_json(ticket: Ticket) -> dict[str, Any]:
-    result: dict[str, Any] = {"status": ticket.status}
+    result: dict[str, Any] = {"status": ticket.status}  # an Outcome: its word in JSON
     if ticket.csms_ids:
         result["csms_ids"] = ticket.csms_ids
     if ticket.error:

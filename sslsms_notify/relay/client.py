@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 
 from ..gateway.client import default_transport
+from ..outcomes import Outcome, SmsState
 from ..version import __version__
 
 MAX_WAIT = 60.0
@@ -26,6 +27,7 @@ MAX_WAIT = 60.0
 
 @dataclass(frozen=True)
 class RelayOutcome:
+    #: an :class:`~sslsms_notify.outcomes.Outcome`, or the word a (newer) relay answered with
     outcome: str
     detail: dict[str, Any] = field(default_factory=dict)
     error: str = ""
@@ -41,7 +43,7 @@ def send_via_relay(
 ) -> RelayOutcome:
     """Post one alert to ``{url}/v1/alerts?wait=...`` and read what became of it."""
     if not url.startswith(("http://", "https://")):
-        return RelayOutcome("rejected", error=f"relay={url!r}: must start with http:// or https://")
+        return RelayOutcome(Outcome.REJECTED, error=f"relay={url!r}: must start with http:// or https://")
     wait = max(0.0, min(wait, MAX_WAIT))
     try:
         with httpx.Client(
@@ -52,10 +54,10 @@ def send_via_relay(
         ) as client:
             answer = client.post("/v1/alerts", params={"wait": f"{wait:g}"}, json=alert)
     except (httpx.ConnectError, httpx.ConnectTimeout) as exc:  # nothing reached the relay
-        return RelayOutcome("relay_unreachable", error=f"relay {url}: {type(exc).__name__}: {exc}")
+        return RelayOutcome(Outcome.RELAY_UNREACHABLE, error=f"relay {url}: {type(exc).__name__}: {exc}")
     except httpx.HTTPError as exc:  # sent, but the answer was lost: the relay may have it
         return RelayOutcome(
-            "unreachable",
+            Outcome.UNREACHABLE,
             error=f"relay {url}: answer lost ({type(exc).__name__}); it may have queued the alert",
         )
     try:
@@ -63,24 +65,28 @@ def send_via_relay(
     except ValueError:
         body = {}
     if answer.status_code == 401:
-        return RelayOutcome("relay_refused", error="the relay refused the token (SSLSMS_RELAY_TOKEN)")
+        return RelayOutcome(Outcome.RELAY_REFUSED, error="the relay refused the token (SSLSMS_RELAY_TOKEN)")
     if answer.status_code in (400, 413, 422):
-        return RelayOutcome("rejected", body, error=str(body.get("error", answer.text[:200])))
+        return RelayOutcome(Outcome.REJECTED, body, error=str(body.get("error", answer.text[:200])))
     if answer.status_code == 503:  # the relay said it did not take it (queue full, store slow)
-        return RelayOutcome("relay_unreachable", body, error=f"relay answered 503: {body.get('error', '')}")
+        return RelayOutcome(
+            Outcome.RELAY_UNREACHABLE, body, error=f"relay answered 503: {body.get('error', '')}"
+        )
     if answer.status_code >= 500 or not isinstance(body, dict) or not body.get("alerts"):
         return RelayOutcome(
-            "unreachable", body, error=f"relay answered {answer.status_code}; it may have queued the alert"
+            Outcome.UNREACHABLE,
+            body,
+            error=f"relay answered {answer.status_code}; it may have queued the alert",
         )
     result = body["alerts"][0]
     status = result.get("status")
-    if status != "queued":
-        return RelayOutcome(status or "rejected", body, error=result.get("error", ""))
+    if status != Outcome.QUEUED:
+        return RelayOutcome(status or Outcome.REJECTED, body, error=result.get("error", ""))
     sms = body.get("sms", {})
-    if sms.get("delivered"):
-        return RelayOutcome("delivered", body)
+    if sms.get(SmsState.DELIVERED):
+        return RelayOutcome(Outcome.DELIVERED, body)
     if body.get("auth_failed"):
-        return RelayOutcome("auth_failed", body, error=body.get("last_error", "credentials refused"))
-    if sms.get("pending"):
-        return RelayOutcome("unreachable", body, error=body.get("last_error", ""))
-    return RelayOutcome("failed", body, error="every SMS was refused by the gateway")
+        return RelayOutcome(Outcome.AUTH_FAILED, body, error=body.get("last_error", "credentials refused"))
+    if sms.get(SmsState.PENDING):
+        return RelayOutcome(Outcome.UNREACHABLE, body, error=body.get("last_error", ""))
+    return RelayOutcome(Outcome.FAILED, body, error="every SMS was refused by the gateway")
