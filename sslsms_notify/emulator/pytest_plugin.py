@@ -33,8 +33,7 @@ def _sslsms_gateway_server() -> Iterator[EmulatorServer]:
 def sslsms_gateway(_sslsms_gateway_server: EmulatorServer) -> Iterator[EmulatorServer]:
     """The emulator served over HTTP on 127.0.0.1; empty inbox, no faults, no limits."""
     server = _sslsms_gateway_server
-    if server._server is None:  # a test stopped it to simulate an outage
-        server.start()
+    server.start()  # again, if a test stopped it to simulate an outage (a no-op otherwise)
     server.emulator.reset()
     config = server.emulator.config
     config.tps_limit = config.daily_quota = None
