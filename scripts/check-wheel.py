@@ -20,6 +20,39 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "sslsms_notify"
 
 
+#: what a user (and an index) reads off the metadata
+CLASSIFIERS = (
+    "Framework :: Pytest",
+    "Programming Language :: Python :: 3.11",
+    "Programming Language :: Python :: 3.12",
+    "Programming Language :: Python :: 3.13",
+    "Typing :: Typed",
+)
+URLS = ("Homepage", "Documentation", "Source", "Changelog")
+#: extras the CLI names when a part is missing (sslsms_notify/extras.py)
+EXTRAS = ("relay", "redis", "apprise", "test")
+
+
+def metadata_problems(metadata: str, names: set[str]) -> list[str]:
+    problems = []
+    if not any(n.endswith(".dist-info/licenses/LICENSE") for n in names):
+        problems.append("wheel lacks the LICENSE file")
+    if "License-Expression: MIT" not in metadata:
+        problems.append("wheel metadata does not say the license (MIT)")
+    for classifier in CLASSIFIERS:
+        if f"Classifier: {classifier}\n" not in metadata:
+            problems.append(f"wheel metadata lacks the classifier {classifier!r}")
+    for label in URLS:
+        if not re.search(rf"^Project-URL: {label}, https://", metadata, re.MULTILINE):
+            problems.append(f"wheel metadata lacks the project URL {label!r}")
+    for extra in EXTRAS:
+        if f"Provides-Extra: {extra}\n" not in metadata:
+            problems.append(f"wheel metadata lacks the extra {extra!r}")
+    if re.search(r"^Requires-Dist: (uvicorn|prometheus-client)\b(?!.*extra ==)", metadata, re.MULTILINE):
+        problems.append("uvicorn and prometheus-client must be the relay extra's, not required by everyone")
+    return problems
+
+
 def main(dist: Path) -> int:
     problems: list[str] = []
     wheels = sorted(dist.glob("sslsms_notify-*.whl"))
@@ -48,9 +81,11 @@ def main(dist: Path) -> int:
         problems.append("wheel does not declare the sslsms-notify console script")
     if "sslsms_notify = sslsms_notify.emulator.pytest_plugin" not in entry_points:
         problems.append("wheel does not declare the pytest plugin (sslsms_gateway fixture)")
+    problems += metadata_problems(metadata, names)
     with tarfile.open(sdists[0]) as sdist:
         members = {m.name.split("/", 1)[1] for m in sdist.getmembers() if "/" in m.name}
-    for needed in ("tests/conftest.py", "examples/relay/relay.toml", "docs/fingerprints.md", "README.md"):
+    shipped = ("tests/conftest.py", "examples/relay/relay.toml", "docs/fingerprints.md", "README.md", "LICENSE")
+    for needed in shipped:
         if needed not in members:
             problems.append(f"sdist lacks {needed}")
     for problem in problems:

@@ -19,6 +19,7 @@ from typing import Any
 
 import click
 
+from ..extras import MissingExtra
 from ..outcomes import ExitCode
 from . import apprise_cmd, config_cmd, emulator_cmd, outbox, segments, send, serve
 from .common import CONTEXT, DEBUG_HINT, InputError, State, Unreachable, one_line, setup_logging
@@ -54,6 +55,7 @@ class _Main(click.Group):
     ) -> Any:
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        args = _debug_first(sys.argv[1:] if args is None else list(args))
         try:
             result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click.exceptions.Abort as exc:
@@ -72,6 +74,9 @@ class _Main(click.Group):
         except click.ClickException as exc:
             click.echo(f"Error: {one_line(exc.format_message())}", err=True)
             sys.exit(exc.exit_code)
+        except MissingExtra as exc:  # an optional part this command needs is not installed
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(ExitCode.BAD_INPUT)
         except BrokenPipeError:
             # `sslsms-notify outbox list | head`: the reader left; nothing to say, and
             # nothing more to write (Python's flush at exit would fail again)
@@ -86,6 +91,14 @@ class _Main(click.Group):
             )
             sys.exit(ExitCode.ERROR)
         sys.exit(result if isinstance(result, int) else 0)
+
+
+def _debug_first(args: list[str]) -> list[str]:
+    """``--debug`` anywhere before ``--`` counts, as the main option it is (people add it last)."""
+    end = args.index("--") if "--" in args else len(args)
+    if "--debug" not in args[:end]:
+        return args
+    return ["--debug", *(a for a in args[:end] if a != "--debug"), *args[end:]]
 
 
 @click.group(cls=_Main, context_settings=CONTEXT)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from ..extras import require
 from .common import CONTEXT, InputError
 
 
@@ -34,6 +35,7 @@ def apprise_install(plugin_dir: str) -> None:
       sslsms-notify apprise install
       apprise -b "db1 down" "sslsms://SID:TOKEN@01712345678"
     """
+    require("apprise")  # else one line naming the extra, not a ModuleNotFoundError
     from ..integrations.apprise import LOADER
 
     try:

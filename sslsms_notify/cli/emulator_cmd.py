@@ -9,6 +9,7 @@ import socket
 
 import click
 
+from ..extras import require
 from .common import CONTEXT, InputError
 
 
@@ -31,6 +32,7 @@ def emulator(host: str, port: int, tps: int | None, daily_quota: int | None, qui
       SSLSMS_URL="sslsms://EMULATOR:emulator-token-0123456789@01712345678?base_url=http://127.0.0.1:8025" \\
         sslsms-notify send "hello"
     """
+    require("uvicorn")  # the HTTP server's optional part: one line naming the extra if missing
     from ..emulator import DEMO_API_TOKEN, DEMO_SID, EmulatorConfig, EmulatorServer, GatewayEmulator
 
     port = _free_to_listen(host, port)

@@ -7,6 +7,7 @@ import sys
 import click
 
 from ..config import ConfigError, mask_url
+from ..extras import require
 from ..outcomes import ExitCode
 from .common import CONTEXT, InputError, State, exit_codes, setup_logging
 from .inputs import chosen_store, configuration_options, load_settings, open_notifier
@@ -71,6 +72,8 @@ def serve(
     from dataclasses import replace as _replace
 
     from ..config import read_section
+    require("uvicorn")  # the relay's optional parts: one line naming the extra if missing
+    require("prometheus_client")
     from ..relay.server import RelayServer
     from ..relay.settings import RelaySettings
 

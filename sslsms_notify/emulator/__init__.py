@@ -1,4 +1,10 @@
-"""A faithful local SSL Push SMS v3 gateway: core, httpx transport, HTTP server, pytest plugin."""
+"""A faithful local SSL Push SMS v3 gateway: core, httpx transport, HTTP server, pytest plugin.
+
+The HTTP server (:class:`EmulatorServer`) needs the ``relay`` extra (uvicorn); it is
+imported on first use, so the core and the transport work without it.
+"""
+
+from typing import Any
 
 from .core import (
     DEMO_API_TOKEN,
@@ -11,7 +17,6 @@ from .core import (
     InboxMessage,
 )
 from .faults import Fault, FaultPlan
-from .server import EmulatorApp, EmulatorServer
 from .transport import EmulatorTransport
 
 __all__ = [
@@ -29,3 +34,14 @@ __all__ = [
     "GatewayRequest",
     "InboxMessage",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("EmulatorApp", "EmulatorServer"):
+        from ..extras import require
+
+        require("uvicorn")
+        from . import server
+
+        return getattr(server, name)
+    raise AttributeError(f"module 'sslsms_notify.emulator' has no attribute {name!r}")

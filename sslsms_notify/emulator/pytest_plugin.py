@@ -15,16 +15,26 @@ httpx transport at ``.transport``.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
 from .core import GatewayEmulator
-from .server import EmulatorServer
 from .transport import EmulatorTransport
+
+if TYPE_CHECKING:
+    from .server import EmulatorServer
 
 
 @pytest.fixture(scope="session")
 def _sslsms_gateway_server() -> Iterator[EmulatorServer]:
+    # Imported here: pytest loads this plugin wherever the package is installed, and the
+    # HTTP server needs the "test" or "relay" extra (uvicorn); the core does not.
+    from ..extras import require
+
+    require("uvicorn")
+    from .server import EmulatorServer
+
     with EmulatorServer() as server:
         yield server
 
