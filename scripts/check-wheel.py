@@ -84,7 +84,8 @@ def main(dist: Path) -> int:
     problems += metadata_problems(metadata, names)
     with tarfile.open(sdists[0]) as sdist:
         members = {m.name.split("/", 1)[1] for m in sdist.getmembers() if "/" in m.name}
-    shipped = ("tests/conftest.py", "examples/relay/relay.toml", "docs/fingerprints.md", "README.md", "LICENSE")
+    shipped = ("tests/conftest.py", "examples/relay/relay.toml", "docs/fingerprints.md", "README.md")
+    shipped += ("LICENSE",)
     for needed in shipped:
         if needed not in members:
             problems.append(f"sdist lacks {needed}")
