@@ -253,3 +253,15 @@ def test_apprise_cli_refuses_a_bad_option(sslsms_gateway, cli_env) -> None:
     assert "cap_period='0': must be a number of seconds greater than 0" in result.stdout + result.stderr
     assert "Sent" not in result.stdout + result.stderr
     assert sslsms_gateway.emulator.messages() == []
+
+
+def test_an_unknown_url_argument_is_refused_naming_it(caplog) -> None:
+    """The configuration page says unknown arguments are refused: apprise URLs too."""
+    import apprise
+
+    a = apprise.Apprise()
+    with caplog.at_level("WARNING"):
+        assert not a.add("sslsms://SID:TOKEN@01712345678?dedupe=300")
+    assert "URL argument 'dedupe' is unknown" in caplog.text
+    # ours, and apprise's own (format, overflow, store=no), are taken
+    assert a.add("sslsms://SID:TOKEN@01712345678?dedup=300&format=text&overflow=split&store=no")

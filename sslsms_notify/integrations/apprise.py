@@ -79,6 +79,8 @@ _ACCEPTED_UNSENT = (Outcome.SUPPRESSED, Outcome.THROTTLED, Outcome.BUFFERED)
 _OPTIONS = tuple(name for name in URL_ARGS if name not in ("level", "to"))
 
 
+#: arguments apprise itself reads from every URL (besides ours, its "store" is a yes/no)
+_APPRISE_ARGS = frozenset(NotifyBase.template_args) - {"store"}
 #: apprise's own "store" argument switches its persistent storage: store=yes / store=no
 _APPRISE_BOOLS = frozenset({"yes", "no", "true", "false", "on", "off", "y", "n", "1", "0"})
 
@@ -127,7 +129,13 @@ class NotifySSLSMS(NotifyBase):  # type: ignore[misc]
 
     def __init__(self, targets: Any = None, options: dict[str, str] | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.options = {k: v for k, v in (options or {}).items() if k in _OPTIONS and not _apprise_flag(k, v)}
+        # Ours go to the pipeline; apprise's own (format, overflow...) stay apprise's; any
+        # other is refused below by the settings, naming it, as the configuration page says.
+        self.options = {
+            k: v
+            for k, v in (options or {}).items()
+            if k not in _APPRISE_ARGS and not _apprise_flag(k, v)
+        }
         self.targets: list[str] = []
         self.invalid_targets: list[str] = []
         for target in parse_phone_no(targets) if targets else []:
@@ -240,7 +248,9 @@ class NotifySSLSMS(NotifyBase):  # type: ignore[misc]
         ]
         if results["qsd"].get("to"):
             results["targets"] += parse_phone_no(results["qsd"]["to"])
-        results["options"] = {k: NotifySSLSMS.unquote(v) for k, v in results["qsd"].items() if k in _OPTIONS}
+        results["options"] = {
+            k: NotifySSLSMS.unquote(v) for k, v in results["qsd"].items() if k not in ("to", "level")
+        }
         return results
 
 
