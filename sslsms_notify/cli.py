@@ -35,7 +35,8 @@ from .config import (
 from .gateway.clean import clean_text
 from .gateway.msisdn import InvalidMsisdnError, normalize_msisdn
 from .gateway.text import MAX_SMS_CHARS, count_segments, truncate_to_segments
-from .validation import Number, StoreURL, Text
+from .severity import SEVERITIES, SEVERITY_ALIASES
+from .validation import LOG_LEVELS, Number, StoreURL, Text
 
 # Exit codes a script can act on.
 EXIT_DELIVERED = 0
@@ -59,12 +60,6 @@ CLOSE_GRACE = 0.5
 LEFTOVER_GRACE = 3.0
 #: what ``send`` gives the pipeline to put its alert in the store after Ctrl-C
 INTERRUPT_GRACE = 0.25
-
-#: the severity names ``send --severity`` takes, and the aliases the relay API takes too
-SEVERITIES = ("debug", "info", "warning", "error", "critical")
-#: the names ``serve --log-level`` takes (any case), as ``[relay] log_level`` does
-LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
-SEVERITY_ALIASES = {"warn": "warning", "err": "error", "crit": "critical", "fatal": "critical"}
 
 _TIMEOUT = Number(0, 3600, low_open=True, unit="seconds")
 _KEY = Text("a key", min_length=1, max_length=200)

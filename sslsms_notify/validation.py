@@ -187,6 +187,8 @@ class Text:
 
 
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+#: the same names as ``serve --log-level`` and ``[relay] log_level`` take them (any case)
+LOG_LEVELS = tuple(name.lower() for name in LEVELS)
 
 
 @dataclass(frozen=True)

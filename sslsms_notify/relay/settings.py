@@ -14,13 +14,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..validation import integer, positive
-from .payloads import SEVERITIES, WebhookOptions
+from ..severity import SEVERITIES
+from ..validation import LOG_LEVELS, integer, positive
+from .payloads import WebhookOptions
 
 DEFAULT_LISTEN = "127.0.0.1:8026"
 MIN_TOKEN_LENGTH = 16
-#: the names ``log_level`` and ``--log-level`` take, as Python's logging and uvicorn spell them
-LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
 @dataclass(frozen=True)
