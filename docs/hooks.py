@@ -190,20 +190,20 @@ def render_exit_codes() -> str:
     declares no exit codes: render the declaration once there is one.)"""
     from sslsms_notify import cli
 
-    def exit_block(help_text: str) -> str:
-        for paragraph in re.split(r"\n\s*\n", help_text):
-            text = "\n".join(line for line in paragraph.splitlines() if line.strip() != "\b").strip()
-            if text.startswith("Exit codes"):
-                return text
-        return ""
+    def exit_block(help_text: str) -> tuple[str, dict[int, str]]:
+        """The "Exit codes" paragraph of a help text, and its ``N  meaning`` lines."""
+        paragraphs = [p.replace("\b", "").strip() for p in re.split(r"\n\s*\n", help_text)]
+        block = next((p for p in paragraphs if p.startswith("Exit codes")), "")
+        listed: dict[int, str] = {}
+        for line in block.splitlines()[1:]:
+            if entry := re.match(r"^\s*(\d+)\s{2,}(.*)$", line):
+                listed[code := int(entry.group(1))] = entry.group(2).strip()
+            elif listed and line.strip():
+                listed[code] += " " + line.strip()
+        return block, listed
 
     commands = dict(_commands())
-    meanings: dict[int, str] = {}
-    for line in exit_block(getattr(commands.get(("send",)), "help", "") or "").splitlines()[1:]:
-        if entry := re.match(r"^\s*(\d+)\s{2,}(.*)$", line):
-            meanings[current := int(entry.group(1))] = entry.group(2).strip()
-        elif meanings and line.strip():
-            meanings[current] += " " + line.strip()
+    meanings = exit_block(getattr(commands.get(("send",)), "help", "") or "")[1]
     by_code: dict[int, list[str]] = {}
     for name, value in vars(cli).items():
         if name.startswith("EXIT_") and isinstance(value, int):
@@ -214,13 +214,12 @@ def render_exit_codes() -> str:
     names = {c: " ".join(f"<code>{n}</code>" for n in sorted(by_code[c])) for c in codes}
     rows = [[f"<code>{c}</code>", names[c], _code(meanings[c])] for c in codes]
     headers = ["Exit code", "Constant (<code>sslsms_notify.cli</code>)", "Meaning for <code>send</code>"]
-    out = [
-        _table(headers, rows, [f"exit-{c}" for c in codes]),
-        "\nOther commands state their exit codes in their help:\n",
-    ]
+    out = [_table(headers, rows, [f"exit-{c}" for c in codes]), "\nOther commands' exit codes:\n"]
     for path, command in commands.items():
-        if path != ("send",) and (block := exit_block(command.help or "")):
-            text = re.sub(r"^Exit codes[^:]*:\s*", "", " ".join(block.split()))
+        block, listed = exit_block(command.help or "")
+        if path != ("send",) and block:
+            text = "; ".join(f"{c} {m}" for c, m in listed.items()) or " ".join(block.split())
+            text = re.sub(r"^Exit codes[^:]*:\s*", "", text)
             text = text.replace("*", r"\*").replace("_", r"\_").replace("<", "&lt;")
             out.append(f"- `sslsms-notify {' '.join(path)}`: {text}")
     return "\n".join([*out, ""])
