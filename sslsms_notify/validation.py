@@ -4,13 +4,14 @@ Two layers:
 
 - :func:`non_negative`, :func:`positive`, :func:`integer`: quick checks of typed values,
   used by the :class:`~sslsms_notify.Notifier` for its keyword arguments.
-- Rules (:class:`Number`, :class:`Choice`, :class:`Level`, :class:`StoreURL`,
-  :class:`HttpURL`, :class:`Text`): what a setting accepts, written once and used for
-  every door (URL argument, TOML key, environment variable, keyword). ``check(label,
-  value, text=...)`` returns the normalised value or raises :class:`InvalidValue`
+- Rules (:class:`Number`, :class:`Positive`, :class:`Whole`, :class:`Flag`,
+  :class:`Choice`, :class:`Level`, :class:`StoreURL`, :class:`HttpURL`, :class:`Text`;
+  every one a :class:`Rule`): what a setting accepts, written once and used for every
+  door (URL argument, TOML key, environment variable, keyword). ``check(label, value,
+  text=...)`` returns the normalised value or raises a ValueError naming ``label``
   (``<label>=<value>: must be <rule>``); ``text=True`` means the value is a string a
   person typed (URL, environment, command line) and is parsed first. ``rule`` is the
-  same sentence the configuration reference prints.
+  sentence the configuration reference prints.
 
 :func:`mask_credentials` masks every credential in any text holding URLs; it is what
 every printed URL, repr and error message goes through.
@@ -21,7 +22,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Protocol
 from urllib.parse import urlsplit
 
 MASK = "****"
@@ -151,6 +152,95 @@ def _parse_number(text: str) -> int | float | None:
         return None
 
 
+class Rule(Protocol):
+    """What a setting accepts: a sentence for people and a check for values."""
+
+    @property
+    def rule(self) -> str:
+        """``must be ...``: the sentence the configuration reference prints."""
+        ...
+
+    def check(self, label: str, value: Any, *, text: bool = False) -> Any:
+        """``value`` normalised, or a ValueError naming ``label``, the value and the rule."""
+        ...
+
+
+@dataclass(frozen=True)
+class Positive:
+    """A number greater than 0 and at most ``maximum``; a failure names the one bound
+    broken (``must be greater than 0``, ``must be at most 600``), as :func:`positive` does."""
+
+    maximum: float
+    unit: str = ""
+
+    @property
+    def rule(self) -> str:
+        kind = f"a number of {self.unit}" if self.unit else "a number"
+        return f"must be {kind} greater than 0 and at most {_g(self.maximum)}"
+
+    def check(self, label: str, value: Any, *, text: bool = False) -> float:
+        if text and isinstance(value, str):
+            parsed = _parse_number(value.strip())
+            value = value if parsed is None else parsed
+        return positive(label, value, maximum=self.maximum)
+
+
+@dataclass(frozen=True)
+class Whole:
+    """A whole number from ``minimum`` to ``maximum``; a failure names the one bound
+    broken (``must be at least 1024``), as :func:`integer` does."""
+
+    minimum: int
+    maximum: int
+
+    @property
+    def rule(self) -> str:
+        return f"must be a whole number from {self.minimum} to {self.maximum}"
+
+    def check(self, label: str, value: Any, *, text: bool = False) -> int:
+        if text and isinstance(value, str):
+            parsed = _parse_number(value.strip())
+            value = value if parsed is None else parsed
+        return integer(label, value, minimum=self.minimum, maximum=self.maximum)
+
+
+_TRUE = frozenset({"true", "yes", "on", "1"})
+_FALSE = frozenset({"false", "no", "off", "0"})
+
+
+@dataclass(frozen=True)
+class Flag:
+    """``true`` or ``false`` (typed: also yes/no, on/off, 1/0)."""
+
+    rule: str = "must be true or false"
+
+    def check(self, label: str, value: Any, *, text: bool = False) -> bool:
+        if text and isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+            return value.strip().lower() in _TRUE
+        if not isinstance(value, bool):
+            fail(label, value, self.rule)
+        return value
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One of ``choices``; ``any_case``: in any case, with spaces around, stored as listed."""
+
+    choices: tuple[str, ...]
+    any_case: bool = False
+
+    @property
+    def rule(self) -> str:
+        return f"must be one of {', '.join(self.choices)}" + (" (any case)" if self.any_case else "")
+
+    def check(self, label: str, value: Any, *, text: bool = False) -> str:
+        if isinstance(value, str):
+            key = value.strip().lower() if self.any_case or text else value
+            if key in self.choices:
+                return key
+        fail(label, value, self.rule)
+
+
 @dataclass(frozen=True)
 class Text:
     """A string: ``max_length`` characters, ``no_spaces`` for identifiers; ``secret``: never shown."""
@@ -187,6 +277,8 @@ class Text:
 
 
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+#: the same names as ``serve --log-level`` and ``[relay] log_level`` take them (any case)
+LOG_LEVELS = tuple(name.lower() for name in LEVELS)
 
 
 @dataclass(frozen=True)

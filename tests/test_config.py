@@ -394,3 +394,74 @@ def test_rules_directly() -> None:
 def test_url_args_are_the_registry() -> None:
     assert set(URL_ARGS) == {s.url_arg for s in SETTINGS if s.url_arg}
     assert {"dedup", "repeat", "cap", "cap_period", "segments", "to"} <= set(URL_ARGS)
+
+
+def test_the_relay_section_is_declared_like_every_other() -> None:
+    from sslsms_notify.config import RELAY_SETTINGS
+    from sslsms_notify.relay.settings import RelaySettings
+
+    assert [f.name for f in dataclasses.fields(RelaySettings)] == [s.name for s in RELAY_SETTINGS]
+    defaults = RelaySettings()
+    for setting in RELAY_SETTINGS:
+        assert getattr(defaults, setting.name) == setting.default, setting.name
+        assert setting.toml == f"relay.{setting.name}" and setting.doc and "must be" in setting.rule.rule
+    # every declared variable sets its field, and nothing else does
+    samples = {"SSLSMS_RELAY_LISTEN": "127.0.0.1:9", "SSLSMS_RELAY_TOKENS": "a-relay-token-of-24-chars"}
+    assert {s.env for s in RELAY_SETTINGS if s.env} == set(samples)
+    for setting in RELAY_SETTINGS:
+        if setting.env:
+            loaded = RelaySettings.load({}, environ={setting.env: samples[setting.env]})
+            changed = [s.name for s in RELAY_SETTINGS if getattr(loaded, s.name) != s.default]
+            assert changed == [setting.name]
+    with pytest.raises(ValueError, match=r"^SSLSMS_RELAY_LISTEN='nowhere': must be HOST:PORT"):
+        RelaySettings.load({}, environ={"SSLSMS_RELAY_LISTEN": "nowhere"})
+
+
+def test_a_key_of_another_section_says_where_it_belongs(tmp_path) -> None:
+    path = write(tmp_path, f'url = "{BASE}"\n[pipeline]\nlisten = "127.0.0.1:1"\n')
+    with pytest.raises(ConfigError, match=r"unknown key 'listen' \(it belongs in \[relay\]\)"):
+        Settings.from_toml(path)
+    path = write(tmp_path, f'url = "{BASE}"\n[relay]\nlisten = "127.0.0.1:1"\n')
+    assert Settings.from_toml(path).sid == "SID"  # the relay reads its own section
+
+
+def test_the_notifier_s_options_are_checked_by_the_registry() -> None:
+    from sslsms_notify.config import checked_options
+
+    assert checked_options({"dedup_window": 60, "per_recipient_limit": 0, "store": "memory://"}) == {
+        "dedup_window": 60.0,
+        "per_recipient_limit": None,
+        "store": "memory",
+    }
+    with pytest.raises(InvalidValue, match=r"^dedup_window=-1: must be a number of seconds from 0"):
+        checked_options({"dedup_window": -1})
+    with pytest.raises(TypeError, match="'sid' is not a pipeline setting"):
+        checked_options({"sid": "S"})
+    assert set(PIPELINE_FIELDS) == {s.name for s in SETTINGS if s.notifier_option}
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"groups": ["oncall"]},
+        {"groups": "oncall, dba", "min_severity": "WARN"},
+        {"groups": ["oncall"], "min_severity": 45},
+        {"groups": []},
+        {"groups": " , "},
+        {"groups": ["oncall"], "min_severity": "loud"},
+        {"groups": ["oncall"], "min_severity": True},
+        {"min_severity": "error"},
+    ],
+)
+def test_the_routes_rule_accepts_what_route_parse_builds(spec) -> None:
+    from sslsms_notify.alerting.routing import Route
+    from sslsms_notify.config import Routes
+
+    try:
+        Route.parse(spec)
+    except ValueError as exc:
+        with pytest.raises(InvalidValue) as refused:
+            Routes().check("routes", [spec])
+        assert str(refused.value) == f"routes[0]: {exc}"
+    else:
+        assert Routes().check("routes", [spec]) == (spec,)

@@ -153,3 +153,68 @@ def test_an_unknown_marker_fails_the_build() -> None:
 
     with pytest.raises(PluginError, match="unknown marker"):
         hooks.replace_markers("<!-- setings -->")
+
+
+@pytest.mark.slow
+def test_every_relay_setting_is_on_the_built_relay_page(site: Path) -> None:
+    from sslsms_notify.config import RELAY_SETTINGS
+
+    page = (site / "doors" / "relay" / "index.html").read_text(encoding="utf-8")
+    for setting in reference_rows(RELAY_SETTINGS):
+        row = _row(page, f"relay-{setting.name}")
+        for value in (setting.name, setting.toml_key, setting.env, setting.default):
+            assert html.escape(value, quote=False) in row, f"{setting.name}: {value!r} missing from its row"
+
+
+@pytest.mark.slow
+def test_generated_tables_fit_the_page(site: Path) -> None:
+    """Two columns, in the block the stylesheet keeps from breaking identifiers."""
+    page = (site / "configuration" / "index.html").read_text(encoding="utf-8")
+    assert "stylesheets/extra.css" in page
+    table = page.partition('<div class="generated">')[2].partition("</table>")[0]
+    assert table.count("<th>") == 2 and 'id="setting-dedup_window"' in table
+    css = (site / "stylesheets" / "extra.css").read_text(encoding="utf-8")
+    assert "word-break: normal" in css and "white-space: nowrap" in css
+
+
+def test_the_stats_table_names_every_key_of_stats() -> None:
+    from sslsms_notify import Notifier
+    from sslsms_notify.emulator import DEMO_API_TOKEN, DEMO_SID, EmulatorTransport
+
+    client = sslsms_notify.GatewayClient(DEMO_API_TOKEN, DEMO_SID, transport=EmulatorTransport())
+    notifier = Notifier(client, recipients=["01712345678"], start=False, close_at_exit=None)
+    try:
+        keys = list(notifier.stats())
+    finally:
+        notifier.close(1)
+    declared = _hooks().stats_keys()
+    assert list(declared) == keys
+    assert {kind for kind, _doc in declared.values()} == {"counter", "backlog"}
+
+
+def test_the_metrics_table_is_what_metrics_exports() -> None:
+    """Every declared family is exported under its name, and nothing else is."""
+    from sslsms_notify import Notifier
+    from sslsms_notify.emulator import DEMO_API_TOKEN, DEMO_SID, EmulatorTransport
+    from sslsms_notify.relay.metrics import METRICS, RelayMetrics
+
+    client = sslsms_notify.GatewayClient(DEMO_API_TOKEN, DEMO_SID, transport=EmulatorTransport())
+    notifier = Notifier(client, recipients=["01712345678"], store="memory", close_at_exit=None)
+    try:
+        metrics = RelayMetrics(notifier)
+        notifier.alert("one alert so every family has a sample", source="docs")
+        assert notifier.flush(10)
+        metrics.request("/v1/alerts", 202, 0.001)
+        metrics.received("api", 1)
+        metrics.misrouted("grafana", 1)
+        text = metrics.render()[0].decode()
+    finally:
+        notifier.close(5)
+    types = dict(re.findall(r"^# TYPE (\S+) (\S+)$", text, re.MULTILINE))
+    helps = dict(re.findall(r"^# HELP (\S+) (.*)$", text, re.MULTILINE))
+    created = {f"{m.name}_created" for m in METRICS if m.kind in ("counter", "histogram") and m.labels}
+    assert {m.exported for m in METRICS} == set(types) - created
+    for m in METRICS:
+        assert types[m.exported] == m.kind and helps[m.exported] == m.help, m.name
+        for label in m.labels:
+            assert re.search(rf'^{m.name}\w*\{{[^}}]*\b{label}="', text, re.MULTILINE), (m.name, label)

@@ -6,6 +6,7 @@ import hashlib
 from dataclasses import dataclass, field
 from enum import IntEnum
 
+from ..severity import SEVERITY_NAMES
 from .fingerprint import template_of
 
 
@@ -49,12 +50,8 @@ _TAGS = {
     Severity.CRITICAL: "CRIT",
 }
 _BY_NUMBER = {int(s): s for s in Severity}
-_ALIASES = {s.name: s for s in Severity} | {
-    "WARN": Severity.WARNING,
-    "ERR": Severity.ERROR,
-    "CRIT": Severity.CRITICAL,
-    "FATAL": Severity.CRITICAL,
-}
+# every name and short form of the one table (severity.py), upper case
+_ALIASES = {name.upper(): Severity[sev.upper()] for name, sev in SEVERITY_NAMES.items()}
 
 
 @dataclass(frozen=True, slots=True)

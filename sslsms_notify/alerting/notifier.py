@@ -18,10 +18,11 @@ import threading
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from typing import Any
 
+from ..config.registry import checked_options
 from ..gateway.client import GatewayClient
 from ..stores import open_store
 from ..stores.base import OutboxState, Store
-from ..validation import integer, non_negative, positive
+from ..validation import non_negative
 from . import process
 from .alert import Severity
 from .decisions import Policy
@@ -110,20 +111,23 @@ class Notifier:
         start: bool = True,
         close_at_exit: float | None = 5.0,
     ) -> None:
-        dedup_window = non_negative("dedup_window", dedup_window, maximum=30 * 86400)
-        group_wait = non_negative("group_wait", group_wait, maximum=86400)
-        if repeat_interval is not None:
-            repeat_interval = positive("repeat_interval", repeat_interval, maximum=30 * 86400)
-        if per_recipient_limit is not None:
-            per_recipient_limit = integer("per_recipient_limit", per_recipient_limit, minimum=1)
-        per_recipient_period = positive("per_recipient_period", per_recipient_period, maximum=30 * 86400)
-        # 15 UCS-2 parts hold the gateway's 1000-character limit
-        max_segments = integer("max_segments", max_segments, minimum=1, maximum=15)
-        queue_size = integer("queue_size", queue_size, minimum=1)
-        max_pending = integer("max_pending", max_pending, minimum=1)
-        dead_retention = positive("dead_retention", dead_retention, maximum=365 * 86400)
-        max_windows = integer("max_windows", max_windows, minimum=1)
-        remind_every = non_negative("remind_every", remind_every, maximum=30 * 86400)
+        # Each keyword by its setting's rule (the registry's, as a URL or file value is).
+        checked = checked_options(
+            {
+                "dedup_window": dedup_window,
+                "repeat_interval": repeat_interval,
+                "group_wait": group_wait,
+                "tps": tps,
+                "per_recipient_limit": per_recipient_limit,
+                "per_recipient_period": per_recipient_period,
+                "max_segments": max_segments,
+                "queue_size": queue_size,
+                "max_windows": max_windows,
+                "max_pending": max_pending,
+                "dead_retention": dead_retention,
+                "remind_every": remind_every,
+            }
+        )
         if close_at_exit is not None:
             close_at_exit = non_negative("close_at_exit", close_at_exit)
         #: seconds close() gets at interpreter exit or a multiprocessing child's end (None: not closed)
@@ -138,20 +142,21 @@ class Notifier:
         self.router = Router(
             groups, [r if isinstance(r, Route) else Route.parse(r) for r in routes], default_groups
         )
-        dispatch_policy = dispatch or DispatchPolicy(tps=positive("tps", tps, maximum=10_000))
+        dispatch_policy = dispatch or DispatchPolicy(tps=checked["tps"])
         owns_client = client is None
         self.client = client if client is not None else GatewayClient.from_env()
         owns_store = not isinstance(store, Store)
         self.store: Store = open_store(store, clock=clock)
+        dedup_window = checked["dedup_window"]
         self.policy = Policy(
             dedup_window=dedup_window,
-            repeat_interval=repeat_interval or dedup_window or 300.0,
-            group_wait=group_wait,
-            cap_limit=per_recipient_limit,
-            cap_period=per_recipient_period,
-            max_segments=max_segments,
-            max_windows=max_windows,
-            remind_every=remind_every,
+            repeat_interval=checked["repeat_interval"] or dedup_window or 300.0,
+            group_wait=checked["group_wait"],
+            cap_limit=checked["per_recipient_limit"],
+            cap_period=checked["per_recipient_period"],
+            max_segments=checked["max_segments"],
+            max_windows=checked["max_windows"],
+            remind_every=checked["remind_every"],
         )
         self.host = host if host is not None else socket.gethostname().split(".")[0]
         self.stats_counters = Stats()
@@ -162,7 +167,7 @@ class Notifier:
             policy=self.policy,
             stats=self.stats_counters,
             host=self.host,
-            queue_size=queue_size,
+            queue_size=checked["queue_size"],
             on_queued=self._wake_dispatch,
             start_threads=self._start_threads if start else None,
         )
@@ -171,8 +176,8 @@ class Notifier:
             policy=self.policy,
             intake=self.intake,
             dispatcher=self.dispatcher,
-            max_pending=max_pending,
-            dead_retention=dead_retention,
+            max_pending=checked["max_pending"],
+            dead_retention=checked["dead_retention"],
             wake_dispatch=self._wake_dispatch,
         )
         self.worker = Worker(

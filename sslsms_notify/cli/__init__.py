@@ -21,10 +21,10 @@ import click
 
 from ..extras import MissingExtra
 from ..outcomes import ExitCode
+from ..severity import SEVERITIES, SEVERITY_ALIASES
+from ..validation import LOG_LEVELS
 from . import apprise_cmd, config_cmd, emulator_cmd, outbox, segments, send, serve
 from .common import CONTEXT, DEBUG_HINT, InputError, State, Unreachable, one_line, setup_logging
-from .inputs import SEVERITIES, SEVERITY_ALIASES
-from .serve import LOG_LEVELS
 
 __all__ = [
     "LOG_LEVELS",

@@ -28,16 +28,13 @@ from ..config import (
 )
 from ..gateway.clean import clean_text
 from ..gateway.msisdn import InvalidMsisdnError, normalize_msisdn
+from ..severity import SEVERITY_ALIASES
 from ..validation import Number, StoreURL, Text
 from .common import InputError, Unreachable, one_line
 
 if TYPE_CHECKING:
     from ..alerting.notifier import Notifier
     from ..stores.base import Store
-
-#: the severity names ``send --severity`` takes, and the aliases the relay API takes too
-SEVERITIES = ("debug", "info", "warning", "error", "critical")
-SEVERITY_ALIASES = {"warn": "warning", "err": "error", "crit": "critical", "fatal": "critical"}
 
 TIMEOUT = Number(0, 3600, low_open=True, unit="seconds")
 KEY = Text("a key", min_length=1, max_length=200)

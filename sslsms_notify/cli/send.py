@@ -15,10 +15,9 @@ import click
 
 from ..config import looks_like_number, mask_url
 from ..outcomes import ExitCode, Outcome
+from ..severity import SEVERITIES, SEVERITY_ALIASES
 from .common import CONTEXT, InputError, exit_codes, one_line
 from .inputs import (
-    SEVERITIES,
-    SEVERITY_ALIASES,
     AlertArguments,
     AlertOptions,
     chosen_store,

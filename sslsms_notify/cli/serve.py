@@ -9,11 +9,11 @@ import click
 from ..config import ConfigError, mask_url
 from ..extras import require
 from ..outcomes import ExitCode
-from .common import CONTEXT, InputError, State, exit_codes, setup_logging
-from .inputs import chosen_store, configuration_options, load_settings, open_notifier
 
 #: the names ``serve --log-level`` takes (any case), as ``[relay] log_level`` does
-LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+from ..validation import LOG_LEVELS
+from .common import CONTEXT, InputError, State, exit_codes, setup_logging
+from .inputs import chosen_store, configuration_options, load_settings, open_notifier
 
 
 @click.command(context_settings=CONTEXT)

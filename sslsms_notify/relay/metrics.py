@@ -5,6 +5,10 @@ store), so a custom collector reads those counters at scrape time instead of
 keeping a second set: the two can never disagree. What only the relay sees is
 kept here: requests per route and status, alerts received per door, and the
 latency of gateway requests (a histogram fed by the dispatcher's hook).
+
+Every family is declared once (:data:`METRICS`): name, type, help, labels, and the
+stats key it shows. The collector and the relay's own counters are built from the
+declarations, and the documentation's table is rendered from them.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -19,35 +25,113 @@ from prometheus_client.registry import Collector
 
 from ..alerting.notifier import Notifier
 
-# stats() key -> (metric name, help), counters
-_COUNTERS = {
-    "received": ("sslsms_alerts_received", "Alerts handed to the pipeline (repeats included)."),
-    "suppressed": ("sslsms_alerts_suppressed", "Repeats held back by a dedup window or a lifecycle."),
-    "resent": (
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One metric family ``/metrics`` exports: declared here, built from this, documented from this."""
+
+    #: the family name; a counter is exported as ``<name>_total``
+    name: str
+    kind: Literal["counter", "gauge", "histogram"]
+    help: str
+    labels: tuple[str, ...] = ()
+    #: the ``Notifier.stats()`` key it shows (the pipeline's counters and backlog)
+    stats_key: str | None = None
+    buckets: tuple[float, ...] = ()
+
+    @property
+    def exported(self) -> str:
+        """The name a scrape shows (``sslsms_sms_sent_total``)."""
+        return f"{self.name}_total" if self.kind == "counter" else self.name
+
+
+def _counter(stats_key: str, name: str, doc: str) -> MetricSpec:
+    return MetricSpec(name, "counter", doc, stats_key=stats_key)
+
+
+def _gauge(stats_key: str, name: str, doc: str) -> MetricSpec:
+    return MetricSpec(name, "gauge", doc, stats_key=stats_key)
+
+
+#: read from the pipeline at scrape time (``Notifier.stats()``, ``group_stats()``, the dispatcher)
+PIPELINE_METRICS: tuple[MetricSpec, ...] = (
+    _counter("received", "sslsms_alerts_received", "Alerts handed to the pipeline (repeats included)."),
+    _counter("suppressed", "sslsms_alerts_suppressed", "Repeats held back by a dedup window or a lifecycle."),
+    _counter(
+        "resent",
         "sslsms_alerts_resent",
         "Webhook re-sends of an alert already paged in its lifecycle (no SMS).",
     ),
-    "reminders": ("sslsms_reminders", "Reminders of webhook alerts still firing (remind_every)."),
-    "throttled": ("sslsms_alerts_throttled", "SMS held back by a per-phone cap (into a digest)."),
-    "dropped": ("sslsms_alerts_dropped", "Alerts the bounded queue had no room for."),
-    "rejected": ("sslsms_alerts_rejected", "Alerts refused as bad input."),
-    "unrouted": ("sslsms_alerts_unrouted", "Alerts no configured route matched (nobody was paged)."),
-    "summaries": ("sslsms_summaries", "'+N more' summary SMS produced."),
-    "digests": ("sslsms_digests", "Digest SMS produced."),
-    "sent": ("sslsms_sms_sent", "SMS the gateway accepted."),
-    "failed": ("sslsms_sms_failed", "SMS given up on (dead letters)."),
-    "requests": ("sslsms_gateway_requests", "HTTP requests made to the gateway."),
-    "retried": ("sslsms_sms_retried", "SMS attempts after the first, and client-side request retries."),
-    "evicted": ("sslsms_windows_evicted", "Dedup windows closed early to stay within max_windows."),
-    "outbox_dropped": ("sslsms_outbox_dropped", "Pending SMS made dead letters to stay within max_pending."),
-}
-# stats() key -> (metric name, help), gauges
-_GAUGES = {
-    "queued": ("sslsms_queue_depth", "Alerts waiting for the intake thread."),
-    "pending": ("sslsms_outbox_pending", "SMS in the outbox still to send."),
-    "dead": ("sslsms_outbox_dead", "Dead letters kept in the outbox."),
-    "windows": ("sslsms_dedup_windows", "Open dedup windows."),
-}
+    _counter("reminders", "sslsms_reminders", "Reminders of webhook alerts still firing (remind_every)."),
+    _counter("throttled", "sslsms_alerts_throttled", "SMS held back by a per-phone cap (into a digest)."),
+    _counter("dropped", "sslsms_alerts_dropped", "Alerts the bounded queue had no room for."),
+    _counter("rejected", "sslsms_alerts_rejected", "Alerts refused as bad input."),
+    _counter("unrouted", "sslsms_alerts_unrouted", "Alerts no configured route matched (nobody was paged)."),
+    _counter("summaries", "sslsms_summaries", "'+N more' summary SMS produced."),
+    _counter("digests", "sslsms_digests", "Digest SMS produced."),
+    _counter("sent", "sslsms_sms_sent", "SMS the gateway accepted."),
+    _counter("failed", "sslsms_sms_failed", "SMS given up on (dead letters)."),
+    _counter("requests", "sslsms_gateway_requests", "HTTP requests made to the gateway."),
+    _counter(
+        "retried", "sslsms_sms_retried", "SMS attempts after the first, and client-side request retries."
+    ),
+    _counter("evicted", "sslsms_windows_evicted", "Dedup windows closed early to stay within max_windows."),
+    _counter(
+        "outbox_dropped", "sslsms_outbox_dropped", "Pending SMS made dead letters to stay within max_pending."
+    ),
+    _gauge("queued", "sslsms_queue_depth", "Alerts waiting for the intake thread."),
+    _gauge("pending", "sslsms_outbox_pending", "SMS in the outbox still to send."),
+    _gauge("dead", "sslsms_outbox_dead", "Dead letters kept in the outbox."),
+    _gauge("windows", "sslsms_dedup_windows", "Open dedup windows."),
+    MetricSpec(
+        "sslsms_group_alerts",
+        "counter",
+        "Alerts that paged a recipient group (first of their window).",
+        ("group",),
+    ),
+    MetricSpec("sslsms_group_suppressed", "counter", "Repeats held back per recipient group.", ("group",)),
+    MetricSpec(
+        "sslsms_gateway_auth_failed",
+        "gauge",
+        "1 while the gateway refuses our credentials (sending is paused).",
+    ),
+)
+
+#: what only the relay sees, kept by :class:`RelayMetrics`
+RELAY_METRICS: tuple[MetricSpec, ...] = (
+    MetricSpec("sslsms_relay_requests", "counter", "Relay HTTP requests.", ("route", "code")),
+    MetricSpec(
+        "sslsms_relay_request_seconds",
+        "histogram",
+        "Time to answer a relay request (intake: until its alerts are in the store).",
+        ("route",),
+        buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+    ),
+    MetricSpec("sslsms_relay_alerts_received", "counter", "Alerts received per door.", ("door",)),
+    MetricSpec(
+        "sslsms_relay_unknown_groups",
+        "counter",
+        "Group names in webhook labels this relay does not know (the routes decided instead).",
+        ("door",),
+    ),
+    MetricSpec(
+        "sslsms_gateway_request_seconds",
+        "histogram",
+        "Latency of gateway requests by kind and outcome.",
+        ("kind", "outcome"),
+        buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    ),
+)
+
+#: every metric family of ``/metrics``, in the order a scrape shows them
+METRICS: tuple[MetricSpec, ...] = PIPELINE_METRICS + RELAY_METRICS
+_BY_NAME = {m.name: m for m in METRICS}
+
+
+def _family(name: str, value: float | None = None) -> CounterMetricFamily | GaugeMetricFamily:
+    spec = _BY_NAME[name]
+    family = CounterMetricFamily if spec.kind == "counter" else GaugeMetricFamily
+    return family(spec.name, spec.help, value=value, labels=list(spec.labels) or None)
 
 
 class _PipelineCollector(Collector):
@@ -56,29 +140,23 @@ class _PipelineCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         stats = self.notifier.stats()
-        for key, (name, doc) in _COUNTERS.items():
-            yield CounterMetricFamily(name, doc, value=stats.get(key, 0))
-        for key, (name, doc) in _GAUGES.items():
-            if key in stats:
-                yield GaugeMetricFamily(name, doc, value=stats[key])
-        alerts = CounterMetricFamily(
-            "sslsms_group_alerts",
-            "Alerts that paged a recipient group (first of their window).",
-            labels=["group"],
-        )
-        repeats = CounterMetricFamily(
-            "sslsms_group_suppressed", "Repeats held back per recipient group.", labels=["group"]
-        )
+        for spec in PIPELINE_METRICS:
+            if spec.stats_key is not None and (spec.kind == "counter" or spec.stats_key in stats):
+                yield _family(spec.name, value=stats.get(spec.stats_key, 0))
+        alerts = _family("sslsms_group_alerts")
+        repeats = _family("sslsms_group_suppressed")
         for group, counts in sorted(self.notifier.group_stats().items()):
             alerts.add_metric([group], counts["alerts"])
             repeats.add_metric([group], counts["suppressed"])
         yield alerts
         yield repeats
-        yield GaugeMetricFamily(
-            "sslsms_gateway_auth_failed",
-            "1 while the gateway refuses our credentials (sending is paused).",
-            value=int(self.notifier.dispatcher.auth_failed.is_set()),
-        )
+        yield _family("sslsms_gateway_auth_failed", value=int(self.notifier.dispatcher.auth_failed.is_set()))
+
+
+def _relay_metric(spec: MetricSpec, registry: CollectorRegistry) -> Any:
+    if spec.kind == "histogram":
+        return Histogram(spec.name, spec.help, spec.labels, registry=registry, buckets=spec.buckets)
+    return Counter(spec.name, spec.help, spec.labels, registry=registry)
 
 
 class RelayMetrics:
@@ -87,32 +165,12 @@ class RelayMetrics:
     def __init__(self, notifier: Notifier) -> None:
         self.registry = CollectorRegistry()
         self.registry.register(_PipelineCollector(notifier))
-        self._requests = Counter(
-            "sslsms_relay_requests", "Relay HTTP requests.", ["route", "code"], registry=self.registry
-        )
-        self._relay_latency = Histogram(
-            "sslsms_relay_request_seconds",
-            "Time to answer a relay request (intake: until its alerts are in the store).",
-            ["route"],
-            registry=self.registry,
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
-        )
-        self._by_door = Counter(
-            "sslsms_relay_alerts_received", "Alerts received per door.", ["door"], registry=self.registry
-        )
-        self._misrouted = Counter(
-            "sslsms_relay_unknown_groups",
-            "Group names in webhook labels this relay does not know (the routes decided instead).",
-            ["door"],
-            registry=self.registry,
-        )
-        self._gateway = Histogram(
-            "sslsms_gateway_request_seconds",
-            "Latency of gateway requests by kind and outcome.",
-            ["kind", "outcome"],
-            registry=self.registry,
-            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
-        )
+        made = {spec.name: _relay_metric(spec, self.registry) for spec in RELAY_METRICS}
+        self._requests = made["sslsms_relay_requests"]
+        self._relay_latency = made["sslsms_relay_request_seconds"]
+        self._by_door = made["sslsms_relay_alerts_received"]
+        self._misrouted = made["sslsms_relay_unknown_groups"]
+        self._gateway = made["sslsms_gateway_request_seconds"]
         self._lock = threading.Lock()
         self._last_gateway: tuple[float, str] | None = None
         self._notifier = notifier

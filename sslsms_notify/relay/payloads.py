@@ -53,6 +53,7 @@ from typing import Final, Literal
 from .._log import MASK, redact
 from ..gateway.clean import clean_text
 from ..gateway.text import ellipsis_for, encoding_of
+from ..severity import SEVERITIES, SEVERITY_NAMES, severity_name
 
 __all__ = [
     "DEFAULT_SEVERITY_MAP",
@@ -68,7 +69,6 @@ __all__ = [
     "parse_grafana",
 ]
 
-SEVERITIES: Final = ("debug", "info", "warning", "error", "critical")
 MAX_TEXT: Final = 1000  # characters of alert text (the gateway's own limit per SMS body)
 MAX_KEY: Final = 200
 MAX_SOURCE: Final = 100
@@ -77,9 +77,8 @@ MAX_ITEMS: Final = 100  # groups, or tags, of one alert
 MAX_FINGERPRINT: Final = 64
 SHOWN: Final = 60  # the longest piece of a value an error message repeats
 
-_ALIASES: Final[Mapping[str, str]] = MappingProxyType(
-    {s: s for s in SEVERITIES} | {"warn": "warning", "err": "error", "crit": "critical", "fatal": "critical"}
-)
+#: kept for code that imported it from here: :data:`sslsms_notify.severity.SEVERITY_NAMES`
+_ALIASES: Final[Mapping[str, str]] = SEVERITY_NAMES
 
 #: label value (lower-cased) -> our severity; common Prometheus / PagerDuty conventions
 DEFAULT_SEVERITY_MAP: Final[Mapping[str, str]] = MappingProxyType(
@@ -317,7 +316,7 @@ def _api_severity(value: object, path: str) -> str:
         return "error"
     if not isinstance(value, str):
         raise PayloadError(path, f"must be a string, not {_kind(value)}")
-    severity = _ALIASES.get(value.strip().lower())
+    severity = severity_name(value)
     if severity is None:
         raise PayloadError(path, f"{_shown(value)} is not one of {', '.join(SEVERITIES)}")
     return severity
@@ -356,7 +355,7 @@ def _api_tags(value: object, path: str) -> tuple[str, ...]:
 
 
 def _canonical_severity(value: str, what: str) -> str:
-    severity = _ALIASES.get(value.strip().lower())
+    severity = severity_name(value)
     if severity is None:
         raise ValueError(f"{what} {value!r} is not one of {', '.join(SEVERITIES)}")
     return severity
@@ -740,7 +739,7 @@ def _label_severity(value: str | None, options: WebhookOptions) -> str:
     if value is None:
         return options.default_severity
     key = value.strip().lower()
-    return options.severity_map.get(key) or _ALIASES.get(key) or options.default_severity
+    return options.severity_map.get(key) or SEVERITY_NAMES.get(key) or options.default_severity
 
 
 def _label_groups(value: str | None, options: WebhookOptions) -> tuple[str, ...] | None:
