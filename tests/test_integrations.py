@@ -363,3 +363,21 @@ def test_first_sms_shows_the_first_occurrence_and_the_summary_the_last(sslsms_ga
     first, summary = texts(sslsms_gateway)
     assert first.endswith("tests.app: disk 91% full on /var")
     assert summary.startswith("[ERROR +2 more since ") and "disk 97% full on /var" in summary
+
+
+def test_a_handler_that_cannot_open_its_store_raises_once_and_exit_stays_quiet(tmp_path) -> None:
+    """The error names the store; logging.shutdown() then finds no half-made handler."""
+    import subprocess
+    import sys
+
+    script = (
+        "import logging\n"
+        "from sslsms_notify import SMSHandler\n"
+        "try:\n"
+        "    SMSHandler('sslsms://S:T0123456789@01712345678?store=sqlite:////proc/nope/x.db')\n"
+        "except Exception as e:\n"
+        "    print(type(e).__name__, e)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.startswith("StoreUnavailableError store sqlite:////proc/nope")
+    assert done.stderr == ""  # no AttributeError from logging.shutdown at exit

@@ -393,6 +393,9 @@ def test_relay_settings_are_checked() -> None:
     settings = RelaySettings.load({}, environ={"SSLSMS_RELAY_TOKENS": f"{TOKEN}, {TOKEN}x"})
     assert settings.tokens == (TOKEN, TOKEN + "x") and TOKEN not in repr(settings)
     assert json.dumps(settings.listen) == '"127.0.0.1:8026"'
+    # the example's placeholder, copied as is, is no secret
+    with pytest.raises(ValueError, match=r"tokens\[0\]: is a placeholder from an example"):
+        RelaySettings.load({"tokens": ["change-me-a-long-random-relay-token"]}, environ={})
 
 
 def test_numbers_from_producers_need_allow_numbers(sslsms_gateway) -> None:

@@ -142,6 +142,10 @@ class Listen:
         return value
 
 
+#: words only an example's placeholder token holds
+_PLACEHOLDERS = ("change-me", "changeme", "replace-me", "your-token", "example-token")
+
+
 @dataclass(frozen=True)
 class Tokens:
     """Bearer tokens: a list, or one string of comma-separated tokens; never shown."""
@@ -164,6 +168,13 @@ class Tokens:
                     f"{label}[{position}]",
                     None,
                     f"must be at least {MIN_TOKEN_LENGTH} characters without spaces",
+                )
+            if any(word in token.lower() for word in _PLACEHOLDERS):
+                # the example's placeholder, copied as is: anyone who read the example knows it
+                raise InvalidValue(
+                    f"{label}[{position}]",
+                    None,
+                    "is a placeholder from an example; use a random one, e.g. $(openssl rand -hex 24)",
                 )
         return tuple(value)
 

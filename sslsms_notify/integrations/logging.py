@@ -99,24 +99,30 @@ class SMSHandler(logging.Handler):
         close_timeout: float = 5.0,
         **options: Any,
     ) -> None:
+        # Everything that can fail comes before logging.Handler.__init__, which registers the
+        # handler for logging.shutdown(): a half-made handler there would fail at exit.
         settings = None if notifier is not None else _settings(url, options)
-        chosen_level = level if level is not None else (settings.level if settings else logging.ERROR)
-        super().__init__(_level(chosen_level))
+        chosen_level = _level(level if level is not None else (settings.level if settings else logging.ERROR))
+        level_table = sorted(((_level(k), tuple(v)) for k, v in (level_groups or {}).items()), reverse=True)
+        logger_table = {k: tuple(v) for k, v in (logger_groups or {}).items()}
+        owns_notifier = notifier is None
         if notifier is None:
             assert settings is not None
             all_groups = {**settings.all_groups(), **(groups or {})}
             notifier = settings.notifier(groups=all_groups, close_at_exit=close_timeout, **options)
-            self._owns_notifier = True
-        else:
-            self._owns_notifier = False
+        try:
+            for names in [*(g for _, g in level_table), *logger_table.values()]:
+                notifier.router.check_names(names, "SMSHandler groups")
+        except ValueError:
+            if owns_notifier:
+                notifier.close(0)
+            raise
+        super().__init__(chosen_level)
+        self._owns_notifier = owns_notifier
         self.notifier = notifier
         self.close_timeout = close_timeout
-        self._level_groups = sorted(
-            ((_level(k), tuple(v)) for k, v in (level_groups or {}).items()), reverse=True
-        )
-        self._logger_groups = {k: tuple(v) for k, v in (logger_groups or {}).items()}
-        for names in [*(g for _, g in self._level_groups), *self._logger_groups.values()]:
-            notifier.router.check_names(names, "SMSHandler groups")
+        self._level_groups = level_table
+        self._logger_groups = logger_table
         self._groups_for = lru_cache(maxsize=4096)(self._compute_groups)
         self._ignored: dict[str, bool] = {}
         self._converter = self._payload  # one bound method for every coalescer entry
