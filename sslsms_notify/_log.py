@@ -9,9 +9,11 @@ known secret is scrubbed from every value before rendering, and our
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
+import sys
 import threading
 import time
 from collections.abc import MutableMapping
@@ -118,3 +120,37 @@ class ErrorLog:
         if now - self._last.get(what, -self._every) >= self._every:
             self._last[what] = now
             self._logger.error(what, error=f"{type(exc).__name__}: {exc}")
+
+
+_said: set[str] = set()
+
+
+def say_if_unseen(logger_name: str, key: str, line: str, level: int = logging.ERROR) -> None:
+    """Write ``line`` to stderr once per process, if no log handler would show ``logger_name``'s
+    record at ``level``.
+
+    For losses (an SMS given up, alerts dropped, SMS a memory store loses at close): an
+    application whose only handler is our :class:`~sslsms_notify.SMSHandler` (which never
+    pages our own lines) would otherwise lose them without a word. Call it beside the log
+    line, not instead of it.
+    """
+    if key in _said or _visible(logging.getLogger(logger_name), level):
+        return
+    _said.add(key)
+    with contextlib.suppress(Exception):  # stderr closed: nothing more to do
+        print(f"sslsms-notify: {redact(line)}", file=sys.stderr, flush=True)
+
+
+def _visible(logger: logging.Logger, level: int) -> bool:
+    if not logger.isEnabledFor(level):
+        return False
+    found = False
+    current: logging.Logger | None = logger
+    while current is not None:
+        for handler in current.handlers:
+            found = True
+            if level >= handler.level and not getattr(handler, "ignores_library_logs", False):
+                return True
+        current = current.parent if current.propagate else None
+    last = logging.lastResort
+    return not found and last is not None and level >= last.level

@@ -220,6 +220,40 @@ def test_progress_shows_on_a_terminal_only(sslsms_gateway, cli_env, tmp_path) ->
     assert quiet.returncode == 0 and "sending" not in quiet.stderr
 
 
+def test_on_a_terminal_send_says_what_it_waits_for(sslsms_gateway, cli_env) -> None:
+    """A gateway that fails: the terminal shows the retry, its reason and when next; then it arrives."""
+    import pty
+
+    sslsms_gateway.emulator.faults.http_error(502, count=4)
+    controller, terminal = pty.openpty()
+    proc = subprocess.Popen(
+        [CLI, "send", "--timeout", "60", "db1: disk full"],
+        env={**os.environ, **cli_env},
+        stdout=subprocess.PIPE,
+        stderr=terminal,
+    )
+    os.close(terminal)
+    seen = b""
+    try:
+        while True:
+            try:
+                chunk = os.read(controller, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            seen += chunk
+        proc.wait(90)
+    finally:
+        os.close(controller)
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, seen
+    assert b"retrying after: HTTP 502 from gateway" in seen and b"(attempt " in seen, seen
+    piped = run("send", "db2: disk full", env=cli_env)  # no terminal: no status line
+    assert piped.returncode == 0 and "retrying" not in piped.stderr
+
+
 def test_group_wait_waits_for_the_group_sms_or_says_buffered(sslsms_gateway, cli_env) -> None:
     env = {**cli_env, "SSLSMS_URL": cli_env["SSLSMS_URL"] + "&group_wait=2"}
     started = time.monotonic()

@@ -381,3 +381,29 @@ def test_a_handler_that_cannot_open_its_store_raises_once_and_exit_stays_quiet(t
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stdout.startswith("StoreUnavailableError store sqlite:////proc/nope")
     assert done.stderr == ""  # no AttributeError from logging.shutdown at exit
+
+
+@pytest.mark.parametrize("other_handler", [False, True])
+def test_a_lost_sms_is_said_on_stderr_when_no_other_handler_would_show_it(other_handler) -> None:
+    """SMSHandler never pages our own log lines: with it the only handler, a loss would be silent."""
+    import subprocess
+    import sys
+
+    from .conftest import free_port
+
+    script = (
+        "import logging, sys\n"
+        "from sslsms_notify import SMSHandler\n"
+        f"url = 'sslsms://S:T0123456789@01712345678?base_url=http://127.0.0.1:{free_port()}&timeout=1'\n"
+        "h = SMSHandler(url, close_timeout=2)\n"
+        "logging.getLogger().addHandler(h)\n"
+        + ("logging.getLogger().addHandler(logging.StreamHandler(sys.stdout))\n" if other_handler else "")
+        + "logging.getLogger('app').error('disk full')\n"
+        "h.close()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    said = "sslsms-notify: closed with 1 SMS undelivered, lost with the memory store"
+    if other_handler:  # the application's own handler shows our log line: nothing more to say
+        assert said not in done.stderr and "a memory store loses them" in done.stdout
+    else:
+        assert done.stderr.count(said) == 1, done.stderr

@@ -482,8 +482,9 @@ def test_serve_logs_dead_letters_misrouted_alerts_and_what_shutdown_left(sslsms_
     assert "WARNING: event='SMS given up'" in text
     assert "WARNING: event='groups label names groups this relay lacks" in text and "unknown='oncal'" in text
     assert "WARNING: event='closed with SMS undelivered; they stay in the outbox'" in text
-    # the client's line per retry, once a minute at most (the outage itself is the dispatcher's line)
-    assert text.count("event='gateway request failed, retrying'") == 1
+    # the outage is said once, by the dispatcher; the client's line per retry is DEBUG
+    assert text.count("event='gateway failing; SMS are kept and retried with backoff'") == 1
+    assert "gateway request failed" not in text
     assert TOKEN not in text and sslsms_gateway.api_token not in text and "Traceback" not in text
 
 

@@ -62,6 +62,26 @@ class WaitEnd(StrEnum):
     STOPPED = "stopped"
 
 
+def waiting_for(notifier: Notifier, csms_ids: Sequence[str]) -> str | None:
+    """What the SMS still pending among ``csms_ids`` wait for, in a few words (None: nothing yet).
+
+    ``retrying after: HTTP 502 from gateway; next try in 4 s (attempt 3)``, or the pause
+    after refused credentials. For a person watching a terminal, not for a script.
+    """
+    try:
+        items = [i for i in notifier.store.outbox_get(list(csms_ids)).values() if i.last_error]
+    except Exception:
+        return None
+    if notifier.dispatcher.auth_failed.is_set():
+        return "sending paused: the gateway refused the credentials"
+    if not items:
+        return None
+    soonest = min(items, key=lambda i: i.next_attempt_at)
+    wait = max(0.0, soonest.next_attempt_at - notifier.store.now())
+    when = f"next try in {wait:.0f} s" if wait >= 1 else "trying again now"
+    return f"retrying after: {_one_line(soonest.last_error)[:120]}; {when} (attempt {soonest.attempts + 1})"
+
+
 def wait_ended(
     notifier: Notifier, outcomes: Outcomes, deadline: float, stop: Callable[[], bool] | None = None
 ) -> WaitEnd | None:

@@ -32,13 +32,14 @@ recovers, not once per request.
 from __future__ import annotations
 
 import contextlib
+import logging
 import random
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .._log import get_logger
+from .._log import get_logger, say_if_unseen
 from ..gateway.client import GatewayClient
 from ..gateway.codes import SmsStatus, SmsStatusMessage
 from ..gateway.errors import AuthError, BadRequestError, GatewayError, RateLimitError, TransportError
@@ -349,7 +350,10 @@ class Dispatcher:
                 )
             self._retry_later(batch.items, reason, delay=self.policy.auth_pause)
             return
-        self._gateway_failed(error)
+        if isinstance(error, BadRequestError):
+            self._gateway_answered()  # it judged this request: the gateway itself works
+        else:
+            self._gateway_failed(error)
         sent_before = batch.kind != "single" and any(i.maybe_sent for i in batch.items)
         if (
             _unknown_outcome(error)
@@ -379,6 +383,7 @@ class Dispatcher:
     def _dead(self, item: OutboxItem, reason: str) -> OutboxItem:
         self.stats.add(failed=1)
         _log.warning("SMS given up", csms_id=item.csms_id, reason=reason)
+        say_if_unseen(_log.name, "dead", f"an SMS was given up: {reason}", logging.WARNING)
         return item.evolve(
             state=OutboxState.DEAD,
             last_error=reason,

@@ -16,6 +16,7 @@ again before anything newer; what cannot be kept is counted by reason.
 from __future__ import annotations
 
 import itertools
+import logging
 import threading
 import time
 from collections import deque
@@ -23,7 +24,7 @@ from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from .._log import ErrorLog, get_logger
+from .._log import ErrorLog, get_logger, say_if_unseen
 from ..stores.base import Store
 from .alert import Severity
 from .coalesce import Coalescer, peek
@@ -300,6 +301,7 @@ class Intake:
         self._drops_logged[reason] = total
         self._drops_log_due[reason] = time.monotonic() + 60
         _log.warning(_DROP_MESSAGES[reason], dropped=new, queue_size=self.queue_size)
+        say_if_unseen(_log.name, f"drop-{reason}", f"{_DROP_MESSAGES[reason]} ({new})", logging.WARNING)
 
     def log_all_drops(self) -> None:
         """Drops are counted in stats(); each reason says so in the log too, once a minute."""

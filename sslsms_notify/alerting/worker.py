@@ -15,7 +15,7 @@ import contextlib
 import threading
 import time
 
-from .._log import ErrorLog, get_logger
+from .._log import ErrorLog, get_logger, say_if_unseen
 from ..gateway.client import GatewayClient
 from ..stores.base import OutboxItem, OutboxState, Store
 from .coalesce import peek
@@ -309,6 +309,8 @@ class Worker:
         if unstored:
             self.intake.stats.add(lost=unstored)
             _log.error("closed with alerts the store never took; they are lost", alerts=unstored)
+            line = f"closed with {unstored} alert(s) the store never took: lost"
+            say_if_unseen(_log.name, "unstored", line)
         try:
             pending = self.store.outbox_open()
         except Exception as exc:
@@ -323,6 +325,13 @@ class Worker:
                 "closed with SMS undelivered; a memory store loses them",
                 lost=pending - unsure,
                 maybe_delivered=unsure,  # their request was abandoned: the answer never came
+            )
+            say_if_unseen(
+                _log.name,
+                "memory-lost",
+                f"closed with {pending} SMS undelivered, lost with the memory store"
+                + (f" ({unsure} may have reached the gateway)" if unsure else "")
+                + "; a durable store (store=sqlite:///...) keeps them for the next run",
             )
         return unstored + pending
 

@@ -156,7 +156,9 @@ def send(
     deadline = time.monotonic() + options.wait
     try:
         with _progress_bar(show_progress) as progress:
-            code, payload = _send(notifier, message, severity, options, chosen, deadline, progress)
+            code, payload = _send(
+                notifier, message, severity, options, chosen, deadline, progress, show_status=not as_json
+            )
     except KeyboardInterrupt:
         _interrupted(notifier, as_json)
     except BaseException:
@@ -301,6 +303,39 @@ def _progress_bar(show: bool) -> Iterator[Progress | None]:
             bar.__exit__(None, None, None)
 
 
+@contextmanager
+def _status_line(
+    notifier: Notifier, ticket: Any, progress: Progress | None, show: bool
+) -> Iterator[Progress | None]:
+    """On a terminal, one line saying what the SMS wait for (a retry, its reason, when next),
+    rewritten as it changes and cleared at the end; nothing when piped or with --json."""
+    if not show or not sys.stderr.isatty():
+        yield progress
+        return
+    from ..alerting.delivery import waiting_for
+
+    shown = ""
+    looked = 0.0
+
+    def watch(done: int, total: int) -> None:
+        nonlocal shown, looked
+        if progress is not None:
+            progress(done, total)
+        if time.monotonic() - looked < 1.0:
+            return
+        looked = time.monotonic()
+        text = waiting_for(notifier, ticket.csms_ids) or ""
+        if text != shown:
+            click.echo(f"\r\033[K{text}", err=True, nl=False)
+            shown = text
+
+    try:
+        yield watch
+    finally:
+        if shown:
+            click.echo("\r\033[K", err=True, nl=False)
+
+
 def _send(
     notifier: Notifier,
     text: str,
@@ -309,6 +344,7 @@ def _send(
     chosen: list[str],
     deadline: float,
     progress: Progress | None = None,
+    show_status: bool = False,
 ) -> Report:
     from ..alerting.delivery import await_group, deliver
 
@@ -319,7 +355,8 @@ def _send(
         )
     except ValueError as exc:
         return ExitCode.BAD_INPUT, {"outcome": Outcome.REJECTED, "error": one_line(str(exc))}
-    delivery = deliver(notifier, ticket, deadline, progress)
+    with _status_line(notifier, ticket, progress, show_status) as watch:
+        delivery = deliver(notifier, ticket, deadline, watch)
     if delivery.status is Outcome.BUFFERED:
         from ..alerting.alert import Alert, Severity
 

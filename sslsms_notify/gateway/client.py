@@ -124,9 +124,11 @@ class _ClientBase:
 
     @staticmethod
     def _log_retry(retry_state: tenacity.RetryCallState) -> None:
+        # DEBUG: a pipeline says once that the gateway fails (and once that it recovered);
+        # this line comes per request, for as long as an outage lasts.
         exc = retry_state.outcome.exception() if retry_state.outcome else None
-        _log.warning(
-            "gateway request failed, retrying",
+        _log.debug(
+            "gateway request failed, retrying it within this call",
             attempt=retry_state.attempt_number,
             delay=round(retry_state.upcoming_sleep, 3),
             status_code=getattr(exc, "status_code", None),

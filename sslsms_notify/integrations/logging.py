@@ -87,6 +87,9 @@ class SMSHandler(logging.Handler):
         **options: any :class:`Notifier` option (``dedup_window``, ``store``, ...).
     """
 
+    #: our own loggers' records never become SMS (see IGNORED_LOGGERS): say_if_unseen knows
+    ignores_library_logs = True
+
     def __init__(
         self,
         url: str | None = None,

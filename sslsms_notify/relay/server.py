@@ -301,8 +301,8 @@ class _Repeats(logging.Filter):
 
     For lines that come once per connection or per attempt: uvicorn's and asyncio's
     (``Invalid HTTP request received.``, ``socket.accept() out of system resource``
-    with its traceback), and the gateway client's ``gateway request failed, retrying``
-    (a line per retry, for as long as an outage lasts). A flood of bad connections or a
+    with its traceback), and the gateway client's per-retry line when ``--log-level debug``
+    shows it (a line per retry, for as long as an outage lasts). A flood of bad connections or a
     long outage must not flood the log. Our own lines are told apart by their event
     (``event='...'``, the first field), not by the values after it.
     """
