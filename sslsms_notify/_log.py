@@ -123,6 +123,8 @@ class ErrorLog:
 
 
 _said: set[str] = set()
+#: the program reports losses itself (the CLI's outcome line): say_if_unseen stays quiet
+losses_reported_elsewhere = False
 
 
 def say_if_unseen(logger_name: str, key: str, line: str, level: int = logging.ERROR) -> None:
@@ -134,7 +136,7 @@ def say_if_unseen(logger_name: str, key: str, line: str, level: int = logging.ER
     pages our own lines) would otherwise lose them without a word. Call it beside the log
     line, not instead of it.
     """
-    if key in _said or _visible(logging.getLogger(logger_name), level):
+    if losses_reported_elsewhere or key in _said or _visible(logging.getLogger(logger_name), level):
         return
     _said.add(key)
     with contextlib.suppress(Exception):  # stderr closed: nothing more to do

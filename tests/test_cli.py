@@ -358,3 +358,32 @@ def test_severity_aliases_are_the_relay_api_s() -> None:
     from sslsms_notify.relay.payloads import _ALIASES
 
     assert {**{s: s for s in SEVERITIES}, **SEVERITY_ALIASES} == dict(_ALIASES)
+
+
+def test_config_check_online_asks_the_gateway_about_the_credentials(sslsms_gateway, cli_env) -> None:
+    ok = run("config", "check", "--online", env=cli_env)
+    assert ok.returncode == 0 and "credentials not refused" in ok.stdout and "only a real SMS" in ok.stdout
+    assert sslsms_gateway.emulator.messages() == []  # it sent nothing
+    wrong = {**cli_env, "SSLSMS_URL": cli_env["SSLSMS_URL"].replace(sslsms_gateway.api_token, "x" * 24)}
+    refused = run("config", "check", "--online", "--json", env=wrong)
+    assert refused.returncode == 5 and json.loads(refused.stdout)["gateway"] == "refused: [4001] Unauthorized"
+    assert "x" * 24 not in refused.stdout + refused.stderr
+
+
+def test_which_configuration_was_used_and_which_was_shadowed(sslsms_gateway, cli_env, tmp_path) -> None:
+    """A config file from an earlier step wins over SSLSMS_URL: both config check and a send
+    that does not deliver say so."""
+    config = tmp_path / ".config" / "sslsms-notify" / "config.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text(f'url = "{cli_env["SSLSMS_URL"].replace("01711111111", "01811111111")}"\n')
+    check = run("config", "check", env=cli_env)
+    assert check.returncode == 0 and f"configuration OK ({config})" in check.stdout
+    assert "shadowed: SSLSMS_URL" in check.stdout
+    assert json.loads(run("config", "check", "--json", env=cli_env).stdout)["sources"] == [
+        {"source": str(config), "part": "used"},
+        {"source": "SSLSMS_URL", "part": "shadowed"},
+    ]
+    unrouted = run("send", "--json", "--to", "nosuchgroup", "db1 down", env=cli_env)
+    payload = json.loads(unrouted.stdout)
+    assert unrouted.returncode == 2
+    assert (payload["config"], payload["shadowed"]) == (str(config), "SSLSMS_URL")

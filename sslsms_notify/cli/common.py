@@ -47,6 +47,9 @@ def setup_logging(debug: bool, *, level: str | None = None) -> None:
     itself, in one line that carries the reason), everything on stderr with ``--debug``.
     ``level``: lines at or above it on stderr (``serve``, whose log is its only voice),
     uvicorn's and asyncio's too, at WARNING at least (their INFO lines are start-up chatter)."""
+    from .. import _log
+
+    _log.losses_reported_elsewhere = True  # each command's outcome line says what was lost
     handler: logging.Handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("sslsms-notify: %(levelname)s: %(message)s"))
     if debug:

@@ -143,15 +143,16 @@ def send(
     arguments = AlertArguments(text, targets, to_file, severity, key, source, timeout)
     if relay:
         _send_via_relay(relay, arguments, as_json)
+    where: str | None = None  # the configuration used, once loaded
     try:
         options = arguments.options()
-        settings, _where = load_settings(url, config_path)
+        settings, where = load_settings(url, config_path)
         state = chosen_store(store, settings)
         chosen, message = arguments.recipients_and_text(settings.all_groups())
         groups = settings.all_groups() or {"cli": tuple(t for t in chosen if looks_like_number(t))}
         notifier = open_notifier(settings, groups, state)
     except click.ClickException as exc:
-        _refused(exc, as_json)
+        _refused(exc, as_json, _configuration_used(where, url, config_path) if where else {})
     show_progress = len(chosen) > 100 and not as_json and sys.stderr.isatty()
     deadline = time.monotonic() + options.wait
     try:
@@ -177,12 +178,22 @@ def send(
     warning = _auth_warning(notifier, payload["outcome"])
     if warning:
         payload["warning"] = warning
+    if code != ExitCode.DELIVERED:  # which configuration this was, and which it ignored
+        payload.update(_configuration_used(where, url, config_path))
     _finish(code, payload, as_json)
 
 
-def _refused(exc: click.ClickException, as_json: bool) -> NoReturn:
+def _configuration_used(where: str, url: str | None, config_path: str | None) -> dict[str, str]:
+    from ..config import Settings
+
+    shadowed = [source for source, part in Settings.sources(url, config_path) if part == "shadowed"]
+    return {"config": where, **({"shadowed": ", ".join(shadowed)} if shadowed else {})}
+
+
+def _refused(exc: click.ClickException, as_json: bool, config: dict[str, str] | None = None) -> NoReturn:
     """Input refused before anything was sent: outcome ``rejected``, with the one line."""
-    _finish(exc.exit_code, {"outcome": Outcome.REJECTED, "error": one_line(exc.format_message())}, as_json)
+    payload = {"outcome": Outcome.REJECTED, "error": one_line(exc.format_message()), **(config or {})}
+    _finish(exc.exit_code, payload, as_json)
 
 
 def _take_sigint() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -121,6 +121,39 @@ class Settings:
             f"no configuration: pass an {SCHEME}:// URL (--url), set SSLSMS_URL, "
             f"or write {DEFAULT_CONFIG_PATH}"
         )
+
+    @staticmethod
+    def sources(url: str | None = None, config: str | Path | None = None) -> list[tuple[str, str]]:
+        """Every configuration source present, in the order :meth:`load` tries them, with
+        its part: ``used``, ``credentials`` (``SSLSMS_URL``'s token and SID under a file
+        that has none) or ``shadowed`` (present, and ignored because another one wins).
+
+        ``config check`` and every ``send`` that does not deliver say it, so that a file
+        left from an earlier step cannot silently win over ``SSLSMS_URL``.
+        """
+        present: list[str] = []
+        if url is not None:
+            present.append("--url")
+        chosen = config or os.environ.get("SSLSMS_CONFIG", "").strip() or None
+        path: Path | None = None
+        with suppress(RuntimeError):  # no home directory to expand "~" in
+            path = Path(chosen or DEFAULT_CONFIG_PATH).expanduser()
+        if chosen or (path is not None and path.is_file()):
+            present.append(str(path))
+        env_url = os.environ.get("SSLSMS_URL", "").strip()
+        if env_url:
+            present.append("SSLSMS_URL")
+        if any(os.environ.get(s.env, "").strip() for s in SETTINGS if s.env):
+            present.append("environment")
+        parts = []
+        for position, source in enumerate(present):
+            part = "used" if position == 0 else "shadowed"
+            if source == "SSLSMS_URL" and position == 1 and present[0] not in ("--url", "environment"):
+                with suppress(Exception):  # an unreadable file is reported by load(), not here
+                    if not file_values(Path(present[0])).get("api_token"):
+                        part = "credentials"
+            parts.append((source, part))
+        return parts
 
     # -- checks and outputs ------------------------------------------------------
     def validated(self, *, where: str = "") -> Settings:

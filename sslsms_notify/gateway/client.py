@@ -20,8 +20,8 @@ import tenacity
 
 from .._log import get_logger, install_third_party_redaction, redact, register_secret
 from ..version import __version__
-from .errors import GatewayError, TransportError
-from .models import ApiResponse, DynamicMessage, SendResult
+from .errors import GatewayError, MalformedResponseError, TransportError
+from .models import SINGLE_PATH, ApiResponse, DynamicMessage, ResponseFormatError, SendResult, parse_response
 from .protocol import (
     Call,
     SendPlan,
@@ -191,6 +191,29 @@ class GatewayClient(_ClientBase):
         """In a forked child's at-fork hook: nothing is made here (an SSL context, a
         pool); the first request does it, on whatever thread sends it."""
         self._http_pid = -1
+
+    def probe_credentials(self) -> int:
+        """Ask the gateway about the credentials without sending anything; its API status code.
+
+        The API has no request that only checks credentials, so this is the cheapest one
+        that cannot send: a single SMS request that names no recipient, no text and no
+        csms_id. 4001-4003 mean the token, SID or IP is refused. Any other answer (4022,
+        "Required Parameter Missing", from a gateway that checks credentials first, as the
+        emulator does) only says they were not refused: the spec gives no order of checks,
+        so only a real SMS proves them. Raises :class:`TransportError` if no answer comes.
+        """
+        body = {"api_token": self._api_token, "sid": self.sid}
+        try:
+            response = self._pool().request("POST", SINGLE_PATH, json=body)
+        except httpx.HTTPError as exc:
+            raise TransportError(redact(f"request failed: {type(exc).__name__}: {exc}")) from None
+        try:
+            return parse_response(response.content).status_code
+        except ResponseFormatError as exc:
+            raise MalformedResponseError(
+                f"HTTP {response.status_code} and no gateway answer ({exc}); check base_url",
+                http_status=response.status_code,
+            ) from None
 
     def send_single(
         self,
