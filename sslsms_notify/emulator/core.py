@@ -102,6 +102,8 @@ class GatewayRequest:
     #: the API status code answered, or what a fault did: "http 502", "dropped",
     #: "timeout" (not processed), or "<code> then dropped" / "<code> then timeout"
     outcome: str
+    #: when the gateway received it (its clock)
+    received_at: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -237,7 +239,7 @@ class GatewayEmulator:
             elif response.hold is not None:
                 outcome += " then timeout"
         with self._lock:
-            self._history.append(GatewayRequest(endpoint, numbers, ids, outcome))
+            self._history.append(GatewayRequest(endpoint, numbers, ids, outcome, self.clock()))
 
     def _answer(
         self,
