@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, fields, replace
 from enum import StrEnum
-from typing import Generic, Literal, Protocol, TypeVar, runtime_checkable
+from typing import Generic, Literal, Protocol, Self, TypeVar, runtime_checkable
 
 V = TypeVar("V")
 T = TypeVar("T")
@@ -277,9 +277,39 @@ class Tx:
         )
 
 
+#: where a store's writes go now (see :class:`StoreHealth`)
+HealthState = Literal["durable", "volatile", "spooling", "down"]
+
+
+@dataclass(frozen=True, slots=True)
+class StoreHealth:
+    """Whether a store's writes go where they should, for a readiness check.
+
+    ``state`` is one of:
+
+    - ``"durable"``: to the durable store configured (a SQLite file, a Redis server);
+    - ``"volatile"``: to this process's memory, by design (a memory store);
+    - ``"spooling"``: the store configured fails (Redis unreachable, full, read-only):
+      writes go to a durable fallback on this host and move back later;
+    - ``"down"``: writes cannot be kept where they should be (a closed store, a state
+      file deleted under the process and no new one could be opened at its path).
+    """
+
+    state: HealthState
+    #: what is wrong, in a few words ("" when nothing is)
+    detail: str = ""
+
+
 @runtime_checkable
 class Store(Protocol):
-    """What the pipeline needs from a backend. Every method is atomic."""
+    """What the pipeline needs from a backend. Every method is atomic.
+
+    Besides the tables and the outbox, a store answers a long-running process's
+    housekeeping: which stores its timers sweep (:meth:`timer_stores`), a call about
+    once a second (:meth:`maintain`), counters for its stats (:meth:`counters`) and
+    where its writes go now (:meth:`health`). A store with nothing of the kind to do
+    gets them from :class:`StandaloneStore`.
+    """
 
     #: whether what is written survives the process (SQLite, Redis)
     durable: bool
@@ -384,3 +414,67 @@ class Store(Protocol):
     def after_fork(self) -> None:
         """Drop connections inherited from the parent process."""
         ...
+
+    # -- housekeeping (a long-running process's timers thread) ----------------
+    def timer_stores(self) -> Sequence[Store]:
+        """The stores whose timers (window ends, digests, group deadlines) the sweep visits.
+
+        Itself, for most. A store that writes to a fallback while its backend fails
+        (Redis and its spool) lists the fallback too: what the fallback holds falls due
+        there, and each is swept in transactions of its own.
+        """
+        ...
+
+    def maintain(self) -> int:
+        """Housekeeping, about once a second: returns how many SMS became due (0: none).
+
+        What a store checks on its own: whether Redis lost its data (the SMS this process
+        knows are pending are re-added), whether what a spool took can move back, whether
+        the state file at the path is still the one open. The caller wakes its dispatcher
+        when SMS became due.
+        """
+        ...
+
+    def counters(self) -> dict[str, int]:
+        """What the store did on its own, for stats and metrics (names stay; {} for none).
+
+        E.g. a Redis store's ``data_lost``, ``readded`` and ``rows_moved``, a SQLite
+        store's ``reopened``.
+        """
+        ...
+
+    def health(self) -> StoreHealth:
+        """Where writes go now (see :class:`StoreHealth`): no I/O, what the store last saw."""
+        ...
+
+
+class StandaloneStore:
+    """The housekeeping of a store with no fallback and nothing of its own to watch.
+
+    A base class for stores: its timers are its own, :meth:`maintain` finds nothing,
+    it counts nothing, and its writes go where they should (durable or not). A store
+    overrides what it does have.
+    """
+
+    #: whether what is written survives the process
+    durable: bool
+
+    def timer_stores(self) -> Sequence[Self]:
+        """Itself: its timers are all in its own tables."""
+        return [self]
+
+    def maintain(self) -> int:
+        """Nothing to do: no SMS became due."""
+        return 0
+
+    def move_spool(self) -> int:
+        """:meth:`maintain` by the name the Notifier calls (kept until it calls ``maintain``)."""
+        return self.maintain()
+
+    def counters(self) -> dict[str, int]:
+        """Nothing counted."""
+        return {}
+
+    def health(self) -> StoreHealth:
+        """Writes go where they should: ``durable`` or ``volatile`` as the store is."""
+        return StoreHealth("durable" if self.durable else "volatile")

@@ -68,6 +68,7 @@ from .base import (
     OutboxCounts,
     OutboxItem,
     OutboxState,
+    StoreHealth,
     StoreUnavailableError,
     TableName,
     Tx,
@@ -76,7 +77,15 @@ from .base import (
     record_from,
     record_time,
 )
-from .merge import merge_digest, merge_group, merge_lifecycle, merge_rate, merge_window
+from .merge import (
+    DIGEST_KEEP,
+    GROUP_KEEP,
+    merge_digest,
+    merge_group,
+    merge_lifecycle,
+    merge_rate,
+    merge_window,
+)
 from .sqlite import SQLiteStore
 
 try:
@@ -1333,8 +1342,19 @@ class RedisStore:
 
         return count + self._remote(remote, lambda: 0, "write")
 
+    def health(self) -> StoreHealth:
+        """``durable`` while Redis takes writes; ``spooling`` (and why) while it fails."""
+        fault = self.fault
+        if fault is None:
+            return StoreHealth("durable")
+        return StoreHealth("spooling", f"{_WHAT_HAPPENED[fault]}; writes go to the spool {self.spool_path}")
+
     # -- moving the spool back ----------------------------------------------------
     def move_spool(self, limit: int = 500) -> int:
+        """:meth:`maintain` by the name the Notifier calls (kept until it calls ``maintain``)."""
+        return self.maintain(limit)
+
+    def maintain(self, limit: int = 500) -> int:
         """The Notifier's housekeeping, once a second: did Redis lose data; can the spool move back?
 
         Returns how many SMS became due in Redis: re-added after a loss, or moved from
@@ -1388,8 +1408,6 @@ class RedisStore:
         of rows, merge them into Redis in one Redis transaction, then delete them from the
         spool. Should Redis fail, the spool's transaction is rolled back and keeps them.
         """
-        from ..alerting.decisions import DIGEST_KEEP, GROUP_KEEP  # the pipeline's own bounds
-
         spool = self.spool()
 
         def move(local: Tx) -> int:

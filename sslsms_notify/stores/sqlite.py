@@ -55,6 +55,8 @@ from .base import (
     OutboxCounts,
     OutboxItem,
     OutboxState,
+    StandaloneStore,
+    StoreHealth,
     StoreUnavailableError,
     TableName,
     Tx,
@@ -63,7 +65,15 @@ from .base import (
     record_from,
     record_time,
 )
-from .merge import merge_digest, merge_group, merge_lifecycle, merge_rate, merge_window
+from .merge import (
+    DIGEST_KEEP,
+    GROUP_KEEP,
+    merge_digest,
+    merge_group,
+    merge_lifecycle,
+    merge_rate,
+    merge_window,
+)
 
 if sys.platform != "win32":  # Windows: no fork, and a file in use cannot be deleted
     import fcntl
@@ -327,7 +337,7 @@ def _decode(table: str, row: Sequence[Any]) -> Any:
     return GroupBuffer(row[0], row[1], row[2], tuple(json.loads(row[3])), _numbers(row[4]))
 
 
-class SQLiteStore:
+class SQLiteStore(StandaloneStore):
     """The :class:`~.base.Store` in a SQLite file (``store="sqlite:///path.db"``).
 
     Durable, and shared by every process of the host that opens the same file.
@@ -355,6 +365,8 @@ class SQLiteStore:
         self._fork_held = False
         self._carry_due = 0.0
         self._carry_logged = float("-inf")
+        #: the file at the path is not the one open, and moving to it failed (writes go to the old one)
+        self._stale = False
         _register(self)  # first: a fork from another thread meanwhile waits for the lock below
         with self._lock:
             self._db, self._file = self._connect()
@@ -455,8 +467,10 @@ class SQLiteStore:
             db, self._file = self._connect()
             self._db, self._pid = db, os.getpid()
             return db
-        if not db.in_transaction and self._moved():
-            return self._carry_over(db)
+        if not db.in_transaction:
+            if self._moved():
+                return self._carry_over(db)
+            self._stale = False  # the file at the path is ours (again)
         return db
 
     def _moved(self) -> bool:
@@ -593,10 +607,15 @@ class SQLiteStore:
     def next_due(self) -> float | None:
         with self._lock:
             # one statement: under busy application threads every call waits for the GIL
-            times = self._conn().execute(
-                "SELECT " + ", ".join(f"(SELECT MIN({c}) FROM {t})" for t, c in _TIME_COLUMN.items())
-                + ", (SELECT MIN(at) FROM records)"
-            ).fetchone()
+            times = (
+                self._conn()
+                .execute(
+                    "SELECT "
+                    + ", ".join(f"(SELECT MIN({c}) FROM {t})" for t, c in _TIME_COLUMN.items())
+                    + ", (SELECT MIN(at) FROM records)"
+                )
+                .fetchone()
+            )
         return min((t for t in times if t is not None), default=None)
 
     def window_count(self) -> int:
@@ -811,6 +830,32 @@ class SQLiteStore:
                 self._db.close()
             self._db = None
 
+    # -- housekeeping --------------------------------------------------------------------
+    def maintain(self) -> int:
+        """Moves to a new file at the path if the one open was deleted or replaced; no SMS become due.
+
+        (Every use outside a transaction checks that too: this makes sure an idle store does.)
+        """
+        if not self._closed:
+            with self._lock:
+                self._conn()
+        return 0
+
+    def counters(self) -> dict[str, int]:
+        """``reopened``: times this process moved to a new file at the path."""
+        return {"reopened": self.reopened}
+
+    def health(self) -> StoreHealth:
+        if self._closed:
+            return StoreHealth("down", "closed")
+        if self._stale:
+            return StoreHealth(
+                "down",
+                "state file deleted or replaced while in use, and no new one could be opened at its path:"
+                " writes go to the old one",
+            )
+        return StoreHealth("durable")
+
     # -- fork ---------------------------------------------------------------------------
     def _before_fork(self) -> None:
         """In the forking thread, just before fork(): no thread of ours inside SQLite, no connection open.
@@ -892,6 +937,7 @@ class SQLiteStore:
         with contextlib.suppress(sqlite3.Error):
             old.close()
         self._db, self._file = new, file
+        self._stale = False
         self.reopened += 1
         _log.warning(
             f"state file {reason} while in use; reopened at its path, with what the old one held",
@@ -902,6 +948,7 @@ class SQLiteStore:
 
     def _carry_failed(self, old: sqlite3.Connection, exc: BaseException) -> sqlite3.Connection:
         now = time.monotonic()
+        self._stale = True
         self._carry_due = now + CARRY_RETRY
         if now < self._carry_logged + 60:  # tried again every few seconds, said once a minute
             return old
@@ -928,7 +975,7 @@ def _recount(db: sqlite3.Connection) -> None:
 def _fold_legacy(db: sqlite3.Connection, msisdn: str, text: str, now: float) -> None:
     row = db.execute("SELECT count, texts FROM digests WHERE msisdn=?", (msisdn,)).fetchone()
     texts = json.loads(row[1]) if row else []
-    if len(texts) < 5:
+    if len(texts) < DIGEST_KEEP:
         texts.append(text)
     db.execute(
         _UPSERT["digests"],
@@ -943,8 +990,6 @@ def _move_rows(old: sqlite3.Connection, new: sqlite3.Connection, now: float) -> 
     process, and perhaps sent since); a window, digest, group, meter or lifecycle on
     both sides is merged by the rules of :mod:`.merge`.
     """
-    from ..alerting.decisions import DIGEST_KEEP, GROUP_KEEP  # no import cycle at load time
-
     outbox = old.execute(f"SELECT {_COLUMNS} FROM outbox").fetchall()
     new.executemany(
         f"INSERT INTO outbox ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(csms_id) DO NOTHING",
