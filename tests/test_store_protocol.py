@@ -65,21 +65,18 @@ def test_sqlite_health_says_closed_and_a_file_it_cannot_move_to(tmp_path) -> Non
         path.mkdir()  # nothing can be opened there: writes go to the old file meanwhile
         store.outbox_add([OutboxItem("one", "8801711111111", "text", 1.0, 1.0)])
         assert store.health().state == "down" and "no new one could be opened" in store.health().detail
-        path.rmdir()
-        assert store.maintain() == 0  # the move is tried again (a few seconds later)
     finally:
         store.close()
     assert store.health() == StoreHealth("down", "closed")
-    assert store.maintain() == 0  # a closed store has nothing to do
 
 
-def test_sqlite_maintain_moves_to_a_replaced_file(tmp_path) -> None:
+def test_sqlite_counts_its_moves_to_a_new_file(tmp_path) -> None:
     path = tmp_path / "state.db"
     store = SQLiteStore(path)
     try:
         store.outbox_add([OutboxItem("kept", "8801711111111", "text", 1.0, 1.0)])
         path.unlink()
-        assert store.maintain() == 0 and store.counters() == {"reopened": 1}
+        assert store.outbox_open() == 1 and store.counters() == {"reopened": 1}
         assert store.health() == StoreHealth("durable")
         assert [i.csms_id for i in SQLiteStore(path).outbox_list()] == ["kept"]
     finally:

@@ -429,9 +429,9 @@ class Store(Protocol):
         """Housekeeping, about once a second: returns how many SMS became due (0: none).
 
         What a store checks on its own: whether Redis lost its data (the SMS this process
-        knows are pending are re-added), whether what a spool took can move back, whether
-        the state file at the path is still the one open. The caller wakes its dispatcher
-        when SMS became due.
+        knows are pending are re-added), whether what a spool took can move back. The
+        caller wakes its dispatcher when SMS became due. (A SQLite store checks that the
+        file at the path is still the one open at every use instead: nothing to do here.)
         """
         ...
 

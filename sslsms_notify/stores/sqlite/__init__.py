@@ -408,21 +408,12 @@ class SQLiteStore(StandaloneStore):
         self._file.after_fork()
 
     # -- housekeeping --------------------------------------------------------------------
-    def maintain(self) -> int:
-        """Moves to a new file at the path if the one open was deleted or replaced; no SMS become due.
-
-        (Every use outside a transaction checks that too: this makes sure an idle store does.)
-        """
-        if not self._file.closed:
-            with self._file.read():
-                pass
-        return 0
-
     def counters(self) -> dict[str, int]:
         """``reopened``: times this process moved to a new file at the path."""
         return {"reopened": self._file.reopened}
 
     def health(self) -> StoreHealth:
+        """``durable``; ``down`` once closed, or while the file at the path cannot be moved to."""
         if self._file.closed:
             return StoreHealth("down", "closed")
         if self._file.stale:
