@@ -314,7 +314,9 @@ class Store(Protocol):
     #: whether what is written survives the process (SQLite, Redis)
     durable: bool
 
-    def now(self) -> float: ...
+    def now(self) -> float:
+        """The store's clock: the clock it was given (memory, SQLite) or the server's (Redis)."""
+        ...
 
     def transact(self, fn: Callable[[Tx], T]) -> T:
         """Run ``fn`` in a transaction and commit what it wrote to the :class:`Tx`.
@@ -328,7 +330,9 @@ class Store(Protocol):
         """The earliest window end, digest readiness or group deadline (the timers' sleep)."""
         ...
 
-    def window_count(self) -> int: ...
+    def window_count(self) -> int:
+        """Dedup windows held, cheaply (``max_windows`` and ``stats()`` read it)."""
+        ...
 
     # -- rate limits (GCRA), for the dispatcher's global TPS pacing ---------
     def rate_acquire(self, key: str, rate: float, burst: int, *, reserve: bool) -> float:
@@ -339,7 +343,9 @@ class Store(Protocol):
         ...
 
     # -- outbox -------------------------------------------------------------
-    def outbox_add(self, items: Sequence[OutboxItem]) -> None: ...
+    def outbox_add(self, items: Sequence[OutboxItem]) -> None:
+        """Add SMS as they are (their csms_id fixed); an SMS already there is updated."""
+        ...
 
     def outbox_claim(self, limit: int, lease: float) -> list[OutboxItem]:
         """Due pending items (and expired leases) become in flight for ``lease`` seconds.
@@ -363,7 +369,9 @@ class Store(Protocol):
         """The items still in the outbox among ``csms_ids`` (a sent SMS is gone)."""
         ...
 
-    def outbox_list(self, state: OutboxState | None = None, limit: int = 1000) -> list[OutboxItem]: ...
+    def outbox_list(self, state: OutboxState | None = None, limit: int = 1000) -> list[OutboxItem]:
+        """Up to ``limit`` SMS in ``state`` (None: any), the oldest first (the CLI's ``outbox``)."""
+        ...
 
     def outbox_counts(self) -> OutboxCounts:
         """O(1): counters, not scans."""
@@ -403,13 +411,17 @@ class Store(Protocol):
         """
         ...
 
-    def outbox_purge(self, state: OutboxState) -> int: ...
+    def outbox_purge(self, state: OutboxState) -> int:
+        """Forget every SMS in ``state`` (pending: those not in flight); returns how many."""
+        ...
 
     def check(self) -> None:
         """Raise :class:`StoreUnavailableError` unless the store answers now."""
         ...
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Release connections and files; what a durable store holds stays for the next process."""
+        ...
 
     def after_fork(self) -> None:
         """Drop connections inherited from the parent process."""
