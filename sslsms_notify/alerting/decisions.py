@@ -23,14 +23,11 @@ from dataclasses import dataclass, field, replace
 
 from ..gateway.ids import new_csms_id
 from ..stores.base import Digest, GroupBuffer, Lifecycle, OutboxItem, Tx, Window
+from ..stores.merge import DIGEST_KEEP, GROUP_KEEP  # one bound, kept where merges need it too
 from .alert import Severity
 from .formatting import format_digest, format_group, format_reminder, format_summary
 
 SEP = "\x1f"
-#: texts a digest keeps besides its count; the SMS shows what fits of them
-DIGEST_KEEP = 5
-#: texts a group buffer keeps besides its count
-GROUP_KEEP = 20
 
 
 def window_key(group: str, severity: Severity, fingerprint: str) -> str:

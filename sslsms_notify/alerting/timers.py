@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable
-from typing import Any
 
 from .._log import get_logger
 from ..stores.base import Store
@@ -74,7 +73,7 @@ class Timers:
         if not force and now < self.due:
             return False
         self.due = now + TIMER_INTERVAL
-        for store in self._timer_stores():
+        for store in self.store.timer_stores():
             next_due = store.next_due()
             if next_due is None or next_due > store.now():
                 continue
@@ -104,10 +103,6 @@ class Timers:
                 self.due = min(self.due, time.monotonic() + until)
         return min(max(0.005, w) for w in waits)
 
-    def _timer_stores(self) -> list[Any]:
-        stores = getattr(self.store, "timer_stores", None)
-        return list(stores()) if stores is not None else [self.store]
-
     def _housekeeping(self) -> None:
         self.intake.log_all_drops()
         counts = self.store.outbox_counts()
@@ -122,6 +117,5 @@ class Timers:
                 )
         if counts.dead:
             self.store.outbox_expire_dead(self.store.now() - self.dead_retention)
-        move = getattr(self.store, "move_spool", None)
-        if move is not None and move():
+        if self.store.maintain():  # the store's own upkeep made SMS due (a spool moved back, say)
             self.wake_dispatch()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
 
 from .base import (
     Digest,
@@ -12,7 +11,9 @@ from .base import (
     OutboxCounts,
     OutboxItem,
     OutboxState,
+    StandaloneStore,
     Store,
+    StoreHealth,
     StoreUnavailableError,
     Tx,
     Window,
@@ -26,7 +27,9 @@ __all__ = [
     "OutboxCounts",
     "OutboxItem",
     "OutboxState",
+    "StandaloneStore",
     "Store",
+    "StoreHealth",
     "StoreUnavailableError",
     "Tx",
     "Window",
@@ -34,7 +37,7 @@ __all__ = [
 ]
 
 
-def open_store(spec: Store | str | None, *, clock: Callable[[], float] | None = None) -> Any:
+def open_store(spec: Store | str | None, *, clock: Callable[[], float] | None = None) -> Store:
     """A store from an instance or a URL: ``memory``, ``sqlite:///path``, ``redis://host/0``.
 
     Raises ValueError for a URL of no known kind, and

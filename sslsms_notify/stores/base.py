@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, fields, replace
 from enum import StrEnum
-from typing import Generic, Literal, Protocol, TypeVar, runtime_checkable
+from typing import Generic, Literal, Protocol, Self, TypeVar, runtime_checkable
 
 V = TypeVar("V")
 T = TypeVar("T")
@@ -277,14 +277,46 @@ class Tx:
         )
 
 
+#: where a store's writes go now (see :class:`StoreHealth`)
+HealthState = Literal["durable", "volatile", "spooling", "down"]
+
+
+@dataclass(frozen=True, slots=True)
+class StoreHealth:
+    """Whether a store's writes go where they should, for a readiness check.
+
+    ``state`` is one of:
+
+    - ``"durable"``: to the durable store configured (a SQLite file, a Redis server);
+    - ``"volatile"``: to this process's memory, by design (a memory store);
+    - ``"spooling"``: the store configured fails (Redis unreachable, full, read-only):
+      writes go to a durable fallback on this host and move back later;
+    - ``"down"``: writes cannot be kept where they should be (a closed store, a state
+      file deleted under the process and no new one could be opened at its path).
+    """
+
+    state: HealthState
+    #: what is wrong, in a few words ("" when nothing is)
+    detail: str = ""
+
+
 @runtime_checkable
 class Store(Protocol):
-    """What the pipeline needs from a backend. Every method is atomic."""
+    """What the pipeline needs from a backend. Every method is atomic.
+
+    Besides the tables and the outbox, a store answers a long-running process's
+    housekeeping: which stores its timers sweep (:meth:`timer_stores`), a call about
+    once a second (:meth:`maintain`), counters for its stats (:meth:`counters`) and
+    where its writes go now (:meth:`health`). A store with nothing of the kind to do
+    gets them from :class:`StandaloneStore`.
+    """
 
     #: whether what is written survives the process (SQLite, Redis)
     durable: bool
 
-    def now(self) -> float: ...
+    def now(self) -> float:
+        """The store's clock: the clock it was given (memory, SQLite) or the server's (Redis)."""
+        ...
 
     def transact(self, fn: Callable[[Tx], T]) -> T:
         """Run ``fn`` in a transaction and commit what it wrote to the :class:`Tx`.
@@ -298,7 +330,9 @@ class Store(Protocol):
         """The earliest window end, digest readiness or group deadline (the timers' sleep)."""
         ...
 
-    def window_count(self) -> int: ...
+    def window_count(self) -> int:
+        """Dedup windows held, cheaply (``max_windows`` and ``stats()`` read it)."""
+        ...
 
     # -- rate limits (GCRA), for the dispatcher's global TPS pacing ---------
     def rate_acquire(self, key: str, rate: float, burst: int, *, reserve: bool) -> float:
@@ -309,7 +343,9 @@ class Store(Protocol):
         ...
 
     # -- outbox -------------------------------------------------------------
-    def outbox_add(self, items: Sequence[OutboxItem]) -> None: ...
+    def outbox_add(self, items: Sequence[OutboxItem]) -> None:
+        """Add SMS as they are (their csms_id fixed); an SMS already there is updated."""
+        ...
 
     def outbox_claim(self, limit: int, lease: float) -> list[OutboxItem]:
         """Due pending items (and expired leases) become in flight for ``lease`` seconds.
@@ -333,7 +369,9 @@ class Store(Protocol):
         """The items still in the outbox among ``csms_ids`` (a sent SMS is gone)."""
         ...
 
-    def outbox_list(self, state: OutboxState | None = None, limit: int = 1000) -> list[OutboxItem]: ...
+    def outbox_list(self, state: OutboxState | None = None, limit: int = 1000) -> list[OutboxItem]:
+        """Up to ``limit`` SMS in ``state`` (None: any), the oldest first (the CLI's ``outbox``)."""
+        ...
 
     def outbox_counts(self) -> OutboxCounts:
         """O(1): counters, not scans."""
@@ -373,14 +411,82 @@ class Store(Protocol):
         """
         ...
 
-    def outbox_purge(self, state: OutboxState) -> int: ...
+    def outbox_purge(self, state: OutboxState) -> int:
+        """Forget every SMS in ``state`` (pending: those not in flight); returns how many."""
+        ...
 
     def check(self) -> None:
         """Raise :class:`StoreUnavailableError` unless the store answers now."""
         ...
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Release connections and files; what a durable store holds stays for the next process."""
+        ...
 
     def after_fork(self) -> None:
         """Drop connections inherited from the parent process."""
         ...
+
+    # -- housekeeping (a long-running process's timers thread) ----------------
+    def timer_stores(self) -> Sequence[Store]:
+        """The stores whose timers (window ends, digests, group deadlines) the sweep visits.
+
+        Itself, for most. A store that writes to a fallback while its backend fails
+        (Redis and its spool) lists the fallback too: what the fallback holds falls due
+        there, and each is swept in transactions of its own.
+        """
+        ...
+
+    def maintain(self) -> int:
+        """Housekeeping, about once a second: returns how many SMS became due (0: none).
+
+        What a store checks on its own: whether Redis lost its data (the SMS this process
+        knows are pending are re-added), whether what a spool took can move back. The
+        caller wakes its dispatcher when SMS became due. (A SQLite store checks that the
+        file at the path is still the one open at every use instead: nothing to do here.)
+        """
+        ...
+
+    def counters(self) -> dict[str, int]:
+        """What the store did on its own, for stats and metrics (names stay; {} for none).
+
+        E.g. a Redis store's ``data_lost``, ``readded`` and ``rows_moved``, a SQLite
+        store's ``reopened``.
+        """
+        ...
+
+    def health(self) -> StoreHealth:
+        """Where writes go now (see :class:`StoreHealth`): no I/O, what the store last saw."""
+        ...
+
+
+class StandaloneStore:
+    """The housekeeping of a store with no fallback and nothing of its own to watch.
+
+    A base class for stores: its timers are its own, :meth:`maintain` finds nothing,
+    it counts nothing, and its writes go where they should (durable or not). A store
+    overrides what it does have.
+    """
+
+    #: whether what is written survives the process
+    durable: bool
+
+    def timer_stores(self) -> Sequence[Self]:
+        """Itself: its timers are all in its own tables."""
+        return [self]
+
+    def maintain(self) -> int:
+        """Nothing to do: no SMS became due."""
+        return 0
+
+    def move_spool(self) -> int:
+        """:meth:`maintain` by the name the Notifier calls (kept until it calls ``maintain``)."""
+        return self.maintain()
+
+    def counters(self) -> dict[str, int]:
+        """Nothing counted."""
+        return {}
+
+    def health(self) -> StoreHealth:
+        """Writes go where they should: ``durable`` or ``volatile`` as the store is."""
+        return StoreHealth("durable" if self.durable else "volatile")

@@ -25,6 +25,7 @@ from .base import (
     OutboxCounts,
     OutboxItem,
     OutboxState,
+    StandaloneStore,
     TableName,
     Tx,
     Window,
@@ -130,7 +131,7 @@ class _Index:
         return heap[0][0] if heap else None
 
 
-class MemoryStore:
+class MemoryStore(StandaloneStore):
     """The :class:`~.base.Store` in this process's memory (``store="memory"``).
 
     Fast and not durable: what it holds is gone when the process ends. ``clock`` is

@@ -11,6 +11,12 @@ from __future__ import annotations
 
 from .base import Digest, GroupBuffer, Lifecycle, Window
 
+#: texts a digest keeps besides its count (the pipeline's bound: here, so that the stores
+#: merge by it without importing the pipeline; ``alerting.decisions`` has the same)
+DIGEST_KEEP = 5
+#: texts a group buffer keeps besides its count
+GROUP_KEEP = 20
+
 
 def _union(first: tuple[str, ...], second: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(dict.fromkeys((*first, *second)))
