@@ -51,6 +51,18 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 
+def installed(binary: str, package: str) -> str:
+    """The path of a program the suite needs; a clear failure (not a skip) when it is missing.
+
+    The README's test command installs every one of them (scripts/test-deps.sh), so a
+    missing one is a broken setup, and a test that quietly drops out would hide it.
+    """
+    path = shutil.which(binary)
+    if path is None:
+        pytest.fail(f"{binary} is not installed: run scripts/test-deps.sh (apt-get install {package})")
+    return path
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -61,11 +73,7 @@ class RedisProcess:
     """A redis-server on a loopback port, in a temporary directory, no persistence."""
 
     def __init__(self, directory: Path) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            pytest.fail(
-                "redis-server is not installed: run scripts/test-deps.sh (apt-get install redis-server)"
-            )
+        binary = installed("redis-server", "redis-server")
         self.binary, self.directory = binary, directory
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None

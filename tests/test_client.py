@@ -321,21 +321,27 @@ def test_string_error_code_is_mapped() -> None:
 
 
 @pytest.mark.parametrize(
-    ("status", "body", "error"),
+    ("status", "body", "error", "says"),
     [
-        (200, b"", errors.MalformedResponseError),
-        (200, b"<html>oops</html>", errors.MalformedResponseError),
-        (200, b"[1, 2]", errors.MalformedResponseError),
-        (200, b'{"status": "weird"}', errors.MalformedResponseError),
-        (502, b"<html>Bad gateway</html>", errors.ServerError),
-        (404, b"<html>Not found</html>", errors.BadRequestError),
-        (429, b"", errors.TooManyRequestsError),
+        (200, b"", errors.MalformedResponseError, "unreadable gateway answer (empty body)"),
+        (200, b"<html>oops</html>", errors.MalformedResponseError, "not JSON (starts with '<html>oops"),
+        (200, b"[1, 2]", errors.MalformedResponseError, "JSON list, expected an object"),
+        (200, b'{"status": "weird"}', errors.MalformedResponseError, "no status_code in the answer"),
+        (502, b"<html>Bad gateway</html>", errors.ServerError, "HTTP 502 from gateway"),
+        (404, b"<html>Not found</html>", errors.BadRequestError, "HTTP 404 and no gateway answer"),
+        (429, b"", errors.TooManyRequestsError, "HTTP 429 from gateway (empty body)"),
     ],
 )
-def test_unreadable_answers_give_clear_errors(status, body, error) -> None:
+def test_unreadable_answers_give_clear_errors(status, body, error, says) -> None:
     with pytest.raises(error) as info:
         _client_answering(status, body).send_single("01712345678", "x")
-    assert str(info.value)
+    # The error says what came back, keeps the HTTP status, and no SMS counts as sent.
+    assert says in str(info.value)
+    assert info.value.http_status == status
+    assert info.value.result is not None
+    assert [m.delivered for m in info.value.result.messages] == [False]
+    if status == 404:
+        assert "check base_url" in str(info.value)
 
 
 # -- secrets -----------------------------------------------------------------

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import json
-import shutil
 import subprocess
 import textwrap
 import time
@@ -24,12 +23,11 @@ import pytest
 
 from sslsms_notify.relay.server import RelayServer
 
-from .conftest import free_port
+from .conftest import free_port, installed
 from .test_relay import DATA, DBA, PHONE, TOKEN, http, make_relay, texts, wait_for
 
 FIRING = json.loads((DATA / "alertmanager_firing.json").read_text())
 RESOLVED = json.loads((DATA / "alertmanager_resolved.json").read_text())
-AM_BINARY = shutil.which("prometheus-alertmanager")
 
 
 def post(relay: RelayServer, body: dict[str, Any], door: str = "alertmanager") -> dict[str, Any]:
@@ -140,7 +138,6 @@ def test_grafana_resends_are_nothing_new_too(sslsms_gateway) -> None:
 
 # -- a real Alertmanager --------------------------------------------------------------------------
 @pytest.mark.slow
-@pytest.mark.skipif(AM_BINARY is None, reason="scripts/test-deps.sh installs prometheus-alertmanager")
 def test_real_alertmanager_second_alert_joins_after_the_window_then_both_resolve(
     sslsms_gateway, tmp_path: Path
 ) -> None:
@@ -173,10 +170,9 @@ def test_real_alertmanager_second_alert_joins_after_the_window_then_both_resolve
             """
         )
     )
-    assert AM_BINARY is not None
     am = subprocess.Popen(
         [
-            AM_BINARY,
+            installed("prometheus-alertmanager", "prometheus-alertmanager"),
             f"--config.file={config}",
             f"--storage.path={tmp_path / 'am-data'}",
             f"--web.listen-address=127.0.0.1:{am_port}",

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import shutil
 import socket
 import subprocess
 import textwrap
@@ -23,7 +22,7 @@ from sslsms_notify.emulator import EmulatorServer
 from sslsms_notify.relay.server import RelayServer
 from sslsms_notify.relay.settings import RelaySettings
 
-from .conftest import FAST_RETRY, free_port
+from .conftest import FAST_RETRY, free_port, installed
 
 TOKEN = "relay-token-for-tests-0001"
 DATA = Path(__file__).parent / "data"
@@ -294,11 +293,9 @@ def test_two_relays_on_one_redis_send_each_sms_once(sslsms_gateway, redis_url) -
 
 
 # -- a real Alertmanager -------------------------------------------------------------------------
-AM_BINARY = shutil.which("prometheus-alertmanager")
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(AM_BINARY is None, reason="scripts/test-deps.sh installs prometheus-alertmanager")
 def test_real_alertmanager_pages_through_the_relay_then_resolves(sslsms_gateway, tmp_path) -> None:
     relay = make_relay(sslsms_gateway, store=f"sqlite:///{tmp_path}/am.db")
     am_port = free_port()
@@ -325,7 +322,7 @@ def test_real_alertmanager_pages_through_the_relay_then_resolves(sslsms_gateway,
     )
     am = subprocess.Popen(
         [
-            AM_BINARY,
+            installed("prometheus-alertmanager", "prometheus-alertmanager"),
             f"--config.file={config}",
             f"--storage.path={tmp_path / 'am-data'}",
             f"--web.listen-address=127.0.0.1:{am_port}",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -19,7 +18,7 @@ import pytest
 from sslsms_notify import GatewayClient, Notifier
 from sslsms_notify.emulator import EmulatorServer
 
-from .conftest import free_port
+from .conftest import free_port, installed
 
 pytestmark = pytest.mark.slow
 TOKEN = "serve-relay-token-for-tests-01"
@@ -169,23 +168,43 @@ def test_serve_without_a_token_is_one_clear_line(sslsms_gateway, tmp_path) -> No
     assert "no relay token" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_the_relay_examples_are_valid(tmp_path) -> None:
+def test_the_relay_example_passes_config_check(tmp_path) -> None:
+    # The example as shipped, only its store moved to a file this test may write.
+    example = (EXAMPLES / "relay.toml").read_text()
+    store_line = 'store = "sqlite:////var/lib/sslsms-notify/relay.db"'
+    assert store_line in example
+    config = tmp_path / "relay.toml"
+    config.write_text(example.replace(store_line, f'store = "sqlite:///{tmp_path}/relay.db"'))
     env = {**os.environ, "XDG_STATE_HOME": str(tmp_path), "SSLSMS_RELAY_TOKENS": TOKEN}
     checked = subprocess.run(
-        [CLI, "config", "check", "--config", str(EXAMPLES / "relay.toml")],
+        [CLI, "config", "check", "--config", str(config)],
         env=env,
         capture_output=True,
         text=True,
         timeout=30,
     )
-    assert checked.returncode in (0, 6), checked.stderr  # 6: its store path is not writable here
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    # the example's placeholder token is shadowed by the environment's, and says so
+    assert "shadowed: SSLSMS_RELAY_TOKENS shadows [relay] tokens" in checked.stdout
+    assert TOKEN not in checked.stdout and "'tokens': '<1 hidden>'" in checked.stdout
+    # without the environment's token, config check refuses what serve would refuse
+    env.pop("SSLSMS_RELAY_TOKENS")
+    refused = subprocess.run(
+        [CLI, "config", "check", "--config", str(config)], env=env, capture_output=True, text=True, timeout=30
+    )
+    assert refused.returncode == 2
+    assert "relay tokens[0]: is a placeholder from an example" in refused.stderr
     from sslsms_notify.config import read_section
     from sslsms_notify.relay.settings import RelaySettings
 
-    assert RelaySettings.load(read_section(EXAMPLES / "relay.toml", "relay"), environ={}).loopback
-    amtool = shutil.which("amtool")
-    if amtool:
-        result = subprocess.run(
-            [amtool, "check-config", str(EXAMPLES / "alertmanager.yml")], capture_output=True, text=True
-        )
-        assert result.returncode == 0, result.stdout + result.stderr
+    relay = read_section(EXAMPLES / "relay.toml", "relay")
+    assert RelaySettings.load(relay, environ={"SSLSMS_RELAY_TOKENS": TOKEN}).loopback
+
+
+def test_the_alertmanager_example_passes_amtool() -> None:
+    amtool = installed("amtool", "prometheus-alertmanager")
+    result = subprocess.run(
+        [amtool, "check-config", str(EXAMPLES / "alertmanager.yml")], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout

@@ -76,6 +76,11 @@ def config_check(url: str | None, config_path: str | None, as_json: bool, online
     described["store"] = mask_url(store)
     if store != settings.store:
         described["configured_store"] = settings.store
+    relay_notes = _relay_section(where)
+    if relay_notes is not None:
+        described["relay"], shadowed_relay = relay_notes
+    else:
+        shadowed_relay = []
     sources = Settings.sources(url, config_path)
     if online:
         described["gateway"] = _probe(settings)
@@ -90,6 +95,8 @@ def config_check(url: str | None, config_path: str | None, as_json: bool, online
             click.echo(f"  shadowed: {source} (present, and ignored: {where} wins)")
         elif part == "credentials":
             click.echo(f"  credentials: from {source} ({where} has none)")
+    for note in shadowed_relay:
+        click.echo(f"  shadowed: {note} (the environment wins)")
     for name, value in described.items():
         if name == "configured_store":
             continue
@@ -98,6 +105,25 @@ def config_check(url: str | None, config_path: str | None, as_json: bool, online
         click.echo(f"  {name}: {value}")
     if refused:
         sys.exit(ExitCode.AUTH)
+
+
+def _relay_section(where: str) -> tuple[dict[str, object], list[str]] | None:
+    """The config file's ``[relay]`` table checked as ``serve`` will check it, or None
+    when there is none; an invalid one is exit 2 here rather than at ``serve``."""
+    if where in ("--url", "SSLSMS_URL", "environment"):
+        return None
+    from ..config import read_section
+    from ..relay.settings import RelaySettings
+
+    section = read_section(where, "relay")
+    if not section:
+        return None
+    try:
+        relay = RelaySettings.load(section)
+    except ValueError as exc:
+        click.echo(f"invalid configuration: {one_line(str(exc))}", err=True)
+        sys.exit(ExitCode.BAD_INPUT)
+    return relay.describe(), RelaySettings.shadowed(section)
 
 
 def _probe(settings: Settings) -> str:

@@ -85,11 +85,30 @@ class RelaySettings:
         for key in table:
             if key not in _DECLARED:
                 raise ValueError(f"[relay] {key}: unknown key (known: {', '.join(sorted(_DECLARED))})")
+        from_env = env_values(RELAY_SETTINGS, environ)
+        # A file value the environment replaces is never used, so it is not checked either:
+        # the example's placeholder token under SSLSMS_RELAY_TOKENS must not stop the relay.
         values = {
-            d.name: d.check(d.label or d.name, table[d.name]) for d in RELAY_SETTINGS if d.name in table
+            d.name: d.check(d.label or d.name, table[d.name])
+            for d in RELAY_SETTINGS
+            if d.name in table and d.name not in from_env
         }
-        values.update(env_values(RELAY_SETTINGS, environ))
+        values.update(from_env)
         return cls(**values)
+
+    @staticmethod
+    def shadowed(section: Mapping[str, Any] | None, environ: Mapping[str, str] | None = None) -> list[str]:
+        """``"SSLSMS_RELAY_TOKENS shadows [relay] tokens"`` for each file key the environment replaces."""
+        from_env = env_values(RELAY_SETTINGS, environ)
+        return [
+            f"{_DECLARED[name].env} shadows [relay] {name}" for name in (section or {}) if name in from_env
+        ]
+
+    def describe(self) -> dict[str, Any]:
+        """Every field, for ``config check``; the tokens only counted."""
+        described: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
+        described["tokens"] = f"<{len(self.tokens)} hidden>"
+        return described
 
     def checked(self) -> RelaySettings:
         """Every field checked by its declaration (and normalised), e.g. after ``replace()``."""
