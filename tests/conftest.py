@@ -2,14 +2,51 @@
 
 from __future__ import annotations
 
+import sys
+import weakref
 from collections.abc import Iterator
 
 import pytest
 
-from sslsms_notify import GatewayClient, RetryPolicy
+from sslsms_notify import GatewayClient, Notifier, RetryPolicy
 from sslsms_notify.emulator import DEMO_API_TOKEN, DEMO_SID, EmulatorTransport, GatewayEmulator
 
 FAST_RETRY = RetryPolicy(max_attempts=4, initial_delay=0.001, max_delay=0.01, total_timeout=5)
+
+
+# -- no Notifier outlives its test ----------------------------------------------------------
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
+    report = yield
+    setattr(item, f"report_{report.when}", report)  # read by the fixture below at teardown
+    return report
+
+
+@pytest.fixture(autouse=True)
+def no_notifier_left_running(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
+    """Every Notifier a test starts is closed when it ends, and a passing test that left one
+    running fails: its threads would go on writing to a shared store (one left on the shared
+    Redis once failed five later tests)."""
+    started: list[weakref.ref[Notifier]] = []
+    original = Notifier.__init__
+
+    def tracked(self: Notifier, *args: object, **kwargs: object) -> None:
+        original(self, *args, **kwargs)  # type: ignore[arg-type]
+        started.append(weakref.ref(self))
+
+    monkeypatch.setattr(Notifier, "__init__", tracked)
+    yield
+    plugin = sys.modules.get("sslsms_notify.integrations.apprise")
+    if plugin is not None:  # its pipelines live until exit by design: the test's end is ours
+        plugin.close_pipelines(0)
+    left = [n for ref in started if (n := ref()) is not None and not n.closed]
+    for notifier in left:
+        notifier.close(0)
+    call = getattr(request.node, "report_call", None)
+    if left and call is not None and call.passed:
+        pytest.fail(f"the test left {len(left)} Notifier(s) running: close them in a finally or a fixture")
 
 
 class Clock:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -265,3 +266,34 @@ def test_an_unknown_url_argument_is_refused_naming_it(caplog) -> None:
     assert "URL argument 'dedupe' is unknown" in caplog.text
     # ours, and apprise's own (format, overflow, store=no), are taken
     assert a.add("sslsms://SID:TOKEN@01712345678?dedup=300&format=text&overflow=split&store=no")
+
+
+def test_every_apprise_object_of_one_url_shares_one_pipeline(sslsms_gateway) -> None:
+    """apprise builds a plugin object per Apprise().add(); an app may build one per
+    notification. One pipeline per URL: two threads, not two per notification, and the
+    dedup window of the first notification holds for the next."""
+    url = url_for(sslsms_gateway, "01711111111")
+
+    def pipeline_threads() -> int:
+        return sum(t.name.startswith("sslsms-") for t in threading.enumerate())
+
+    before = pipeline_threads()
+    try:
+        results = []
+        for _ in range(10):
+            a = apprise.Apprise()
+            a.add(url)
+            results.append(bool(a.notify("disk full on db1")))
+        assert results == [True] * 10  # a repeat in the dedup window counts as accepted
+        assert pipeline_threads() - before == 2  # intake and dispatch, once
+        [sms] = sslsms_gateway.emulator.messages()
+        assert sms.text.startswith("[INFO] ") and sms.text.endswith("apprise: disk full on db1")
+    finally:
+        assert plugin.close_pipelines(5)
+    a = apprise.Apprise()  # closed: the next notification starts a new pipeline
+    a.add(url)
+    assert bool(a.notify("after close"))
+    texts = [m.text for m in sslsms_gateway.emulator.messages()]
+    # closing a memory pipeline summarised the nine repeats its window held
+    assert len(texts) == 3 and texts[1].startswith("[INFO +9 more since ")
+    assert texts[2].endswith("apprise: after close")

@@ -304,7 +304,11 @@ def test_ctrl_c_stops_waiting_and_the_next_run_sends_it(sslsms_gateway, cli_env,
         preexec_fn=ignore_sigint if inherited == "ignored" else None,
     )
     try:
-        time.sleep(1)
+        # send is waiting on the hanging request: the gateway has it
+        deadline = time.monotonic() + 30
+        while not sslsms_gateway.emulator.history() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert sslsms_gateway.emulator.history(), "send never reached the gateway"
         interrupted_at = time.monotonic()
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=3)

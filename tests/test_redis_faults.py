@@ -288,7 +288,10 @@ def test_misconf_and_noreplicas_new_state_spools_and_redis_sms_wait(
         store.outbox_update([i.evolve(state=OutboxState.SENT) for i in claimed])
         assert store.outbox_open() == held  # still pending in Redis
         n = Notifier(client_for(sslsms_gateway), recipients=[A], store=store, start=False, close_at_exit=None)
-        assert n.flush(0.5) is (held == 0)  # they wait, and flush() says so
+        try:
+            assert n.flush(0.5) is (held == 0)  # they wait, and flush() says so
+        finally:
+            n.close(0)
         assert len(sslsms_gateway.emulator.messages()) == 0
         lines = [
             r for r in caplog.records if refusal in r.getMessage() and "refuses writes" in r.getMessage()

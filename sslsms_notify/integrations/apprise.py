@@ -25,6 +25,11 @@ Where the state lives when the URL has no ``store=``:
   across the two commands). "Run from the apprise CLI" means:
   ``os.path.basename(sys.argv[0])`` starts with ``apprise``.
 
+One pipeline per configuration and process: apprise builds a new plugin object for
+every ``Apprise().add()``, and an application may build one per notification; they
+all share the pipeline of their URL (its dedup windows, caps and two threads), which
+closes at interpreter exit, or at :func:`close_pipelines`.
+
 ``notify()`` waits for the SMS of this notification only (never for other SMS a
 shared outbox holds), at most :data:`DELIVERY_TIMEOUT` seconds. A repeat inside
 the dedup window, an alert held by a per-phone cap (it goes out in a digest) or
@@ -33,9 +38,12 @@ gathered by ``group_wait`` counts as accepted.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 import os
 import sys
+import threading
 import time
 from dataclasses import replace
 from typing import Any, ClassVar
@@ -88,6 +96,33 @@ _APPRISE_BOOLS = frozenset({"yes", "no", "true", "false", "on", "off", "y", "n",
 def _apprise_flag(name: str, value: Any) -> bool:
     """``store=no`` is apprise's persistent-storage switch, not a store URL of ours."""
     return name == "store" and str(value).strip().lower() in _APPRISE_BOOLS
+
+
+#: the pipeline of each configuration in this process (see the module's docstring)
+_PIPELINES: dict[str, Any] = {}
+_PIPELINES_LOCK = threading.Lock()
+
+
+def _pipeline_for(settings: Settings) -> Any:
+    """The running pipeline of this configuration, started on first use."""
+    key = json.dumps(dataclasses.asdict(settings), sort_keys=True, default=repr)
+    with _PIPELINES_LOCK:
+        notifier = _PIPELINES.get(key)
+        if notifier is None or notifier.closed:
+            durable = settings.store != "memory"
+            notifier = _PIPELINES[key] = settings.notifier(
+                close_at_exit=DURABLE_EXIT_TIMEOUT if durable else DELIVERY_TIMEOUT
+            )
+        return notifier
+
+
+def close_pipelines(timeout: float | None = DURABLE_EXIT_TIMEOUT) -> bool:
+    """Close every pipeline the plugin started in this process (interpreter exit does it
+    too); True if each delivered everything within ``timeout``. The next notify starts anew."""
+    with _PIPELINES_LOCK:
+        pipelines = list(_PIPELINES.values())
+        _PIPELINES.clear()
+    return all([notifier.close(timeout) for notifier in pipelines])
 
 
 def run_from_apprise_cli() -> bool:
@@ -164,16 +199,11 @@ class NotifySSLSMS(NotifyBase):  # type: ignore[misc]
                 self.settings = replace(self.settings, store=state)
             except ConfigError as exc:
                 self.logger.warning("sslsms: state kept in memory only: %s", exc)
-        self._notifier: Any = None
 
     @property
     def notifier(self) -> Any:
-        if self._notifier is None:
-            durable = self.settings.store != "memory"
-            self._notifier = self.settings.notifier(
-                close_at_exit=DURABLE_EXIT_TIMEOUT if durable else DELIVERY_TIMEOUT
-            )
-        return self._notifier
+        """The pipeline of this URL's configuration, shared in this process."""
+        return _pipeline_for(self.settings)
 
     def send(
         self, body: str, title: str = "", notify_type: NotifyType = NotifyType.INFO, **kwargs: Any
