@@ -407,3 +407,8 @@ def test_a_lost_sms_is_said_on_stderr_when_no_other_handler_would_show_it(other_
         assert said not in done.stderr and "a memory store loses them" in done.stdout
     else:
         assert done.stderr.count(said) == 1, done.stderr
+
+
+def test_close_at_exit_is_refused_naming_close_timeout() -> None:
+    with pytest.raises(TypeError, match="pass close_timeout instead"):
+        SMSHandler(api_token="t" * 20, sid="SID", recipients=["01711111111"], close_at_exit=3)

@@ -73,9 +73,11 @@ def test_the_character_rule_names_every_separator_it_accepts() -> None:
 
 
 def test_international_numbers_only_with_plus_or_00() -> None:
-    assert normalize_msisdn("+44 7911 123456") == "447911123456"
-    assert normalize_msisdn("0044 7911 123456") == "447911123456"
-    assert normalize_msisdn("+1 (415) 555-1234") == "14155551234"
+    # our form keeps the + that made it international; the gateway's form is digits only
+    assert normalize_msisdn("+44 7911 123456") == "+447911123456"
+    assert normalize_msisdn("0044 7911 123456") == "+447911123456"
+    assert normalize_msisdn("+1 (415) 555-1234") == "+14155551234"
+    assert wire_msisdn("+1 (415) 555-1234") == "14155551234"
     assert normalize_msisdn(8801712345678) == "8801712345678"
     # bare digits are read as a Bangladesh number: never guessed to be another country's
     for bare in ("447911123456", "919812345678", "14155551234", "4155551234"):
@@ -92,8 +94,21 @@ def test_a_bangladesh_number_that_lost_its_leading_zero_is_still_one() -> None:
         normalize_msisdn("1212345678")  # 012 is no mobile prefix
 
 
+@pytest.mark.parametrize(
+    "written",
+    ["01712345678", "+880 1712-345678", "1712345678", "+44 7911 123456", "0044 7911 123456", "+14155551234"],
+)
+def test_our_form_goes_through_the_policy_again_unchanged(written: str) -> None:
+    """A number read from a configuration and handed on (a group to the Notifier, a --to to
+    the routes, targets into an apprise URL) is checked again there: it must pass."""
+    ours = normalize_msisdn(written)
+    assert normalize_msisdn(ours) == ours
+    assert normalize_msisdn(display_msisdn(ours)) == ours
+    assert wire_msisdn(ours) == ours.removeprefix("+")
+
+
 def test_the_gateways_form_is_read_back_as_is() -> None:
-    """The outbox keeps numbers as the gateway takes them; the client and the emulator read them."""
+    """The gateway echoes digits; an outbox of 0.2 holds them: the client and the emulator read them."""
     assert wire_msisdn("447911123456") == "447911123456"
     assert wire_msisdn("8801712345678") == "8801712345678"
     assert wire_msisdn("01712345678") == "8801712345678"

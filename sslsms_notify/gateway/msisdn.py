@@ -12,10 +12,16 @@ number: configuration, URL, CLI, relay, handler, apprise, ``Notifier`` groups):
   Bangladeshi number, so ``919812345678`` is refused rather than guessed;
 - anything else is refused with the rule it breaks.
 
-**The gateway's form** is digits only: ``8801712345678``, or an international number's
-digits (``447911123456``), which is what the gateway echoes back. :func:`wire_msisdn`
-accepts that form too (what the outbox holds, or the spec's plain digits given to the
-:class:`~sslsms_notify.GatewayClient`).
+**Our form**, what :func:`normalize_msisdn` returns and the pipeline keeps (groups,
+outbox, caps): ``8801712345678`` for Bangladesh, ``+447911123456`` for other countries.
+An international number keeps the ``+`` that made it one, so our form goes through the
+policy again unchanged: a number read from a configuration and handed on (to a
+``Notifier``, a route, an apprise URL, a ``--to``) is never refused the second time.
+
+**The gateway's form** is digits only: ``8801712345678``, ``447911123456``, which is what
+the gateway echoes back. :func:`wire_msisdn` makes it, at the gateway's door (the client
+and the emulator), and accepts it too (the spec's plain digits given to the
+:class:`~sslsms_notify.GatewayClient`, or an outbox written by an earlier version).
 """
 
 from __future__ import annotations
@@ -48,7 +54,10 @@ class InvalidMsisdnError(ValueError):
 
 
 def normalize_msisdn(raw: object, *, field: str = "msisdn") -> str:
-    """The number policy (see the module): the gateway's form, or :class:`InvalidMsisdnError`."""
+    """The number policy (see the module): our form, or :class:`InvalidMsisdnError`.
+
+    ``normalize_msisdn(normalize_msisdn(x)) == normalize_msisdn(x)`` for every number it takes.
+    """
     compact, explicit_international = _compact(raw, field)
     if compact.startswith(BD_COUNTRY_CODE):
         if _BD_INTERNATIONAL.fullmatch(compact):
@@ -79,18 +88,18 @@ def normalize_msisdn(raw: object, *, field: str = "msisdn") -> str:
             "including the country code",
             field=field,
         )
-    return compact
+    return "+" + compact
 
 
 def wire_msisdn(raw: object, *, field: str = "msisdn") -> str:
     """The gateway's form of a number given by the policy or already in that form.
 
     For the gateway client and the emulator: besides what :func:`normalize_msisdn`
-    takes, the plain digits of an international number (what the outbox holds, and
-    what the spec calls an msisdn), 8 to 16 of them, not starting with 0.
+    takes, the plain digits of an international number (what the spec calls an msisdn,
+    and what an outbox written by 0.2 holds), 8 to 16 of them, not starting with 0.
     """
     try:
-        return normalize_msisdn(raw, field=field)
+        return normalize_msisdn(raw, field=field).removeprefix("+")
     except InvalidMsisdnError as error:
         if error.rule != BARE_INTERNATIONAL:
             raise
@@ -129,7 +138,7 @@ def _compact(raw: object, field: str) -> tuple[str, bool]:
 
 
 def display_msisdn(number: str) -> str:
-    """A number in the gateway's form as the policy writes it back: ``+8801712345678``."""
+    """A number in our form or the gateway's, as people write it: ``+8801712345678``."""
     return number if number.startswith("+") else "+" + number
 
 

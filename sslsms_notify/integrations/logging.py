@@ -104,6 +104,11 @@ class SMSHandler(logging.Handler):
     ) -> None:
         # Everything that can fail comes before logging.Handler.__init__, which registers the
         # handler for logging.shutdown(): a half-made handler there would fail at exit.
+        if "close_at_exit" in options:
+            raise TypeError(
+                "SMSHandler: close_at_exit comes from close_timeout (the seconds close() and "
+                "interpreter exit wait for delivery); pass close_timeout instead"
+            )
         settings = None if notifier is not None else _settings(url, options)
         chosen_level = _level(level if level is not None else (settings.level if settings else logging.ERROR))
         level_table = sorted(((_level(k), tuple(v)) for k, v in (level_groups or {}).items()), reverse=True)
