@@ -69,9 +69,10 @@ PAGES = [
     "doors/apprise.md",
     "doors/cli.md",
     "doors/relay.md",
+    "emulator.md",
 ]
 
-# -- what the test changes in a block before running it (the same for every page) ------
+# -- what the test changes in a block before running it (the same for every page: Rewrite)
 #
 # 1. An ``sslsms://`` URL without ``base_url=`` gets ``base_url=`` of the test's emulator.
 # 2. A ``[gateway]`` table without ``base_url`` gets the test's emulator as its ``base_url``.
@@ -82,14 +83,6 @@ PAGES = [
 #
 # The emulator accepts the placeholder credentials the pages show (ACCOUNTS), so
 # tokens and SIDs are not rewritten.
-REWRITES = (
-    "sslsms:// URLs: + base_url of the test's emulator",
-    "[gateway] tables: + base_url of the test's emulator",
-    "ports 8025 and 8026: free ports",
-    "relay.internal: 127.0.0.1",
-    "/etc/..., /var/...: under the test's directory",
-)
-
 #: token -> SIDs: the placeholders of the pages, which the test's emulator accepts
 ACCOUNTS = {
     DEMO_API_TOKEN: {DEMO_SID},
@@ -146,6 +139,7 @@ SENDS: dict[tuple[str, str], dict[str, int]] = {
         "01812345678": 1,
     },
     ("doors/relay.md", "export SSLSMS_RELAY_TOKEN=$TOKEN"): {"01712345678": 1, "01812345678": 1},
+    ("emulator.md", "sslsms-notify emulator --port 8025 &"): {"01712345678": 1},
 }
 
 RUN_LANGUAGES = {
@@ -224,7 +218,7 @@ def read_blocks(page: str) -> list[Block]:
         while i < len(lines) and not re.match(rf"^[ \t]*{re.escape(mark)}\s*$", lines[i]):
             body_lines.append(lines[i][len(indent) :] if lines[i].startswith(indent) else lines[i].lstrip())
             i += 1
-        assert i < len(lines), f"docs/{page}: a fenced block opened at line {len(lines)} never closes"
+        assert i < len(lines), f"docs/{page}:{i - len(body_lines)}: a fenced block never closes"
         first = COMMENT.sub("", next((b.strip() for b in body_lines if b.strip()), ""))
         text = "\n".join(_resolve_snippets(body_lines, page)) + "\n"
         blocks.append(Block(page, i - len(body_lines), language, first, text, pending))
@@ -454,8 +448,15 @@ def test_every_page_is_tested_and_every_marker_listed() -> None:
         assert blocks[key] == 1, f"{key}: names {blocks[key]} blocks, not one (SENDS, SKIPPED)"
     for page in PAGES:
         for block in read_blocks(page):
-            if block.marker("skip") is not None:
-                assert block.kind, f"{block.where}: a skip marker on a block that would not run anyway"
+            for name in ("skip", "exit", "pytest"):
+                if block.marker(name) is not None:
+                    assert block.kind, (
+                        f"{block.where}: {name!r} on a {block.language or 'plain'} block, which never runs"
+                    )
+            if block.marker("write") is not None:
+                assert not block.kind, f"{block.where}: 'write' on a {block.language} block, which runs"
+            if block.marker("pytest") is not None:
+                assert block.kind == "python", f"{block.where}: 'pytest' on a {block.language} block"
 
 
 @pytest.mark.parametrize("page", [pytest.param(p, marks=pytest.mark.slow) for p in PAGES])
