@@ -28,7 +28,7 @@ site. :data:`MARKERS` lists them:
 
 What a block delivers is declared in :data:`SENDS` (phone -> SMS) and counted exactly at
 the emulator: after each block the phones must have received what the blocks so far
-declared, no more, no fewer.
+declared, no more, no fewer. What the page says a block prints is in :data:`OUTPUTS`.
 """
 
 from __future__ import annotations
@@ -71,6 +71,8 @@ PAGES = [
     "doors/relay.md",
     "emulator.md",
 ]
+#: pages whose blocks take more than a few seconds (a demo, a pytest run, many commands)
+SLOW = {"getting-started.md", "doors/apprise.md", "doors/cli.md", "emulator.md"}
 
 # -- what the test changes in a block before running it (the same for every page: Rewrite)
 #
@@ -140,6 +142,19 @@ SENDS: dict[tuple[str, str], dict[str, int]] = {
     },
     ("doors/relay.md", "export SSLSMS_RELAY_TOKEN=$TOKEN"): {"01712345678": 1, "01812345678": 1},
     ("emulator.md", "sslsms-notify emulator --port 8025 &"): {"01712345678": 1},
+}
+
+#: (page, first line of the block, its comment left out) -> what the page says it prints
+OUTPUTS: dict[tuple[str, str], list[str]] = {
+    ("getting-started.md", "sslsms-notify emulator --port 8025 &"): ["delivered: sms=1, delivered=1"],
+    ("getting-started.md", 'sslsms-notify send --url "$EMULATOR_URL" "db1: disk 95% full"'): ["suppressed"],
+    ("getting-started.md", "sslsms-notify config check"): ["shadowed: SSLSMS_URL (present, and ignored: "],
+    ("doors/cli.md", 'sslsms-notify segments "db1: disk 95% full"'): [
+        "GSM-7 (EN), 18 characters, 18 units, 1 SMS",
+        "UCS-2 (BN), 12 characters, 12 units, 1 SMS",
+    ],
+    ("doors/relay.md", "export TOKEN=$(openssl rand -hex 24)"): ['{"status": "ok"'],
+    ("doors/relay.md", "curl -s -X POST http://127.0.0.1:8026/v1/alerts \\"): ['{"accepted": 1', '"queued"'],
 }
 
 RUN_LANGUAGES = {
@@ -444,8 +459,8 @@ def test_every_page_is_tested_and_every_marker_listed() -> None:
         f"in SKIPPED, not in the pages: {gone}"
     )
     blocks = Counter((block.page, block.first_line) for page in PAGES for block in read_blocks(page))
-    for key in [*SENDS, *SKIPPED]:
-        assert blocks[key] == 1, f"{key}: names {blocks[key]} blocks, not one (SENDS, SKIPPED)"
+    for key in [*SENDS, *SKIPPED, *OUTPUTS]:
+        assert blocks[key] == 1, f"{key}: names {blocks[key]} blocks, not one (SENDS, SKIPPED, OUTPUTS)"
     for page in PAGES:
         for block in read_blocks(page):
             for name in ("skip", "exit", "pytest"):
@@ -459,7 +474,9 @@ def test_every_page_is_tested_and_every_marker_listed() -> None:
                 assert block.kind == "python", f"{block.where}: 'pytest' on a {block.language} block"
 
 
-@pytest.mark.parametrize("page", [pytest.param(p, marks=pytest.mark.slow) for p in PAGES])
+@pytest.mark.parametrize(
+    "page", [pytest.param(p, marks=[pytest.mark.slow] if p in SLOW else []) for p in PAGES]
+)
 def test_page_blocks_run_as_written(page: str, tmp_path: Path) -> None:
     home, work, tmp, scratch = (tmp_path / d for d in ("home", "work", "tmp", ".blocks"))
     for directory in (home, work, tmp, scratch):
@@ -492,6 +509,10 @@ def test_page_blocks_run_as_written(page: str, tmp_path: Path) -> None:
                 )
                 for phone, n in SENDS.get((page, block.first_line), {}).items():
                     expected[_wire(phone)] += n
+                for said in OUTPUTS.get((page, block.first_line), []):
+                    assert said in output, (
+                        f"{block.where}: the page says it prints {said!r}; it printed:\n{output}"
+                    )
                 got = wait_for_sms(gateway, ports["8025"], expected)
                 assert got == expected, (
                     f"{block.where}: after this block the phones got {dict(got)}, "
