@@ -1,4 +1,5 @@
-"""Every shell and Python block of getting-started and the door pages runs as written.
+"""Every shell and Python block of getting-started, the door pages (and the home and
+emulator pages) runs as written.
 
 For each page of :data:`PAGES`, the fenced ``bash``/``sh``/``console``/``python`` blocks
 (``--8<--`` snippet includes resolved from the repository) run **in page order, in one
@@ -12,7 +13,8 @@ shell session per page**, as a reader pastes them into one terminal:
   ``cd`` and background jobs carry over from one block to the next; a Python block runs
   as ``python BLOCK.py`` in that session (its environment, its directory);
 - a real gateway emulator (:class:`EmulatorServer`) on loopback, that the blocks are
-  pointed at by :data:`REWRITES`; every SMS a block makes is counted there, per phone.
+  pointed at by a short list of rewrites (:class:`Rewrite`, the same for every page);
+  every SMS a block makes is counted there, per phone.
 
 A page talks to the test through HTML comments right before a block, invisible on the
 site. :data:`MARKERS` lists them:
@@ -305,11 +307,12 @@ class Session:
     def __init__(self, cwd: Path, env: dict[str, str], scratch: Path) -> None:
         self.scratch = scratch
         self.count = 0
+        self.log = (scratch / "session.log").open("wb")
         self.proc = subprocess.Popen(
             ["bash", "--noprofile", "--norc", "-e"],
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
-            stderr=(scratch / "session.log").open("wb"),
+            stderr=self.log,
             cwd=cwd,
             env=env,
             process_group=0,  # background jobs stay in it: closing kills them all
@@ -321,11 +324,12 @@ class Session:
         n = self.count
         file, out, rc = (self.scratch / f"block{n}.{ext}" for ext in ("sh", "out", "rc"))
         file.write_text(script, encoding="utf-8")
+        f, o, r = (shlex.quote(str(path)) for path in (file, out, rc))
         if expect_exit == 0:  # in the shell itself: exports, cd and jobs carry over
-            command = f"source {file} </dev/null >{out} 2>&1\n"
+            command = f"source {f} </dev/null >{o} 2>&1\n"
         else:  # in a subshell, whose exit code the session survives
-            command = f"set +e\n( set -e; source {file} ) </dev/null >{out} 2>&1\n"
-        command += f"echo $? >{rc}.tmp\nset -e\nmv {rc}.tmp {rc}\n"
+            command = f"set +e\n( set -e; source {f} ) </dev/null >{o} 2>&1\n"
+        command += f"echo $? >{r}.tmp\nset -e\nmv {r}.tmp {r}\n"
         assert self.proc.stdin is not None
         try:
             self.proc.stdin.write(command.encode())
@@ -358,6 +362,7 @@ class Session:
             if not _group_alive(self.proc.pid):
                 break
         self.proc.wait(10)
+        self.log.close()
 
 
 def _group_alive(pgid: int) -> bool:
@@ -394,8 +399,8 @@ def received(gateway: GatewayEmulator, page_emulator_port: str) -> Counter[str]:
         url = f"http://127.0.0.1:{page_emulator_port}/__emulator/messages"
         with urllib.request.urlopen(url, timeout=5) as answer:
             counts.update(m["msisdn"] for m in json.load(answer)["messages"])
-    except (urllib.error.URLError, OSError):
-        pass  # the page started none, or it has stopped
+    except (urllib.error.URLError, OSError, ValueError, KeyError):
+        pass  # the page started none, or it has stopped (or the port is not an emulator's)
     return counts
 
 
