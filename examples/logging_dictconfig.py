@@ -8,7 +8,6 @@ Run against the emulator:
 
 import logging
 import logging.config
-import os
 
 LOGGING = {
     "version": 1,
@@ -17,7 +16,7 @@ LOGGING = {
         "sms": {
             "class": "sslsms_notify.SMSHandler",
             "level": "ERROR",
-            "url": os.environ["SSLSMS_URL"],  # or leave it out: SSLSMS_URL is read anyway
+            # no "url": SSLSMS_URL, then the config file (or "url": "sslsms://...")
             "dedup_window": 300,
             "close_timeout": 10,
         },

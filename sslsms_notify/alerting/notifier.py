@@ -73,7 +73,8 @@ class Notifier:
         dead_retention: seconds a dead letter is kept (for ``outbox list`` and
             ``outbox retry``) before it is forgotten.
         default_groups: groups for an alert that names none and matches no route
-            (default: ``"default"`` if there is such a group, else the first group).
+            (default: with routes, none: such an alert is ``unrouted`` and pages nobody;
+            without routes, ``"default"`` if there is such a group, else the first group).
         host: shown in every SMS as ``[TAG] host/source: text`` (default: this
             machine's short host name).
         dispatch: a :class:`DispatchPolicy` (backoff, ``max_age``, lease,

@@ -1,6 +1,8 @@
 """pytest fixtures for testing your alerting code against the emulator.
 
-Installed with ``pip install sslsms-notify[test]`` and loaded automatically:
+Loaded by pytest automatically wherever the package is installed; the HTTP server
+needs the ``test`` (or ``relay``) extra, e.g. ``pip install ".[test]"`` in a checkout.
+``sslsms_gateway.client()`` is a :class:`~sslsms_notify.GatewayClient` for it:
 
     def test_pages_oncall(sslsms_gateway):
         client = sslsms_gateway.client()

@@ -80,7 +80,8 @@ class SMSHandler(logging.Handler):
         level_groups: ``{"ERROR": ["oncall"], "CRITICAL": ["oncall", "managers"]}``:
             a record goes to the groups of the highest level at or below its own.
         logger_groups: ``{"app.db": ["dbas"]}``: records of that logger (or its
-            children) also go to these groups.
+            children) go to these groups, plus those ``level_groups`` gives their level.
+            A record either table names groups for goes only there, not to the routes.
         groups: ``{"oncall": [...]}``, added to the URL's recipients.
         notifier: use an existing :class:`Notifier` (the handler will not close it).
         close_timeout: seconds ``close()`` (and interpreter exit) waits for delivery.
