@@ -25,7 +25,12 @@ class MissingExtra(ImportError):
     def __init__(self, module: str) -> None:
         extra, what = EXTRAS[module]
         self.extra = extra
-        super().__init__(f"{module} is not installed; {what} need it: pip install 'sslsms-notify[{extra}]'")
+        super().__init__(f"{module} is not installed; {what} need it: {install_hint(extra)}")
+
+
+def install_hint(extra: str) -> str:
+    """How to add an extra, from an index or from a checkout of the repository."""
+    return f"pip install 'sslsms-notify[{extra}]' (from a checkout: pip install '.[{extra}]')"
 
 
 def require(module: str) -> ModuleType:

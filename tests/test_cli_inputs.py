@@ -625,7 +625,8 @@ CASES: list[Case] = [
         "store-redis-without-the-extra",
         ("send", "--url", "{URL}", "--store", "redis://127.0.0.1:{CLOSED}/0", "x"),
         2,
-        "needs the 'redis' package (pip install 'sslsms-notify[redis]')",
+        "needs the 'redis' package: pip install 'sslsms-notify[redis]' (from a checkout: "
+        "pip install '.[redis]')",
         setup=redis_not_installed,
         env={"PYTHONPATH": "{TMP}/shadow"},
         check=nothing_sent,

@@ -26,6 +26,7 @@ from ..config import (
     mask_url,
     state_files,
 )
+from ..extras import install_hint
 from ..gateway.clean import clean_text
 from ..gateway.msisdn import InvalidMsisdnError, normalize_msisdn
 from ..severity import SEVERITY_ALIASES
@@ -104,7 +105,7 @@ def open_store(spec: str, label: str) -> Store:
         # the Redis store re-raises the missing import with its own message (no .name)
         package = exc.name or getattr(exc.__cause__, "name", None) or "redis"
         raise InputError(
-            f"{label}={mask_url(spec)!r}: needs the '{package}' package (pip install 'sslsms-notify[redis]')"
+            f"{label}={mask_url(spec)!r}: needs the '{package}' package: {install_hint('redis')}"
         ) from None
     except (StoreUnavailableError, ValueError) as exc:
         raise InputError(f"{one_line(str(exc))} (pass another --store, or set XDG_STATE_HOME)") from None
