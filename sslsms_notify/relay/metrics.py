@@ -209,4 +209,4 @@ class RelayMetrics:
         return f"RelayMetrics({self._notifier!r})"
 
 
-_ROUTES = {"/v1/alerts", "/v1/alertmanager", "/v1/grafana", "/healthz", "/metrics"}
+_ROUTES = {"/v1/alerts", "/v1/alertmanager", "/v1/grafana", "/healthz", "/readyz", "/metrics"}
