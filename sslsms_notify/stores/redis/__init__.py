@@ -453,6 +453,7 @@ class RedisStore:
         """
         try:
             self._redis.ping()
+            self._route.succeeded("read")  # it answers: calls go to it again at once
         except DOWN as exc:
             self._route.record(exc)
             with contextlib.suppress(Exception):

@@ -362,9 +362,11 @@ class RedisBackend:
     def check_marker(self, token: str, csms_ids: Sequence[str]) -> tuple[str, int, str]:
         """Increment the marker (setting ``token`` if it is missing); returns its token, its
         counter, and per id "0" (Redis does not have it), "1" (open) or "2" (a dead letter)."""
-        found, count, flags = self.scripts.run(
-            "epoch", [self.key("epoch"), self.key("o"), self.key("dead")], [token, *csms_ids]
-        )
+        with self.replication.connection(self.client) as client:
+            keys = [self.key("epoch"), self.key("o"), self.key("dead")]
+            found, count, flags = self.scripts.run("epoch", keys, [token, *csms_ids], client=client)
+            # trusted once a replica has it: a failover right after must not look like a loss
+            self.replication.acknowledge(client)
         return found, int(count), flags
 
     def read_marker(self) -> tuple[str | None, int]:
