@@ -274,6 +274,39 @@ def test_a_master_alone_is_not_waited_for_and_zero_turns_the_wait_off(pair, redi
         off.close()
 
 
+def test_a_demoted_master_behind_one_name_is_left_for_new_connections(pair, tmp_path, quick_retry) -> None:
+    """A managed Redis fails over behind one DNS name: READONLY drops the store's connections,
+    so the next ones resolve the name again (here: the same node, promoted back)."""
+    master, replica = pair
+    store = RedisStore(f"{master.url}?client_name=the-store", spool=tmp_path / "spool.db")
+    watcher = master.client()
+
+    def connections() -> set[str]:
+        return {c["id"] for c in watcher.client_list() if c["name"] == "the-store"}
+
+    try:
+        store.transact(lambda tx: tx.rates.put("before", tx.now))
+        before = connections()
+        assert before
+        replica.client().replicaof("NO", "ONE")
+        watcher.replicaof("127.0.0.1", str(replica.port))  # the old master is a replica now
+        store.transact(lambda tx: tx.rates.put("refused", tx.now))  # READONLY: into the spool
+        assert store.fault == "read-only replica" and store.health().state == "spooling"
+        assert not before & connections(), "the store kept its connections to the demoted master"
+        watcher.replicaof("NO", "ONE")
+        replica.client().replicaof("127.0.0.1", str(master.port))
+
+        def writes() -> bool:
+            store.transact(lambda tx: tx.rates.put("after", tx.now))
+            store.maintain()
+            return store.fault is None
+
+        assert wait_for(writes, timeout=30, what="writes taken again")
+        assert store.health().state == "durable"
+    finally:
+        store.close()
+
+
 # -- Sentinel -------------------------------------------------------------------------------------
 @pytest.fixture
 def cluster(tmp_path: Path, pair: tuple[Server, Server]) -> Iterator[tuple[Server, Server, Sentinels]]:

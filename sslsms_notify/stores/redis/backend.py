@@ -117,6 +117,10 @@ class RedisBackend:
         self.persistence = line
         (_log.warning if warn else _log.info)(line, store=mask_credentials(self.url))
 
+    def reconnect(self) -> None:
+        """Drop every connection: the next ones resolve the host name (or ask the sentinels) again."""
+        self.client.connection_pool.disconnect()
+
     def close(self) -> None:
         self.client.close()
         if self.sentinel is not None:
