@@ -1,7 +1,8 @@
 """Redis store: dedup windows, caps, pacing and the outbox shared by many processes and hosts.
 
-:class:`RedisStore` is what users construct (``store="redis://host:6379/0"``): it wraps
-Redis (:class:`.backend.RedisBackend`) and a **spool**, and decides where each call goes.
+:class:`RedisStore` is what users construct (``store="redis://host:6379/0"``, or
+through Sentinel ``store="redis+sentinel://host1:26379,host2:26379/SERVICE_NAME/0"``): it
+wraps Redis (:class:`.backend.RedisBackend`) and a **spool**, and decides where each call goes.
 
 **When Redis fails**, nothing is silently downgraded to memory: the store falls
 back to the spool, a SQLite file on this host (one per Redis URL, shared by the
@@ -27,10 +28,19 @@ it and re-adds the SMS this process still knows are pending (see :mod:`.journal`
 At start, one line says whether the server persists (AOF, RDB) and what a restart
 would lose (see :mod:`.persistence`).
 
-The parts: :mod:`.backend` (Redis alone), :mod:`.scripts` (its Lua), :mod:`.codec`
-(its keys and JSON), :mod:`.faults` (what a failure says, and the state of the current
-fault), :mod:`.route` (where a call goes), :mod:`.journal` and :mod:`.recovery` (a loss
-of data noticed, SMS re-added), :mod:`.move` (the spool moved back), :mod:`.persistence`.
+**A failover.** Through Sentinel each new connection asks where the master is, and a
+connection to a demoted master is dropped (with a plain URL too: a managed Redis's
+primary endpoint is resolved again); the spool takes the seconds in between. While the
+master has replicas, the writes somebody is told about or acts on wait for one replica
+(``WAIT 1``, at most ``replica_wait``), so a failover does not lose them (see
+:mod:`.replication`).
+
+The parts: :mod:`.backend` (Redis alone), :mod:`.connect` (the client for a URL, one
+server or Sentinel), :mod:`.replication` (writes a replica has), :mod:`.scripts` (its
+Lua), :mod:`.codec` (its keys and JSON), :mod:`.faults` (what a failure says, and the
+state of the current fault), :mod:`.route` (where a call goes), :mod:`.journal` and
+:mod:`.recovery` (a loss of data noticed, SMS re-added), :mod:`.move` (the spool moved
+back), :mod:`.persistence`.
 The tunables below are module attributes, read at each use.
 """
 
@@ -94,12 +104,14 @@ def default_spool_path(url: str) -> Path:
 
 
 class RedisStore:
-    """The :class:`~..base.Store` on a Redis server (``store="redis://host:6379/0"``).
+    """The :class:`~..base.Store` on a Redis server (``store="redis://host:6379/0"``), or on
+    the master a set of sentinels names (``redis+sentinel://HOST:26379[,HOST...]/SERVICE_NAME/DB``).
 
     Durable (as durable as the server's persistence: see :func:`describe_persistence`),
     and shared by every process on every host; times come from the server.
     ``prefix`` starts every key; ``spool`` is the SQLite file used while Redis fails
-    (default: one per URL in the state directory).
+    (default: one per URL in the state directory); ``replica_wait``: seconds a write
+    waits for one replica to have it while the master has replicas (0: never).
 
     A wrapping store: it holds Redis alone (:class:`.backend.RedisBackend`) and the
     spool (a :class:`~..sqlite.SQLiteStore`), and sends each call where it should go.
