@@ -27,11 +27,12 @@ import redis
 
 from sslsms_notify import GatewayClient, Notifier
 from sslsms_notify.alerting import DispatchPolicy
+from sslsms_notify.alerting.leases import forget_expired, hold, release
 from sslsms_notify.config import Settings
 from sslsms_notify.emulator import EmulatorServer
 from sslsms_notify.relay.server import RelayServer
 from sslsms_notify.relay.settings import RelaySettings
-from sslsms_notify.stores import StoreUnavailableError, open_store
+from sslsms_notify.stores import MemoryStore, StoreUnavailableError, open_store
 from sslsms_notify.stores import redis as redis_store
 from sslsms_notify.stores.redis import RedisStore
 from sslsms_notify.validation import StoreURL, mask_credentials, parse_sentinel_url
@@ -213,6 +214,26 @@ def notifier_on(gateway: EmulatorServer, store: Any, **options: Any) -> Notifier
         close_at_exit=None,
         **options,
     )
+
+
+# -- leases -----------------------------------------------------------------------------------------
+def test_a_lease_is_one_holders_until_it_expires_or_is_given_up(clock) -> None:
+    store = MemoryStore(clock=clock)
+    take = {who: (lambda tx, who=who: hold(tx, "job", who, 10.0)) for who in ("a", "b")}
+    assert store.transact(take["a"]) and not store.transact(take["b"])
+    clock.advance(4)
+    assert store.transact(take["a"])  # its own: kept (renewed once half its time is gone)
+    clock.advance(2)
+    assert store.transact(take["a"])  # renewed now: until 16 s
+    clock.advance(9)
+    assert not store.transact(take["b"])
+    clock.advance(2)  # a is gone: the lease expired
+    assert store.transact(lambda tx: forget_expired(tx, 10)) == 1
+    assert store.transact(take["b"]) and not store.transact(take["a"])
+    store.transact(lambda tx: release(tx, ["job"], "a"))  # not a's to give up
+    assert not store.transact(take["a"])
+    store.transact(lambda tx: release(tx, ["job"], "b"))
+    assert store.transact(take["a"])
 
 
 # -- writes a replica has ------------------------------------------------------------------------

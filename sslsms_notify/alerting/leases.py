@@ -45,10 +45,17 @@ def process_name() -> str:
 
 
 def hold(tx: Tx, name: str, holder: str, ttl: float) -> bool:
-    """Take or renew lease ``name`` for ``holder`` unless another holds it unexpired."""
+    """Take or renew lease ``name`` for ``holder`` unless another holds it unexpired.
+
+    A lease of the holder's own is renewed once half its time has gone (a write every
+    ``ttl / 2`` seconds, not every try).
+    """
     lease = tx.leases.get(name)
-    if lease is not None and lease.holder != holder and lease.expires_at > tx.now:
-        return False
+    if lease is not None and lease.expires_at > tx.now:
+        if lease.holder != holder:
+            return False
+        if lease.expires_at - tx.now > ttl / 2:
+            return True
     tx.leases.put(name, Lease(name, holder, tx.now + ttl))
     return True
 
