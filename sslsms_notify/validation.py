@@ -362,9 +362,12 @@ def parse_sentinel_url(url: str) -> SentinelURL:
     if len(names) == 2 and not (names[1].isascii() and names[1].isdigit()):
         raise ValueError(f"the database must be a number: {SENTINEL_FORM}")
     options: list[tuple[str, str]] = []
+    tls = SENTINEL_SCHEMES[scheme.lower()]
     for key, value in parse_qsl(query, keep_blank_values=True):
         if key not in SENTINEL_ARGS:
             raise ValueError(f"?{key}=: unknown (known: {', '.join(SENTINEL_ARGS)})")
+        if key.startswith("ssl_") and not tls:
+            raise ValueError(f"?{key}=: TLS settings need rediss+sentinel://")
         options.append((key, value))
     return SentinelURL(
         sentinels=sentinels,
@@ -372,7 +375,7 @@ def parse_sentinel_url(url: str) -> SentinelURL:
         db=int(names[1]) if len(names) == 2 else 0,
         username=username,
         password=password,
-        tls=SENTINEL_SCHEMES[scheme.lower()],
+        tls=tls,
         options=tuple(options),
     )
 

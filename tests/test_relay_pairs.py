@@ -68,6 +68,7 @@ def test_sentinel_urls_parse_and_bad_ones_name_the_rule_never_the_password() -> 
         ("redis+sentinel://:s3cret@s1/alerts/zero", "the database must be a number"),
         ("redis+sentinel://:s3cret@s1/alerts/0?sentinel_pass=1", "?sentinel_pass=: unknown"),
         ("redis+sentinel://:s3cret@/alerts/0", "not a sentinel address"),
+        ("redis+sentinel://:s3cret@s1/alerts/0?ssl_ca_certs=/ca.pem", "TLS settings need rediss+sentinel://"),
     ):
         with pytest.raises(ValueError) as error:
             rule.check("store", bad)
@@ -598,3 +599,60 @@ def test_two_relays_on_sentinel_the_master_killed_mid_stream_each_alert_once_to_
     # the new master has every alert's dedup window: replicated before each 202, or moved
     # back from a relay's spool once the relays had followed the failover
     assert replica.client().zcard("sslsms:windows") == 300
+
+
+# -- TLS ---------------------------------------------------------------------------------------------
+def test_rediss_sentinel_speaks_tls_to_the_sentinel_and_the_master(tmp_path) -> None:
+    """A master and a sentinel on TLS only (certificates made here): the store reaches both."""
+    tls = tmp_path / "tls"
+    tls.mkdir()
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=tls, check=True, capture_output=True, timeout=60)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
+            "-days", "1", "-subj", "/CN=test-ca")  # fmt: skip
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "node.key", "-out", "node.csr",
+            "-subj", "/CN=127.0.0.1")  # fmt: skip
+    (tls / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    openssl("x509", "-req", "-in", "node.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", "node.pem", "-days", "1", "-extfile", "san.ext")  # fmt: skip
+    files = ["--tls-cert-file", str(tls / "node.pem"), "--tls-key-file", str(tls / "node.key"),
+             "--tls-ca-cert-file", str(tls / "ca.pem"), "--tls-auth-clients", "no"]  # fmt: skip
+    port, sentinel_port = free_port(), free_port()
+    plain = ["--port", "0", "--bind", "127.0.0.1", "--save", "", "--dir", str(tmp_path)]
+    master = subprocess.Popen(
+        ["redis-server", *plain, "--tls-port", str(port), *files],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    config = tmp_path / "sentinel.conf"
+    config.write_text(
+        f"port 0\ntls-port {sentinel_port}\nbind 127.0.0.1\ndir {tmp_path}\ntls-replication yes\n"
+        f"tls-cert-file {tls / 'node.pem'}\ntls-key-file {tls / 'node.key'}\n"
+        f"tls-ca-cert-file {tls / 'ca.pem'}\ntls-auth-clients no\n"
+        f"sentinel monitor {SERVICE} 127.0.0.1 {port} 1\n"
+    )
+    sentinel = subprocess.Popen([SENTINEL, str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"rediss+sentinel://127.0.0.1:{sentinel_port}/{SERVICE}/0?ssl_ca_certs={tls / 'ca.pem'}"
+    try:
+        def ready() -> bool:
+            try:
+                ca = str(tls / "ca.pem")
+                probe = redis.Redis("127.0.0.1", sentinel_port, ssl=True, ssl_ca_certs=ca, socket_timeout=2)
+                return bool(probe.sentinel_master(SERVICE)["ip"])
+            except (redis.RedisError, OSError):
+                return False
+
+        wait_for(ready, timeout=30, what="a TLS sentinel watching a TLS master")
+        store = RedisStore(url, spool=tmp_path / "spool.db")
+        try:
+            store.transact(lambda tx: tx.rates.put("over-tls", tx.now))
+            assert store.health().state == "durable" and store.fault is None
+        finally:
+            store.close()
+    finally:
+        for process in (sentinel, master):
+            process.kill()
+            process.wait(10)
+

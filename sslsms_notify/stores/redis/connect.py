@@ -49,10 +49,6 @@ def _through_sentinels(parts: SentinelURL, timeouts: dict[str, float]) -> tuple[
     tls: dict[str, Any] = {k: v for k, v in options.items() if k.startswith("ssl_")}
     if parts.tls:
         tls["ssl"] = True
-    elif tls:
-        raise StoreUnavailableError(
-            f"store {parts.service}: ?{next(iter(tls))}= needs rediss+sentinel:// (TLS)"
-        )
     to_sentinels: dict[str, Any] = {**timeouts, **tls}
     if options.get("sentinel_password"):
         to_sentinels["password"] = options["sentinel_password"]
