@@ -636,6 +636,7 @@ def test_rediss_sentinel_speaks_tls_to_the_sentinel_and_the_master(tmp_path) -> 
     sentinel = subprocess.Popen([SENTINEL, str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"rediss+sentinel://127.0.0.1:{sentinel_port}/{SERVICE}/0?ssl_ca_certs={tls / 'ca.pem'}"
     try:
+
         def ready() -> bool:
             try:
                 ca = str(tls / "ca.pem")
@@ -655,4 +656,3 @@ def test_rediss_sentinel_speaks_tls_to_the_sentinel_and_the_master(tmp_path) -> 
         for process in (sentinel, master):
             process.kill()
             process.wait(10)
-
