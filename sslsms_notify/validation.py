@@ -23,7 +23,7 @@ import math
 import re
 from dataclasses import dataclass
 from typing import Any, NoReturn, Protocol
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 MASK = "****"
 #: longest value repr shown in an error message (a pasted file must not flood a terminal)
@@ -304,6 +304,99 @@ class Level:
 
 
 _REDIS_SCHEMES = ("redis", "rediss", "unix")
+#: Redis through Sentinel: the scheme, and whether it speaks TLS (to the sentinels and the master)
+SENTINEL_SCHEMES = {"redis+sentinel": False, "rediss+sentinel": True}
+SENTINEL_PORT = 26379
+#: what a Sentinel URL's query may set (the TLS files and checks take redis-py's names)
+SENTINEL_ARGS = ("sentinel_password", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs")
+SENTINEL_FORM = "redis+sentinel://[:PASSWORD@]HOST[:26379][,HOST2[:26379]...]/SERVICE_NAME[/DB]"
+
+
+@dataclass(frozen=True)
+class SentinelURL:
+    """A parsed ``redis+sentinel://`` (or ``rediss+sentinel://``) URL (see :func:`parse_sentinel_url`)."""
+
+    #: the sentinels, (host, port) each
+    sentinels: tuple[tuple[str, int], ...]
+    #: the name the sentinels monitor the master by (``sentinel monitor NAME ...``)
+    service: str
+    db: int
+    #: the master's and replicas' credentials (``requirepass``, or an ACL user)
+    username: str | None
+    password: str | None
+    #: TLS to the sentinels and the master
+    tls: bool
+    #: the query's settings: ``sentinel_password`` and redis-py's ``ssl_*`` names
+    options: tuple[tuple[str, str], ...] = ()
+
+    def __repr__(self) -> str:
+        return f"SentinelURL(service={self.service!r}, sentinels={self.sentinels!r}, db={self.db})"
+
+
+def parse_sentinel_url(url: str) -> SentinelURL:
+    """``redis+sentinel://[[USER]:PASSWORD@]HOST[:PORT][,HOST[:PORT]...]/SERVICE_NAME[/DB]``.
+
+    The port defaults to 26379, the database to 0; an IPv6 host is written in brackets.
+    ``rediss+sentinel://`` speaks TLS to the sentinels and to the master. The query may
+    set ``sentinel_password`` (the sentinels' own ``requirepass``) and redis-py's
+    ``ssl_ca_certs``, ``ssl_certfile``, ``ssl_keyfile`` and ``ssl_cert_reqs``. A
+    ValueError says what is wrong, never with the password.
+    """
+    scheme, sep, rest = url.strip().partition("://")
+    if not sep or scheme.lower() not in SENTINEL_SCHEMES:
+        raise ValueError(f"must be {SENTINEL_FORM}")
+    rest, _, query = rest.partition("?")
+    rest = rest.partition("#")[0]
+    netloc, _, path = rest.partition("/")
+    userinfo, at, hosts = netloc.rpartition("@")
+    username = password = None
+    if at:
+        user, colon, secret = userinfo.partition(":")
+        username, password = unquote(user) or None, unquote(secret) if colon else None
+        if not colon:  # redis://TOKEN@host: a bare password, as redis-py reads it
+            username, password = None, unquote(user)
+    sentinels = tuple(_sentinel_address(h) for h in hosts.split(","))
+    names = [unquote(p) for p in path.split("/") if p]
+    if not names or len(names) > 2:
+        raise ValueError(f"must name the master's service, then its database: {SENTINEL_FORM}")
+    if len(names) == 2 and not (names[1].isascii() and names[1].isdigit()):
+        raise ValueError(f"the database must be a number: {SENTINEL_FORM}")
+    options: list[tuple[str, str]] = []
+    tls = SENTINEL_SCHEMES[scheme.lower()]
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        if key not in SENTINEL_ARGS:
+            raise ValueError(f"?{key}=: unknown (known: {', '.join(SENTINEL_ARGS)})")
+        if key.startswith("ssl_") and not tls:
+            raise ValueError(f"?{key}=: TLS settings need rediss+sentinel://")
+        options.append((key, value))
+    return SentinelURL(
+        sentinels=sentinels,
+        service=names[0],
+        db=int(names[1]) if len(names) == 2 else 0,
+        username=username,
+        password=password,
+        tls=tls,
+        options=tuple(options),
+    )
+
+
+def _sentinel_address(text: str) -> tuple[str, int]:
+    """``host``, ``host:port``, ``[::1]:port`` -> (host, port)."""
+    host, port = text.strip(), ""
+    if host.startswith("["):
+        host, _, tail = host[1:].partition("]")
+        if tail and not tail.startswith(":"):
+            raise ValueError(f"{text!r}: not a sentinel address (HOST:PORT, [IPv6]:PORT)")
+        port = tail[1:]
+    elif host.count(":") == 1:
+        host, port = host.split(":")
+    if not host or any(c.isspace() or c in "/@" for c in host):
+        raise ValueError(f"{text!r}: not a sentinel address: {SENTINEL_FORM}")
+    if not port:
+        return host, SENTINEL_PORT
+    if not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
+        raise ValueError(f"{text!r}: the port must be a number from 1 to 65535")
+    return host, int(port)
 
 
 @dataclass(frozen=True)
@@ -312,7 +405,8 @@ class StoreURL:
 
     rule: str = (
         "must be memory, sqlite:///PATH (sqlite:////ABSOLUTE/PATH), redis://HOST:PORT/DB, "
-        "rediss://HOST:PORT/DB or unix:///SOCKET"
+        "rediss://HOST:PORT/DB, unix:///SOCKET or "
+        "redis+sentinel://HOST:26379[,HOST2:26379...]/SERVICE_NAME/DB (rediss+sentinel:// for TLS)"
     )
 
     def check(self, label: str, value: Any, *, text: bool = False) -> Any:
@@ -327,6 +421,12 @@ class StoreURL:
             path = spec.removeprefix("sqlite:///")
             if not path.strip() or "\x00" in path:
                 fail(label, value, self.rule)
+            return spec
+        if spec.partition("://")[0].lower() in SENTINEL_SCHEMES:
+            try:
+                parse_sentinel_url(spec)
+            except ValueError as exc:
+                fail(label, value, f"{exc}")
             return spec
         try:
             parts = urlsplit(spec)
@@ -379,7 +479,7 @@ _USERINFO_QUOTED = re.compile(
     r"(?P<scheme>%3[Aa]%2[Ff]%2[Ff])(?P<info>(?:[^\s/?#&'\"%]|%(?!40)[0-9A-Fa-f]{2})*)%40"
 )
 _SECRET_ARGS = re.compile(
-    r"(?P<key>(?:[?&;]|%3[Ff]|%26)(?:api_token|token|password|passwd|pwd|secret)(?:=|%3[Dd]))"
+    r"(?P<key>(?:[?&;]|%3[Ff]|%26)(?:api_token|token|(?:sentinel_)?password|passwd|pwd|secret)(?:=|%3[Dd]))"
     r"(?P<value>[^&\s#'\"%]*(?:%(?!26)[0-9A-Fa-f]{2}[^&\s#'\"%]*)*)",
     re.IGNORECASE,
 )
@@ -391,7 +491,7 @@ def mask_credentials(text: str) -> str:
     ``sslsms://SID:TOKEN@`` -> ``sslsms://SID:****@``, ``redis://:PASS@host`` ->
     ``redis://:****@host``, ``https://user:pass@host`` -> ``https://user:****@host``,
     ``redis://TOKEN@host`` -> ``redis://****@host``; also ``?password=``,
-    ``?api_token=`` and the percent-encoded forms of all of these (a store URL inside
+    ``?sentinel_password=``, ``?api_token=`` and the percent-encoded forms of all of these (a store URL inside
     an sslsms:// URL's query).
     """
     if "@" not in text and "%40" not in text and "=" not in text and "%3D" not in text.upper():

@@ -92,7 +92,15 @@ def test_redis_unreachable_is_spooling_and_its_spool_is_swept(tmp_path) -> None:
         assert str(tmp_path / "spool.db") in health.detail
         assert store.timer_stores() == [store, store.spool()]
         assert store.maintain() == 0  # nothing moves back while Redis is away
-        assert set(store.counters()) == {"data_lost", "readded", "journal_dropped", "rows_moved", "journal"}
+        assert set(store.counters()) == {
+            "data_lost",
+            "readded",
+            "journal_dropped",
+            "rows_moved",
+            "journal",
+            "replica_waits",
+            "replica_timeouts",
+        }
     finally:
         store.close()
 

@@ -271,7 +271,8 @@ def test_unopenable_sqlite_path_is_a_clear_error(tmp_path) -> None:
 
 
 def test_unknown_store_url_names_the_rule() -> None:
-    with pytest.raises(ValueError, match=r"store='foo://bar': must be memory, sqlite:///PATH or redis://"):
+    rule = r"must be memory, sqlite:///PATH, redis://HOST:PORT/DB or redis\+sentinel://"
+    with pytest.raises(ValueError, match=rf"store='foo://bar': {rule}"):
         open_store("foo://bar")
 
 

@@ -26,6 +26,7 @@ from ..stores.base import Digest, GroupBuffer, Lifecycle, OutboxItem, Tx, Window
 from ..stores.merge import DIGEST_KEEP, GROUP_KEEP  # one bound, kept where merges need it too
 from .alert import Severity
 from .formatting import format_digest, format_group, format_reminder, format_summary
+from .leases import forget_expired
 
 SEP = "\x1f"
 
@@ -460,6 +461,7 @@ def sweep_all(tx: Tx, policy: Policy, ids: IdBook, limit: int = 1000) -> Report:
     report = Report()
     for sweep in (sweep_windows, sweep_digests, sweep_groups, sweep_lifecycles):
         report.add(sweep(tx, policy, ids, limit))
+    forget_expired(tx, limit)  # leases of processes gone (see .leases)
     return report
 
 

@@ -50,7 +50,10 @@ class Notifier:
         recipients: shorthand for ``groups={"default": recipients}``.
         routes: :class:`Route` rules (severity / source prefix / tags -> groups).
         store: a :class:`~sslsms_notify.stores.base.Store`, or ``"memory"``,
-            ``"sqlite:///path.db"``, ``"redis://host:6379/0"``.
+            ``"sqlite:///path.db"``, ``"redis://host:6379/0"``,
+            ``"redis+sentinel://host1:26379,host2:26379/mymaster/0"``.
+        replica_wait: seconds a write to a Redis store opened from a URL waits for one
+            replica to have it (``WAIT 1``), while the master has replicas (0: never).
         dedup_window: seconds an alert's repeats are held back per group (0: off).
         repeat_interval: while repeats go on, one summary per this many seconds
             (default: ``dedup_window``).
@@ -94,6 +97,7 @@ class Notifier:
         routes: Sequence[Route | Mapping[str, Any]] = (),
         default_groups: Sequence[str] | None = None,
         store: Store | str | None = None,
+        replica_wait: float = 0.5,
         dedup_window: float = 300.0,
         repeat_interval: float | None = None,
         group_wait: float = 0.0,
@@ -127,6 +131,7 @@ class Notifier:
                 "max_pending": max_pending,
                 "dead_retention": dead_retention,
                 "remind_every": remind_every,
+                "replica_wait": replica_wait,
             }
         )
         if close_at_exit is not None:
@@ -147,7 +152,7 @@ class Notifier:
         owns_client = client is None
         self.client = client if client is not None else GatewayClient.from_env()
         owns_store = not isinstance(store, Store)
-        self.store: Store = open_store(store, clock=clock)
+        self.store: Store = open_store(store, clock=clock, replica_wait=checked["replica_wait"])
         dedup_window = checked["dedup_window"]
         self.policy = Policy(
             dedup_window=dedup_window,

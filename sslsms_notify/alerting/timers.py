@@ -6,7 +6,8 @@
 - leases: SMS this process has in flight stay its own while it lives;
 - housekeeping, once a second: drops said in the log, the outbox kept within
   ``max_pending`` and ``dead_retention``, the store's own upkeep (a Redis spool moved
-  back, a lost Redis noticed, a deleted SQLite file reopened).
+  back, a lost Redis noticed, a deleted SQLite file reopened), and the leases this
+  process stands for taken or renewed (see :mod:`.leases`).
 
 Any process that runs the pipeline's threads runs these, on whatever store it shares:
 a relay with no producer of its own sends every producer's summaries on time.
@@ -23,6 +24,7 @@ from ..stores.base import Store
 from .decisions import IdBook, Policy, sweep_all
 from .dispatch import Dispatcher
 from .intake import Intake
+from .leases import Campaign, hold, process_name, release
 
 _log = get_logger("sslsms_notify.notifier")
 
@@ -60,6 +62,39 @@ class Timers:
         self.due = 0.0
         self._renew_due = 0.0
         self._housekeeping_due = 0.0
+        #: this process, as a lease holder; the leases it stands for (none held after a fork)
+        self.holder = process_name()
+        self.campaigns: dict[str, Campaign] = {
+            name: Campaign(name, c.ttl) for name, c in getattr(self, "campaigns", {}).items()
+        }
+
+    def stand(self, name: str, ttl: float | None = None) -> Campaign:
+        """Stand for lease ``name`` (see :mod:`.leases`): tried at once, then once a second.
+
+        Returns the campaign, whose ``held`` says whether this process held it at the last try.
+        """
+        campaign = self.campaigns.get(name)
+        if campaign is None:
+            campaign = self.campaigns[name] = Campaign(name) if ttl is None else Campaign(name, ttl)
+            self._campaign(campaign)
+        return campaign
+
+    def resign(self) -> None:
+        """Give up the leases held (a process closing): another process takes them over at once."""
+        held = [c.name for c in self.campaigns.values() if c.held]
+        for campaign in self.campaigns.values():
+            campaign.held = False
+        if held:
+            with contextlib.suppress(Exception):
+                self.store.transact(lambda tx: release(tx, held, self.holder))
+
+    def _campaign(self, campaign: Campaign) -> None:
+        try:
+            campaign.held = self.store.transact(
+                lambda tx: hold(tx, campaign.name, self.holder, campaign.ttl)
+            )
+        except Exception:  # the store fails: nobody can tell we hold it
+            campaign.held = False
 
     def run(self, *, force: bool = False) -> bool:
         """Renew leases; sweep whatever is due; housekeeping once a second. True if it sent anything."""
@@ -119,3 +154,5 @@ class Timers:
             self.store.outbox_expire_dead(self.store.now() - self.dead_retention)
         if self.store.maintain():  # the store's own upkeep made SMS due (a spool moved back, say)
             self.wake_dispatch()
+        for campaign in self.campaigns.values():
+            self._campaign(campaign)

@@ -267,6 +267,7 @@ class Worker:
                     return not intake.queue and not intake.held
             with intake.lock:
                 intake.round(final=True)
+                self.timers.resign()  # another process takes over what this one did alone
                 if not self.store.durable:
                     # Nobody will sweep a memory store later: send gathered alerts, "+N more"
                     # summaries and held digests now (a digest then goes out despite its cap).

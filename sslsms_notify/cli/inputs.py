@@ -94,13 +94,13 @@ def chosen_store(store: str | None, settings: Settings) -> str:
     return str(check(StoreURL(), "--store", store)) if store is not None else cli_store(settings)
 
 
-def open_store(spec: str, label: str) -> Store:
+def open_store(spec: str, label: str, *, replica_wait: float | None = None) -> Store:
     """A store, or one line saying why not (exit 2: it is configuration)."""
     from ..stores import StoreUnavailableError
     from ..stores import open_store as open_backend
 
     try:
-        backend: Store = open_backend(spec)
+        backend: Store = open_backend(spec, replica_wait=replica_wait)
     except ImportError as exc:
         # the Redis store re-raises the missing import with its own message (no .name)
         package = exc.name or getattr(exc.__cause__, "name", None) or "redis"
@@ -114,7 +114,7 @@ def open_store(spec: str, label: str) -> Store:
 
 def open_notifier(settings: Settings, groups: Mapping[str, Sequence[str]], state: str) -> Notifier:
     """The pipeline on the store ``state`` (``send``, ``serve``); a bad one is one line (exit 2)."""
-    backend = open_store(state, "--store")
+    backend = open_store(state, "--store", replica_wait=settings.replica_wait)
     try:
         notifier: Notifier = settings.notifier(groups=dict(groups), store=backend, close_at_exit=None)
     except ValueError as exc:

@@ -48,11 +48,12 @@ def serve(
     """Run the relay: an HTTP intake and the pipeline's timers for every producer.
 
     \b
-    Endpoints (all but /healthz need "Authorization: Bearer <token>"):
+    Endpoints (all but /healthz and /readyz need "Authorization: Bearer <token>"):
       POST /v1/alerts          {"text": ..., "severity": ..., "key": ..., "groups": [...]}, or a list
       POST /v1/alertmanager    Prometheus Alertmanager's webhook
       POST /v1/grafana         Grafana's webhook contact point
-      GET  /healthz            store and gateway state
+      GET  /healthz            liveness: store and gateway state (503: nothing takes alerts)
+      GET  /readyz             readiness: ok, or spooling while Redis is away (503: down)
       GET  /metrics            Prometheus text format
     Tokens: [relay] tokens in the config file, or SSLSMS_RELAY_TOKENS (comma-separated).
     Summaries, digests, group_wait and retries of every producer on the store fire on

@@ -271,6 +271,18 @@ SETTINGS: tuple[Setting, ...] = (
         notifier_option=True,
     ),
     Setting(
+        name="replica_wait",
+        url_arg="replica_wait",
+        toml="pipeline.replica_wait",
+        env=None,
+        default=0.5,
+        doc="seconds a write to a Redis store waits for one replica to have it (`WAIT 1`) while the "
+        "master has replicas: the relay answers 202, and an SMS is sent, only after it; past it the "
+        "write counts anyway, logged and counted (`replica_timeouts`)",
+        rule=Number(0, 10, unit="seconds", note=_SECONDS_OFF),
+        notifier_option=True,
+    ),
+    Setting(
         name="level",
         url_arg="level",
         toml="pipeline.level",

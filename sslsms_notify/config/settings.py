@@ -47,6 +47,7 @@ class Settings:
     per_recipient_period: float = BY_NAME["per_recipient_period"].default
     max_segments: int = BY_NAME["max_segments"].default
     store: str = BY_NAME["store"].default
+    replica_wait: float = BY_NAME["replica_wait"].default
     level: str | int = BY_NAME["level"].default
     queue_size: int = BY_NAME["queue_size"].default
     max_windows: int = BY_NAME["max_windows"].default

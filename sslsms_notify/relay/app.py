@@ -5,7 +5,8 @@ Routes:
     POST /v1/alerts[?wait=SECONDS]   our own API: one alert or a list
     POST /v1/alertmanager            Prometheus Alertmanager's webhook (payload version 4)
     POST /v1/grafana                 Grafana's webhook contact point
-    GET  /healthz                    store and gateway reachability (no token needed)
+    GET  /healthz                    liveness: the process can take alerts (no token needed)
+    GET  /readyz                     readiness: where alerts go now, ok or spooling (no token needed)
     GET  /metrics                    Prometheus text format
 
 An intake answers **202 once every alert of the body is decided and in the
@@ -15,32 +16,32 @@ relay that dies right after answering loses nothing on a durable store. With
 outcome of the SMS it created and answers 200 with it: that is how
 ``sslsms-notify send --relay`` keeps its exit codes.
 
-Security: every route but ``/healthz`` needs exactly one ``Authorization: Bearer
+Security: every route but ``/healthz`` and ``/readyz`` needs exactly one ``Authorization: Bearer
 <token>`` header, compared in constant time with every configured token; bodies are
 read up to ``max_body`` bytes and refused beyond (413) before they are parsed, and a
 request answered before its body was read has its connection closed rather than the
 rest of the body read; no header, token or body is ever logged.
 
-``/healthz`` answers within :data:`HEALTH_TIMEOUT` whatever the store does, and
-``/metrics`` (which reads the store's counts) within :data:`METRICS_TIMEOUT`: each
-runs its store reads in its own thread, one at a time, and says what did not answer.
+``/healthz`` and ``/readyz`` answer within :data:`.health.HEALTH_TIMEOUT` whatever the store
+does, and ``/metrics`` (which reads the store's counts) within :data:`METRICS_TIMEOUT`:
+each runs its store reads in its own thread, one at a time, and says what did not answer.
+Both health routes answer ``503`` only when nothing can take an alert: a Redis store
+whose server is away while its spool takes the alerts is ``spooling``, with ``200``.
 
-No web framework: five routes, and owning the body read is what lets the size
+No web framework: six routes, and owning the body read is what lets the size
 limit hold while receiving rather than after.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import hmac
 import json
-import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any
 from urllib.parse import parse_qsl
 
 from .._log import get_logger
@@ -48,6 +49,7 @@ from ..alerting.delivery import await_sms
 from ..alerting.notifier import Notifier, Ticket
 from ..gateway.msisdn import is_valid_msisdn
 from ..outcomes import Outcome, SmsState
+from .health import Health, Probe
 from .metrics import RelayMetrics
 from .payloads import (
     AlertSpec,
@@ -64,11 +66,8 @@ Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 MAX_WAIT = 60.0
-#: ``/healthz`` answers within this many seconds, whatever the store does
-HEALTH_TIMEOUT = 1.0
 #: ``/metrics`` answers within this many seconds (Prometheus' default scrape timeout is 10 s)
 METRICS_TIMEOUT = 5.0
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -110,8 +109,8 @@ class RelayApp:
         self.options = options
         self.metrics = metrics or RelayMetrics(notifier)
         self._tokens = [t.encode() for t in options.tokens]
-        self._health_probe: _Probe[tuple[str, dict[str, int | None]]] = _Probe("health")
-        self._metrics_probe: _Probe[tuple[bytes, str]] = _Probe("metrics")
+        self.health = Health(notifier, self.metrics.gateway_state, lambda: self.options.accept_timeout)
+        self._metrics_probe: Probe[tuple[bytes, str]] = Probe("metrics")
         #: set by the server: true once shutdown began (waiting requests answer at once)
         self.stopping: Callable[[], bool] = lambda: False
         self._routes: dict[tuple[str, str], Callable[[Scope, bytes], Awaitable[tuple[int, Any]]]] = {
@@ -131,7 +130,9 @@ class RelayApp:
         body_read = False
         try:
             if path == "/healthz":
-                status, payload = await self._health()
+                status, payload = await self.health.liveness()
+            elif path == "/readyz":
+                status, payload = await self.health.readiness()
             else:
                 self._authorize(scope)
                 if (method, path) == ("GET", "/metrics"):
@@ -315,54 +316,6 @@ class RelayApp:
         outcomes, _end = await await_sms(self.notifier, csms_ids, time.monotonic() + wait, stop=self.stopping)
         return outcomes
 
-    async def _health(self) -> tuple[int, Any]:
-        """The store's state and counts, read in the health thread; at most ``HEALTH_TIMEOUT`` s.
-
-        A store that has not answered within it is reported as such (``"store": "no
-        answer within 1 s"``, counts ``null``) with ``degraded`` and 200, for as long as
-        an intake would still wait for it (``accept_timeout``); past that, alerts are
-        being refused with 503, so the relay is ``down`` and answers 503 too.
-        """
-        gateway = self.metrics.gateway_state()
-        try:
-            store_detail, counts = await self._health_probe.run(self._store_health, HEALTH_TIMEOUT)
-        except TimeoutError:
-            waited = self._health_probe.running_for()
-            down = waited >= self.options.accept_timeout
-            silence = f"for {waited:.0f} s" if down else f"within {HEALTH_TIMEOUT:g} s"
-            return (503 if down else 200), {
-                "status": "down" if down else "degraded",
-                "store": f"no answer {silence}",
-                "gateway": gateway,
-                "queue": None,
-                "pending": None,
-                "dead": None,
-            }
-        store_ok = store_detail == "ok"
-        return (200 if store_ok else 503), {
-            "status": "ok"
-            if store_ok and gateway in ("ok", "unknown")
-            else ("degraded" if store_ok else "down"),
-            "store": store_detail,
-            "gateway": gateway,
-            **counts,
-        }
-
-    def _store_health(self) -> tuple[str, dict[str, int | None]]:
-        """(``"ok"`` or why not, the backlog counts): every store read of ``/healthz``, in one thread."""
-        try:
-            self.notifier.store.check()
-        except Exception as exc:
-            detail = str(exc) or type(exc).__name__
-        else:
-            detail = "ok"
-        stats = self.notifier.stats()
-        return detail, {
-            "queue": stats["queued"],
-            "pending": stats.get("pending"),
-            "dead": stats.get("dead"),
-        }
-
     async def _metrics(self, send: Send) -> None:
         try:
             body, content_type = await self._metrics_probe.run(self.metrics.render, METRICS_TIMEOUT)
@@ -371,62 +324,6 @@ class RelayApp:
                 503, f"the store did not answer within {METRICS_TIMEOUT:g} s; no metrics this time"
             ) from None
         await _respond(send, 200, body, content_type)
-
-
-class _Probe(Generic[T]):
-    """A blocking call run in its own daemon thread, one at a time, awaited with a timeout.
-
-    ``asyncio.wait_for(asyncio.to_thread(...))`` gives up waiting but not the thread: a
-    store that hangs would take a worker of the default executor on every health check
-    until none is left. Here a call still running is awaited again by the next caller
-    instead of starting another, so a stuck store holds one thread, not one per check.
-    """
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self._running: asyncio.Future[T] | None = None
-        self._started = 0.0
-
-    def running_for(self) -> float:
-        """Seconds the call under way has been running (0 if none is)."""
-        if self._running is None or self._running.done():
-            return 0.0
-        return time.monotonic() - self._started
-
-    async def run(self, call: Callable[[], T], timeout: float) -> T:
-        """``call()``'s result or exception; ``TimeoutError`` if it has not ended within ``timeout``."""
-        if self._running is None or self._running.done():
-            self._running, self._started = self._start(call), time.monotonic()
-        future = self._running
-        done, _ = await asyncio.wait({future}, timeout=timeout)
-        if not done:
-            raise TimeoutError(f"{self.name}: no answer within {timeout:g} s")
-        return future.result()
-
-    def _start(self, call: Callable[[], T]) -> asyncio.Future[T]:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
-        # an outcome nobody waits for any more (every waiter timed out) is not an error to log
-        future.add_done_callback(lambda f: f.cancelled() or f.exception())
-
-        def settle(result: T | None, error: BaseException | None) -> None:
-            if future.done():
-                return
-            if error is not None:
-                future.set_exception(error)
-            else:
-                future.set_result(result)  # type: ignore[arg-type]
-
-        def work() -> None:
-            try:
-                result, error = call(), None
-            except Exception as exc:
-                result, error = None, exc
-            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits
-                loop.call_soon_threadsafe(settle, result, error)
-
-        threading.Thread(target=work, name=f"sslsms-relay-{self.name}", daemon=True).start()
-        return future
 
 
 def _wait_seconds(scope: Scope) -> float:

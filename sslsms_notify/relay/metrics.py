@@ -9,6 +9,12 @@ latency of gateway requests (a histogram fed by the dispatcher's hook).
 Every family is declared once (:data:`METRICS`): name, type, help, labels, and the
 stats key it shows. The collector and the relay's own counters are built from the
 declarations, and the documentation's table is rendered from them.
+
+**Sums that hold over relays.** Counters are per process, and so are most gauges. The
+store-wide gauges (SMS pending, dead letters, dedup windows: what every relay on the
+store would read alike) are exported by one relay only, the holder of the store's
+``store-gauges`` lease (:mod:`sslsms_notify.alerting.leases`): ``sum()`` over relays
+counts each SMS once, and ``sslsms_store_reporter`` says which relay it is.
 """
 
 from __future__ import annotations
@@ -38,6 +44,8 @@ class MetricSpec:
     #: the ``Notifier.stats()`` key it shows (the pipeline's counters and backlog)
     stats_key: str | None = None
     buckets: tuple[float, ...] = ()
+    #: what every process on the store reads alike: exported by the lease holder only
+    store_wide: bool = False
 
     @property
     def exported(self) -> str:
@@ -49,8 +57,14 @@ def _counter(stats_key: str, name: str, doc: str) -> MetricSpec:
     return MetricSpec(name, "counter", doc, stats_key=stats_key)
 
 
-def _gauge(stats_key: str, name: str, doc: str) -> MetricSpec:
-    return MetricSpec(name, "gauge", doc, stats_key=stats_key)
+def _gauge(stats_key: str, name: str, doc: str, *, store_wide: bool = False) -> MetricSpec:
+    if store_wide:
+        doc += " Store-wide: exported by one relay of those sharing the store (sslsms_store_reporter)."
+    return MetricSpec(name, "gauge", doc, stats_key=stats_key, store_wide=store_wide)
+
+
+#: the lease whose holder exports the store-wide gauges
+REPORTER_LEASE = "store-gauges"
 
 
 #: read from the pipeline at scrape time (``Notifier.stats()``, ``group_stats()``, the dispatcher)
@@ -80,9 +94,9 @@ PIPELINE_METRICS: tuple[MetricSpec, ...] = (
         "outbox_dropped", "sslsms_outbox_dropped", "Pending SMS made dead letters to stay within max_pending."
     ),
     _gauge("queued", "sslsms_queue_depth", "Alerts waiting for the intake thread."),
-    _gauge("pending", "sslsms_outbox_pending", "SMS in the outbox still to send."),
-    _gauge("dead", "sslsms_outbox_dead", "Dead letters kept in the outbox."),
-    _gauge("windows", "sslsms_dedup_windows", "Open dedup windows."),
+    _gauge("pending", "sslsms_outbox_pending", "SMS in the outbox still to send.", store_wide=True),
+    _gauge("dead", "sslsms_outbox_dead", "Dead letters kept in the outbox.", store_wide=True),
+    _gauge("windows", "sslsms_dedup_windows", "Open dedup windows.", store_wide=True),
     MetricSpec(
         "sslsms_group_alerts",
         "counter",
@@ -94,6 +108,25 @@ PIPELINE_METRICS: tuple[MetricSpec, ...] = (
         "sslsms_gateway_auth_failed",
         "gauge",
         "1 while the gateway refuses our credentials (sending is paused).",
+    ),
+)
+
+#: the store as this process sees it (read at scrape time)
+STORE_METRICS: tuple[MetricSpec, ...] = (
+    MetricSpec(
+        "sslsms_store_reporter",
+        "gauge",
+        "1 on the one relay that exports the store-wide gauges (pending, dead, windows); 0 on the others.",
+    ),
+    MetricSpec(
+        "sslsms_store_spooling",
+        "gauge",
+        "1 while this process's writes go to its local spool (Redis unreachable or refusing writes).",
+    ),
+    MetricSpec(
+        "sslsms_store_replica_timeouts",
+        "counter",
+        "Writes no Redis replica acknowledged within replica_wait (they counted anyway).",
     ),
 )
 
@@ -124,7 +157,7 @@ RELAY_METRICS: tuple[MetricSpec, ...] = (
 )
 
 #: every metric family of ``/metrics``, in the order a scrape shows them
-METRICS: tuple[MetricSpec, ...] = PIPELINE_METRICS + RELAY_METRICS
+METRICS: tuple[MetricSpec, ...] = PIPELINE_METRICS + STORE_METRICS + RELAY_METRICS
 _BY_NAME = {m.name: m for m in METRICS}
 
 
@@ -137,10 +170,15 @@ def _family(name: str, value: float | None = None) -> CounterMetricFamily | Gaug
 class _PipelineCollector(Collector):
     def __init__(self, notifier: Notifier) -> None:
         self.notifier = notifier
+        #: whether this relay exports the store-wide gauges (see the module docstring)
+        self.reporter = notifier.timers.stand(REPORTER_LEASE)
 
     def collect(self) -> Iterator[Metric]:
         stats = self.notifier.stats()
+        reporting = self.reporter.held
         for spec in PIPELINE_METRICS:
+            if spec.store_wide and not reporting:
+                continue
             if spec.stats_key is not None and (spec.kind == "counter" or spec.stats_key in stats):
                 yield _family(spec.name, value=stats.get(spec.stats_key, 0))
         alerts = _family("sslsms_group_alerts")
@@ -151,6 +189,10 @@ class _PipelineCollector(Collector):
         yield alerts
         yield repeats
         yield _family("sslsms_gateway_auth_failed", value=int(self.notifier.dispatcher.auth_failed.is_set()))
+        store = self.notifier.store
+        yield _family("sslsms_store_reporter", value=int(reporting))
+        yield _family("sslsms_store_spooling", value=int(store.health().state == "spooling"))
+        yield _family("sslsms_store_replica_timeouts", value=store.counters().get("replica_timeouts", 0))
 
 
 def _relay_metric(spec: MetricSpec, registry: CollectorRegistry) -> Any:
@@ -209,4 +251,4 @@ class RelayMetrics:
         return f"RelayMetrics({self._notifier!r})"
 
 
-_ROUTES = {"/v1/alerts", "/v1/alertmanager", "/v1/grafana", "/healthz", "/metrics"}
+_ROUTES = {"/v1/alerts", "/v1/alertmanager", "/v1/grafana", "/healthz", "/readyz", "/metrics"}

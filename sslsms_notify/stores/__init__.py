@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from ..validation import mask_credentials
 from .base import (
     Digest,
     GroupBuffer,
@@ -37,10 +38,17 @@ __all__ = [
 ]
 
 
-def open_store(spec: Store | str | None, *, clock: Callable[[], float] | None = None) -> Store:
-    """A store from an instance or a URL: ``memory``, ``sqlite:///path``, ``redis://host/0``.
+def open_store(
+    spec: Store | str | None,
+    *,
+    clock: Callable[[], float] | None = None,
+    replica_wait: float | None = None,
+) -> Store:
+    """A store from an instance or a URL: ``memory``, ``sqlite:///path``, ``redis://host/0``,
+    ``redis+sentinel://host:26379,host2:26379/SERVICE_NAME/0``.
 
-    Raises ValueError for a URL of no known kind, and
+    ``replica_wait``: seconds a Redis store's writes wait for a replica (default 0.5; an
+    instance keeps its own). Raises ValueError for a URL of no known kind, and
     :class:`StoreUnavailableError` for a store that cannot be opened.
     """
     if spec is not None and not isinstance(spec, str):
@@ -54,8 +62,11 @@ def open_store(spec: Store | str | None, *, clock: Callable[[], float] | None = 
         from .sqlite import SQLiteStore
 
         return SQLiteStore(spec, clock=clock or time.time)
-    if spec.startswith(("redis://", "rediss://", "unix://")):
-        from .redis import RedisStore
+    if spec.startswith(("redis://", "rediss://", "unix://", "redis+sentinel://", "rediss+sentinel://")):
+        from .redis import REPLICA_WAIT, RedisStore
 
-        return RedisStore(spec)
-    raise ValueError(f"store={spec!r}: must be memory, sqlite:///PATH or redis://HOST:PORT/DB")
+        return RedisStore(spec, replica_wait=REPLICA_WAIT if replica_wait is None else replica_wait)
+    raise ValueError(
+        f"store={mask_credentials(spec)!r}: must be memory, sqlite:///PATH, redis://HOST:PORT/DB "
+        "or redis+sentinel://HOST:26379/SERVICE_NAME/DB"
+    )

@@ -4,7 +4,7 @@ A store keeps these tables: dedup **windows**, **rates** (GCRA "theoretical
 arrival times" for caps and pacing), per-phone **digests**, ``group_wait``
 **groups**, the **outbox** of SMS to send, and **records**: small typed rows
 with a time index, stored the same way by every backend (see :data:`RECORDS`),
-such as webhook alert **lifecycles**.
+such as webhook alert **lifecycles** and **leases**.
 
 The decisions (is this a repeat, may this phone get another SMS, is a window
 due) are written once, in :mod:`sslsms_notify.alerting`, against a
@@ -33,11 +33,11 @@ from typing import Generic, Literal, Protocol, Self, TypeVar, runtime_checkable
 V = TypeVar("V")
 T = TypeVar("T")
 
-TableName = Literal["windows", "rates", "digests", "groups", "lifecycles"]
+TableName = Literal["windows", "rates", "digests", "groups", "lifecycles", "leases"]
 #: tables with a time index (window end, digest readiness, group deadline, record time)
-IndexedTable = Literal["windows", "digests", "groups", "lifecycles"]
+IndexedTable = Literal["windows", "digests", "groups", "lifecycles", "leases"]
 #: record tables: every backend keeps them alike (a key, a time, the other fields as JSON)
-RecordTable = Literal["lifecycles"]
+RecordTable = Literal["lifecycles", "leases"]
 
 
 class OutboxState(StrEnum):
@@ -159,8 +159,24 @@ class Lifecycle:
     expires_at: float
 
 
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A job one process of those sharing the store does at a time (see :mod:`sslsms_notify.alerting.leases`).
+
+    ``holder`` names the process; the lease is its own until ``expires_at`` unless it
+    renews it, and forgotten once past.
+    """
+
+    key: str
+    holder: str
+    expires_at: float
+
+
 #: record table -> (row type, the field its time index follows); a row's first field is its key
-RECORDS: dict[str, tuple[type, str]] = {"lifecycles": (Lifecycle, "expires_at")}
+RECORDS: dict[str, tuple[type, str]] = {
+    "lifecycles": (Lifecycle, "expires_at"),
+    "leases": (Lease, "expires_at"),
+}
 
 
 def record_time(table: str, row: object) -> float:
@@ -245,6 +261,7 @@ class Tx:
         self.digests: Table[Digest] = Table(lambda keys: backend.load("digests", keys))  # type: ignore[arg-type,return-value]
         self.groups: Table[GroupBuffer] = Table(lambda keys: backend.load("groups", keys))  # type: ignore[arg-type,return-value]
         self.lifecycles: Table[Lifecycle] = Table(lambda keys: backend.load("lifecycles", keys))  # type: ignore[arg-type,return-value]
+        self.leases: Table[Lease] = Table(lambda keys: backend.load("leases", keys))  # type: ignore[arg-type,return-value]
         self.new_items: list[OutboxItem] = []
 
     def due(self, table: IndexedTable, limit: int) -> list[str]:
@@ -274,6 +291,7 @@ class Tx:
             or self.digests.dirty
             or self.groups.dirty
             or self.lifecycles.dirty
+            or self.leases.dirty
         )
 
 

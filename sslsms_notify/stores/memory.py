@@ -184,6 +184,7 @@ class MemoryStore(StandaloneStore):
             ("digests", tx.digests),
             ("groups", tx.groups),
             ("lifecycles", tx.lifecycles),
+            ("leases", tx.leases),
         ):
             index = self._indexed[name]
             for key, row in table.dirty.items():

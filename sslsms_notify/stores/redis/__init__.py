@@ -1,7 +1,8 @@
 """Redis store: dedup windows, caps, pacing and the outbox shared by many processes and hosts.
 
-:class:`RedisStore` is what users construct (``store="redis://host:6379/0"``): it wraps
-Redis (:class:`.backend.RedisBackend`) and a **spool**, and decides where each call goes.
+:class:`RedisStore` is what users construct (``store="redis://host:6379/0"``, or
+through Sentinel ``store="redis+sentinel://host1:26379,host2:26379/SERVICE_NAME/0"``): it
+wraps Redis (:class:`.backend.RedisBackend`) and a **spool**, and decides where each call goes.
 
 **When Redis fails**, nothing is silently downgraded to memory: the store falls
 back to the spool, a SQLite file on this host (one per Redis URL, shared by the
@@ -27,15 +28,25 @@ it and re-adds the SMS this process still knows are pending (see :mod:`.journal`
 At start, one line says whether the server persists (AOF, RDB) and what a restart
 would lose (see :mod:`.persistence`).
 
-The parts: :mod:`.backend` (Redis alone), :mod:`.scripts` (its Lua), :mod:`.codec`
-(its keys and JSON), :mod:`.faults` (what a failure says, and the state of the current
-fault), :mod:`.route` (where a call goes), :mod:`.journal` and :mod:`.recovery` (a loss
-of data noticed, SMS re-added), :mod:`.move` (the spool moved back), :mod:`.persistence`.
+**A failover.** Through Sentinel each new connection asks where the master is, and a
+connection to a demoted master is dropped (with a plain URL too: a managed Redis's
+primary endpoint is resolved again); the spool takes the seconds in between. While the
+master has replicas, the writes somebody is told about or acts on wait for one replica
+(``WAIT 1``, at most ``replica_wait``), so a failover does not lose them (see
+:mod:`.replication`).
+
+The parts: :mod:`.backend` (Redis alone), :mod:`.connect` (the client for a URL, one
+server or Sentinel), :mod:`.replication` (writes a replica has), :mod:`.scripts` (its
+Lua), :mod:`.codec` (its keys and JSON), :mod:`.faults` (what a failure says, and the
+state of the current fault), :mod:`.route` (where a call goes), :mod:`.journal` and
+:mod:`.recovery` (a loss of data noticed, SMS re-added), :mod:`.move` (the spool moved
+back), :mod:`.persistence`.
 The tunables below are module attributes, read at each use.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import threading
 import time
@@ -70,6 +81,8 @@ from .route import Router
 from .scripts import no_script_flags
 
 T = TypeVar("T")
+#: seconds a write waits for one replica when the master has replicas (``[pipeline] replica_wait``)
+REPLICA_WAIT = 0.5
 #: after a failure, how long before Redis is tried again (seconds)
 RETRY_REDIS_AFTER = 3.0
 #: refused writes are logged as over once Redis has taken writes this long without refusing
@@ -91,12 +104,14 @@ def default_spool_path(url: str) -> Path:
 
 
 class RedisStore:
-    """The :class:`~..base.Store` on a Redis server (``store="redis://host:6379/0"``).
+    """The :class:`~..base.Store` on a Redis server (``store="redis://host:6379/0"``), or on
+    the master a set of sentinels names (``redis+sentinel://HOST:26379[,HOST...]/SERVICE_NAME/DB``).
 
     Durable (as durable as the server's persistence: see :func:`describe_persistence`),
     and shared by every process on every host; times come from the server.
     ``prefix`` starts every key; ``spool`` is the SQLite file used while Redis fails
-    (default: one per URL in the state directory).
+    (default: one per URL in the state directory); ``replica_wait``: seconds a write
+    waits for one replica to have it while the master has replicas (0: never).
 
     A wrapping store: it holds Redis alone (:class:`.backend.RedisBackend`) and the
     spool (a :class:`~..sqlite.SQLiteStore`), and sends each call where it should go.
@@ -111,15 +126,22 @@ class RedisStore:
         prefix: str = "sslsms:",
         socket_timeout: float = 2.0,
         spool: str | Path | None = None,
+        replica_wait: float = REPLICA_WAIT,
     ) -> None:
         self.url = url
         self.prefix = prefix
-        self._redis = RedisBackend(url, prefix=prefix, socket_timeout=socket_timeout)
+        #: seconds a write waits for one replica to have it, when the master has replicas (0: never)
+        self.replica_wait = replica_wait
+        self._redis = RedisBackend(
+            url, prefix=prefix, socket_timeout=socket_timeout, replica_wait=lambda: self.replica_wait
+        )
         self.spool_path = Path(spool).expanduser() if spool is not None else default_spool_path(url)
         self._spool: SQLiteStore | None = None
         if self.spool_path.exists():  # left by an earlier process while Redis was down
             self._spool = SQLiteStore(self.spool_path)
         self._spool_lock = threading.Lock()
+        #: why the spool failed the last time it was written to (None: it did not)
+        self._spool_error: str | None = None
         #: SMS our dispatcher claimed from the spool (their outcomes go back there)
         self._spool_claims: set[str] = set()
         self._claim_turn = False
@@ -140,6 +162,9 @@ class RedisStore:
         An unreachable server is left to the spool (it may come back); a server that
         answers but refuses us would otherwise make every SMS wait in the spool for good.
         """
+        wrong = self._redis.misconfigured()
+        if wrong is not None:
+            raise StoreUnavailableError(f"store {mask_credentials(self.url)}: {wrong}")
         try:
             self._redis.ping()
         except redis.AuthenticationError as exc:
@@ -189,6 +214,16 @@ class RedisStore:
                 self._spool = SQLiteStore(self.spool_path)
             return self._spool
 
+    def _spooled(self, call: Callable[[SQLiteStore], T]) -> T:
+        """``call`` on the spool; whether it failed is remembered (:meth:`health` says ``down``)."""
+        try:
+            result = call(self.spool())
+        except Exception as exc:
+            self._spool_error = f"{type(exc).__name__}: {exc}"
+            raise
+        self._spool_error = None
+        return result
+
     def _wrote(self, items: Sequence[OutboxItem]) -> None:
         """Redis took a write: it takes writes; the open SMS among ``items`` go in the journal."""
         self._route.succeeded("write")
@@ -199,7 +234,11 @@ class RedisStore:
 
     # -- transactions -------------------------------------------------------------
     def transact(self, fn: Callable[[Tx], T]) -> T:
-        return self._route.call(lambda: self._transact_remote(fn), lambda: self.spool().transact(fn), "write")
+        return self._route.call(
+            lambda: self._transact_remote(fn),
+            lambda: self._spooled(lambda spool: spool.transact(fn)),
+            "write",
+        )
 
     def _transact_remote(self, fn: Callable[[Tx], T]) -> T:
         return self._redis.transact(fn, now=self.now(), on_commit=lambda tx: self._wrote(tx.new_items))
@@ -229,7 +268,9 @@ class RedisStore:
     def outbox_add(self, items: Sequence[OutboxItem]) -> None:
         if items:
             self._route.call(
-                lambda: self._add_to_redis(items), lambda: self.spool().outbox_add(items), "write"
+                lambda: self._add_to_redis(items),
+                lambda: self._spooled(lambda spool: spool.outbox_add(items)),
+                "write",
             )
 
     def _add_to_redis(self, items: Sequence[OutboxItem]) -> None:
@@ -368,6 +409,7 @@ class RedisStore:
         caps opened in the spool move too, merged with Redis's (see :mod:`.move`).
         """
         readded = self._losses.check()
+        self._route.call(lambda: self._redis.replication.refresh(self._redis.client), lambda: None)
         if self._spool is None or not self._route.may_use("write"):
             return readded
         spool = self.spool()
@@ -392,22 +434,42 @@ class RedisStore:
         an older snapshot, a failover to a lagging replica); ``readded``: SMS it re-added
         then; ``journal_dropped``: SMS it could not have re-added (the journal was full);
         ``rows_moved``: windows, digests, group buffers and caps moved back from the spool;
-        ``journal``: the SMS it would re-add now.
+        ``journal``: the SMS it would re-add now; ``replica_waits`` and ``replica_timeouts``:
+        writes that waited for a replica, and those no replica acknowledged within
+        ``replica_wait`` (they counted anyway; see :mod:`.replication`).
         """
-        return self._journal.counters()
+        return {**self._journal.counters(), **self._redis.replication.counters()}
 
     def health(self) -> StoreHealth:
-        """``durable`` while Redis takes writes; ``spooling`` (and why) while it fails."""
+        """``durable`` while Redis takes writes; ``spooling`` (and why) while it fails and the
+        spool takes them; ``down`` when the spool fails too (nothing can take an alert)."""
         fault = self.fault
         if fault is None:
             return StoreHealth("durable")
+        spool = self._spool
+        failed = self._spool_error
+        if failed is None and spool is not None and spool.health().state == "down":
+            failed = spool.health().detail
+        if failed is not None:
+            why = f"{WHAT_HAPPENED[fault]}, and the spool {self.spool_path} fails: {failed}"
+            return StoreHealth("down", why)
         return StoreHealth("spooling", f"{WHAT_HAPPENED[fault]}; writes go to the spool {self.spool_path}")
 
     # -- lifecycle -------------------------------------------------------------------
     def check(self) -> None:
+        """Raise :class:`StoreUnavailableError` unless Redis answers now.
+
+        When it does not, the fault is recorded (writes go to the spool at once) and the
+        spool is opened and checked, so that :meth:`health` says whether anything can
+        take an alert: ``spooling``, or ``down`` when the spool fails too.
+        """
         try:
             self._redis.ping()
+            self._route.succeeded("read")  # it answers: calls go to it again at once
         except DOWN as exc:
+            self._route.record(exc)
+            with contextlib.suppress(Exception):
+                self._spooled(lambda spool: spool.check())
             raise StoreUnavailableError(f"store {mask_credentials(self.url)} is unreachable: {exc}") from None
         except redis.RedisError as exc:
             raise StoreUnavailableError(f"store {mask_credentials(self.url)}: {exc}") from None
@@ -423,6 +485,7 @@ class RedisStore:
         # are its own (the parent re-adds its SMS should Redis lose them); the spool
         # (SQLite) opens a connection of its own on first use.
         self._journal.after_fork()
+        self._redis.replication.after_fork()
         self._faults.after_fork()
         self._losses.after_fork()
         self._spool_lock = threading.Lock()
@@ -438,6 +501,7 @@ __all__ = [
     "NO_REPLICAS",
     "OUT_OF_MEMORY",
     "READ_ONLY",
+    "REPLICA_WAIT",
     "RETRY_REDIS_AFTER",
     "UNREACHABLE",
     "WRITES_BACK_QUIET",

@@ -15,6 +15,7 @@ the others return what that store needs to know of what Redis did.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -23,10 +24,12 @@ from typing import Any, TypeVar
 import redis
 
 from ..._log import get_logger
-from ...validation import mask_credentials
-from ..base import IndexedTable, OutboxCounts, OutboxItem, OutboxState, StoreUnavailableError, TableName, Tx
+from ...validation import mask_credentials, parse_sentinel_url
+from ..base import IndexedTable, OutboxCounts, OutboxItem, OutboxState, TableName, Tx
 from .codec import INDEXED, ROW_PREFIX, decode_row, encode_row, item_from, item_json, time_of
+from .connect import check_service, connect
 from .persistence import read_persistence
+from .replication import Replication
 from .scripts import Scripts
 
 _log = get_logger("sslsms_notify.stores.redis")
@@ -68,21 +71,22 @@ class _RedisTx:
 class RedisBackend:
     """The tables and the outbox in Redis, under ``prefix`` (see :mod:`.codec` for the keys)."""
 
-    def __init__(self, url: str, *, prefix: str, socket_timeout: float) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str,
+        socket_timeout: float,
+        replica_wait: Callable[[], float] = lambda: 0.0,
+    ) -> None:
         self.url = url
         self.prefix = prefix
-        try:
-            # Any: the published stubs lag redis-py (zmscore untyped, invariant mappings).
-            self.client: Any = redis.Redis.from_url(
-                url,
-                decode_responses=True,
-                socket_timeout=socket_timeout,
-                socket_connect_timeout=socket_timeout,
-                health_check_interval=30,
-            )
-        except ValueError as exc:
-            raise StoreUnavailableError(f"store {mask_credentials(url)}: {exc}") from None
+        # Any: the published stubs lag redis-py (zmscore untyped, invariant mappings).
+        self.client: Any
+        self.client, self.sentinel = connect(url, socket_timeout=socket_timeout)
         self.scripts = Scripts(self.client)
+        #: WAIT for a replica after the writes that must survive a failover (see :mod:`.replication`)
+        self.replication = Replication(replica_wait, url)
         #: what the server keeps across a restart, once it has answered (see describe_persistence)
         self.persistence: str | None = None
 
@@ -91,6 +95,12 @@ class RedisBackend:
 
     def ping(self) -> None:
         self.client.ping()
+
+    def misconfigured(self) -> str | None:
+        """What in the URL no server can fix (a service no sentinel monitors), or None."""
+        if self.sentinel is None:
+            return None
+        return check_service(self.sentinel, parse_sentinel_url(self.url).service)
 
     def server_time(self) -> float:
         seconds, micros = self.client.time()
@@ -101,12 +111,20 @@ class RedisBackend:
         described = read_persistence(self.client)
         if described is None:
             return  # said when Redis answers
+        with contextlib.suppress(redis.RedisError, OSError):
+            self.replication.refresh(self.client)
         line, warn = described
         self.persistence = line
         (_log.warning if warn else _log.info)(line, store=mask_credentials(self.url))
 
+    def reconnect(self) -> None:
+        """Drop every connection: the next ones resolve the host name (or ask the sentinels) again."""
+        self.client.connection_pool.disconnect()
+
     def close(self) -> None:
         self.client.close()
+        if self.sentinel is not None:
+            self.sentinel.close()
 
     # -- transactions -------------------------------------------------------------
     def transact(
@@ -120,22 +138,24 @@ class RedisBackend:
 
         ``now``: the time of the first attempt (else the server's); later attempts ask the server.
         """
-        for attempt in range(MAX_CONFLICTS):
-            at = now if attempt == 0 and now is not None else self.server_time()
-            with self.client.pipeline() as pipe:
-                pipe.watch(self.key("tx"))  # immediate mode from here; nobody writes this key
-                tx = Tx(_RedisTx(self, pipe), at)
-                result = fn(tx)
-                if tx.empty:
-                    pipe.unwatch()
-                    return result
-                pipe.multi()
-                self._queue_writes(pipe, tx)
-                try:
-                    pipe.execute()
-                except redis.WatchError:
-                    time.sleep(random.uniform(0, 0.002 * (attempt + 1)))
-                    continue
+        with self.replication.connection(self.client) as client:
+            for attempt in range(MAX_CONFLICTS):
+                at = now if attempt == 0 and now is not None else self.server_time()
+                with client.pipeline() as pipe:
+                    pipe.watch(self.key("tx"))  # immediate mode from here; nobody writes this key
+                    tx = Tx(_RedisTx(self, pipe), at)
+                    result = fn(tx)
+                    if tx.empty:
+                        pipe.unwatch()
+                        return result
+                    pipe.multi()
+                    self._queue_writes(pipe, tx)
+                    try:
+                        pipe.execute()
+                    except redis.WatchError:
+                        time.sleep(random.uniform(0, 0.002 * (attempt + 1)))
+                        continue
+                self.replication.acknowledge(client)  # before anyone is told it is written
                 if on_commit is not None:
                     on_commit(tx)
                 return result
@@ -211,14 +231,22 @@ class RedisBackend:
 
     # -- outbox ---------------------------------------------------------------------
     def outbox_add(self, items: Sequence[OutboxItem]) -> None:
-        pipe = self.client.pipeline()
-        self._queue_outbox_add(pipe, items)
-        pipe.execute()
+        with self.replication.connection(self.client) as client:
+            pipe = client.pipeline()
+            self._queue_outbox_add(pipe, items)
+            pipe.execute()
+            self.replication.acknowledge(client)  # before the spool forgets them, say
 
     def outbox_claim(self, limit: int, lease: float) -> list[OutboxItem]:
-        ids, raws, taken_over, until = self.scripts.run(
-            "claim", [self.key("due"), self.key("o"), self.key("claimed")], [limit, lease, self.key("bm:")]
-        )
+        with self.replication.connection(self.client) as client:
+            ids, raws, taken_over, until = self.scripts.run(
+                "claim",
+                [self.key("due"), self.key("o"), self.key("claimed")],
+                [limit, lease, self.key("bm:")],
+                client=client,
+            )
+            if ids:  # a claim the next master lacks would let another process send them as new
+                self.replication.acknowledge(client)
         items = []
         for csms_id, raw, flag in zip(ids, raws, taken_over, strict=True):
             item = item_from(csms_id, raw, float(until), claimed=True)
@@ -338,9 +366,11 @@ class RedisBackend:
     def check_marker(self, token: str, csms_ids: Sequence[str]) -> tuple[str, int, str]:
         """Increment the marker (setting ``token`` if it is missing); returns its token, its
         counter, and per id "0" (Redis does not have it), "1" (open) or "2" (a dead letter)."""
-        found, count, flags = self.scripts.run(
-            "epoch", [self.key("epoch"), self.key("o"), self.key("dead")], [token, *csms_ids]
-        )
+        with self.replication.connection(self.client) as client:
+            keys = [self.key("epoch"), self.key("o"), self.key("dead")]
+            found, count, flags = self.scripts.run("epoch", keys, [token, *csms_ids], client=client)
+            # trusted once a replica has it: a failover right after must not look like a loss
+            self.replication.acknowledge(client)
         return found, int(count), flags
 
     def read_marker(self) -> tuple[str | None, int]:
@@ -364,4 +394,7 @@ class RedisBackend:
                 item.batch_id or "",
             ]
         keys = [self.key("o"), self.key("due"), self.key("claimed"), self.key("dead")]
-        return int(self.scripts.run("readd", keys, args))
+        with self.replication.connection(self.client) as client:
+            added = int(self.scripts.run("readd", keys, args, client=client))
+            self.replication.acknowledge(client)
+        return added

@@ -15,7 +15,7 @@ from typing import TypeVar
 import redis
 
 from .backend import RedisBackend
-from .faults import Access, FaultState, fault_of
+from .faults import READ_ONLY, Access, FaultState, fault_of
 
 T = TypeVar("T")
 
@@ -53,6 +53,10 @@ class Router:
         if fault is None:
             raise exc
         self._faults.failed(fault, exc)
+        if fault == READ_ONLY:
+            # the master was demoted (a failover behind one DNS name, as managed Redis does
+            # it): new connections resolve the name again and reach the new master
+            self._redis.reconnect()
         return fault
 
     def succeeded(self, access: Access) -> None:

@@ -297,12 +297,15 @@ class Scripts:
         #: whether the server takes script flags (None: not known yet)
         self.allow_oom: bool | None = None
 
-    def run(self, name: str, keys: list[str], args: Sequence[Any] = ()) -> Any:
-        """Run script ``name``: flagged while the server may take flags, else plain."""
+    def run(self, name: str, keys: list[str], args: Sequence[Any] = (), *, client: Any = None) -> Any:
+        """Run script ``name``: flagged while the server may take flags, else plain.
+
+        ``client``: another client on the same server (one connection, for a ``WAIT`` after it).
+        """
         flagged, plain = self._scripts[name]
         if flagged is not None and self.allow_oom is not False:
             try:
-                result = flagged(keys=keys, args=list(args))
+                result = flagged(keys=keys, args=list(args), client=client)
             except redis.ResponseError as exc:
                 if not no_script_flags(exc):
                     raise
@@ -314,4 +317,4 @@ class Scripts:
             else:
                 self.allow_oom = True
                 return result
-        return plain(keys=keys, args=list(args))
+        return plain(keys=keys, args=list(args), client=client)
