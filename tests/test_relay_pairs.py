@@ -11,9 +11,11 @@ import logging
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -27,6 +29,7 @@ import redis
 
 from sslsms_notify import GatewayClient, Notifier
 from sslsms_notify.alerting import DispatchPolicy
+from sslsms_notify.alerting.decisions import Hit, IdBook, Policy, apply_intake
 from sslsms_notify.alerting.leases import forget_expired, hold, release
 from sslsms_notify.config import Settings
 from sslsms_notify.emulator import EmulatorServer
@@ -43,6 +46,7 @@ from .test_redis_faults import Server, wait_for
 pytestmark = pytest.mark.slow
 TOKEN = "relay-pairs-token-for-tests-01"
 PHONE, DBA = "01711111111", "01811111111"
+PHONE_WIRE = "8801711111111"
 CLI = str(Path(sys.executable).with_name("sslsms-notify"))
 SENTINEL = "redis-sentinel"
 SERVICE = "alerts"
@@ -656,3 +660,94 @@ def test_rediss_sentinel_speaks_tls_to_the_sentinel_and_the_master(tmp_path) -> 
         for process in (sentinel, master):
             process.kill()
             process.wait(10)
+
+
+# -- a commit whose outcome is unknown ----------------------------------------------------------
+class DropAfter:
+    """A TCP proxy to Redis that, once armed, forwards one ``command`` and then cuts the
+    client off before Redis's reply: Redis applies it, and the client cannot know."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.command: bytes | None = None
+        self.dropped = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def arm(self, command: str) -> None:
+        self.command = f"${len(command)}\r\n{command}\r\n".encode()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+            threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket, to_redis: bool) -> None:
+        tail = b""
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+                seen, tail = tail + data, data[-16:]  # a command may straddle two reads
+                if to_redis and self.command is not None and self.command in seen:
+                    self.command = None
+                    source.close()  # the client's end: Redis's reply will find no one
+                    self.dropped.set()
+                    time.sleep(0.5)  # Redis applies what it read before it notices
+                    sink.close()
+                    return
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@pytest.mark.parametrize("cut_after", ["EXEC", "WAIT"])
+def test_a_commit_whose_answer_is_lost_leaves_each_sms_once_and_never_a_false_dead_letter(
+    pair, tmp_path, cut_after
+) -> None:
+    """The connection is cut once Redis has the transaction. After EXEC, redis-py reports
+    the lost WATCH as a conflict and the store reruns it on Redis, which has it: the SMS is
+    there once, and nowhere else. After the WAIT for a replica, the store cannot know and
+    reruns it in the spool with the same ids, its SMS marked possibly sent: whichever copy
+    goes second is answered "Duplicate CMS ID", a delivery, not a dead letter."""
+    master, _replica = pair
+    proxy = DropAfter(master.port)
+    store = RedisStore(f"redis://127.0.0.1:{proxy.port}/0", spool=tmp_path / "spool.db")
+    ids = IdBook()
+    policy = Policy(dedup_window=300, cap_limit=None)
+
+    def intake(text: str) -> Any:
+        key = f"oncall\x1f40\x1f{text}"
+        hit = Hit(key, "oncall", (PHONE_WIRE,), 1, f"[ERROR] {text}", f"[ERROR] {text}", 0)
+        return store.transact(lambda tx: apply_intake(tx, [hit], policy, ids))
+
+    try:
+        intake("before")  # connected, and Redis known to have a replica
+        proxy.arm(cut_after)
+        intake("cut off")
+        assert proxy.dropped.is_set()
+        in_redis = [i for i in master_outbox(master) if i.text.endswith("cut off")]
+        assert len(in_redis) == 1 and not in_redis[0].maybe_sent  # Redis applied it, once
+        spooled = [i for i in store.spool().outbox_list() if i.text.endswith("cut off")]
+        if cut_after == "EXEC":
+            assert spooled == []
+        else:
+            assert [(i.csms_id, i.maybe_sent) for i in spooled] == [(in_redis[0].csms_id, True)]
+    finally:
+        store.close()
+        proxy.close()
+
+
+def master_outbox(master: Server) -> list[Any]:
+    direct = RedisStore(master.url, spool=master.directory / "reader-spool.db")
+    try:
+        return direct.outbox_list()
+    finally:
+        direct.close()

@@ -61,7 +61,7 @@ from ...validation import mask_credentials
 from ..base import OutboxCounts, OutboxItem, OutboxState, Store, StoreHealth, StoreUnavailableError, Tx
 from ..merge import merge_digest, merge_group, merge_lifecycle, merge_rate, merge_window
 from ..sqlite import SQLiteStore
-from .backend import RedisBackend
+from .backend import CommitUnknown, RedisBackend
 from .faults import (
     CANNOT_PERSIST,
     DOWN,
@@ -101,6 +101,17 @@ def default_spool_path(url: str) -> Path:
     """``$XDG_STATE_HOME/sslsms-notify/redis-spool-<hash of the URL>.db``."""
     digest = hashlib.sha256(url.encode()).hexdigest()[:16]
     return state_dir() / f"redis-spool-{digest}.db"
+
+
+def _possibly_sent(fn: Callable[[Tx], T]) -> Callable[[Tx], T]:
+    """``fn``, its new SMS marked ``maybe_sent``."""
+
+    def marked(tx: Tx) -> T:
+        result = fn(tx)
+        tx.new_items[:] = [item.evolve(maybe_sent=True) for item in tx.new_items]
+        return result
+
+    return marked
 
 
 class RedisStore:
@@ -234,11 +245,23 @@ class RedisStore:
 
     # -- transactions -------------------------------------------------------------
     def transact(self, fn: Callable[[Tx], T]) -> T:
-        return self._route.call(
-            lambda: self._transact_remote(fn),
-            lambda: self._spooled(lambda spool: spool.transact(fn)),
-            "write",
-        )
+        unknown = False
+
+        def remote() -> T:
+            nonlocal unknown
+            try:
+                return self._transact_remote(fn)
+            except CommitUnknown:
+                unknown = True
+                raise
+
+        def local() -> T:
+            # Redis may hold this transaction's SMS too (the connection failed mid-commit):
+            # the spool's copies are marked possibly sent, so a "Duplicate CMS ID" for one
+            # counts as delivered rather than as a dead letter (see planner: sent alone).
+            return self._spooled(lambda spool: spool.transact(_possibly_sent(fn) if unknown else fn))
+
+        return self._route.call(remote, local, "write")
 
     def _transact_remote(self, fn: Callable[[Tx], T]) -> T:
         return self._redis.transact(fn, now=self.now(), on_commit=lambda tx: self._wrote(tx.new_items))

@@ -35,6 +35,12 @@ from .scripts import Scripts
 _log = get_logger("sslsms_notify.stores.redis")
 T = TypeVar("T")
 MAX_CONFLICTS = 100
+
+
+class CommitUnknown(redis.ConnectionError):
+    """The connection failed during ``EXEC`` or the ``WAIT`` after it: Redis may have the
+    transaction's writes, or not. Whoever reruns it elsewhere must treat its SMS as
+    possibly sent (another process may claim and send the copy Redis has)."""
 #: how long the member set of a bound request outlives its last write (claims and
 #: trims read it; an entry whose item has moved on is ignored)
 BINDING_TTL = 8 * 24 * 3600
@@ -155,7 +161,12 @@ class RedisBackend:
                     except redis.WatchError:
                         time.sleep(random.uniform(0, 0.002 * (attempt + 1)))
                         continue
-                self.replication.acknowledge(client)  # before anyone is told it is written
+                    except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+                        raise CommitUnknown(f"during EXEC: {exc}") from exc
+                try:
+                    self.replication.acknowledge(client)  # before anyone is told it is written
+                except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+                    raise CommitUnknown(f"waiting for a replica: {exc}") from exc
                 if on_commit is not None:
                     on_commit(tx)
                 return result
