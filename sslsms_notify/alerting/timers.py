@@ -1,8 +1,9 @@
 """The pipeline's timers and housekeeping, run between intake rounds.
 
 - timers: windows that end (a "+N more" summary), digests whose phone's allowance
-  is back, ``group_wait`` buffers whose wait is over, webhook lifecycles to forget:
-  every due one swept in one store transaction (:func:`~.decisions.sweep_all`);
+  is back, ``group_wait`` buffers whose wait is over, webhook lifecycles to forget,
+  heartbeats overdue and escalations due: every due one swept in one store
+  transaction (:func:`sweep`);
 - leases: SMS this process has in flight stay its own while it lives;
 - housekeeping, once a second: drops said in the log, the outbox kept within
   ``max_pending`` and ``dead_retention``, the store's own upkeep (a Redis spool moved
@@ -17,12 +18,14 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable
+from functools import partial
 
 from .._log import get_logger
-from ..stores.base import Store
-from .decisions import IdBook, Policy, sweep_all
+from ..stores.base import Store, Tx
+from .decisions import IdBook, Policy, Report, sweep_all
 from .dispatch import Dispatcher
 from .intake import Intake
+from .oncall import sweep_oncall
 
 _log = get_logger("sslsms_notify.notifier")
 
@@ -34,6 +37,14 @@ SWEEP_LIMIT = 250
 MAX_IDLE = 0.5
 #: how often housekeeping runs
 HOUSEKEEPING_INTERVAL = 1.0
+
+
+def sweep(tx: Tx, policy: Policy, ids: IdBook, limit: int) -> Report:
+    """Every timer due, in one transaction: the pipeline's (:func:`~.decisions.sweep_all`),
+    then heartbeats and escalations (:func:`~.oncall.sweep_oncall`)."""
+    report = sweep_all(tx, policy, ids, limit)
+    report.add(sweep_oncall(tx, policy, ids, limit))
+    return report
 
 
 class Timers:
@@ -77,7 +88,8 @@ class Timers:
             next_due = store.next_due()
             if next_due is None or next_due > store.now():
                 continue
-            report = store.transact(lambda tx: sweep_all(tx, self.policy, IdBook(), SWEEP_LIMIT))
+            # one IdBook for every rerun of the transaction: the same SMS, the same ids
+            report = store.transact(partial(sweep, policy=self.policy, ids=IdBook(), limit=SWEEP_LIMIT))
             self.intake.count(report)
             worked |= bool(report.queued or report.windows_closed or report.groups)
             if report.windows_closed >= SWEEP_LIMIT:

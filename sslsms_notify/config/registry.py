@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from ..durations import Duration
 from ..gateway.client import DEFAULT_BASE_URL, DEFAULT_TIMEOUT, MAX_SID_LENGTH, MAX_TOKEN_LENGTH
 from ..severity import SEVERITIES
 from ..validation import (
@@ -447,6 +448,29 @@ RELAY_SETTINGS: tuple[Setting, ...] = (
         doc="seconds a connection may stay silent when it has no request being answered (on "
         "opening, or between keep-alive requests) before it is closed",
         rule=Positive(3600, unit="seconds"),
+    ),
+    Setting(
+        name="watchdog_alertname",
+        url_arg=None,
+        toml="relay.watchdog_alertname",
+        env=None,
+        default="Watchdog",
+        doc="the `alertname` of an always-firing alert (Alertmanager's `Watchdog`, or a Grafana rule "
+        "made to fire always) that the relay takes as the heartbeat `alertmanager` (or `grafana`): "
+        "it never pages by itself, and its silence pages `[MISSED] monitoring: Alertmanager silent "
+        "since ...` once; empty: no watchdog",
+        rule=Text("an alert name", max_length=200),
+    ),
+    Setting(
+        name="watchdog_timeout",
+        url_arg=None,
+        toml="relay.watchdog_timeout",
+        env=None,
+        default=600.0,
+        default_text="600 (10 minutes)",
+        doc="how long the watchdog alert may stay away before its silence pages; longer than the "
+        "repeat_interval of its Alertmanager route (or Grafana's notification policy)",
+        rule=Duration(1, 7 * 86400),
     ),
     Setting(
         name="read_timeout",

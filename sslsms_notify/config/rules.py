@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ..durations import Duration
 from ..gateway.msisdn import normalize_msisdn
 from ..severity import SEVERITIES, severity_name
 from ..validation import Flag, InvalidValue, Whole, fail
@@ -75,7 +76,9 @@ class Groups:
         return groups
 
 
-ROUTE_KEYS = ("groups", "min_severity", "sources", "tags", "stop")
+ROUTE_KEYS = ("groups", "min_severity", "sources", "tags", "stop", "escalate_after", "escalate_to")
+#: a route's ``escalate_after``: a second to a week
+ESCALATE_AFTER = Duration(1, 7 * 86400)
 
 
 @dataclass(frozen=True)
@@ -84,7 +87,8 @@ class Routes:
 
     rule: str = (
         'must be a list of tables like {groups = ["oncall"], min_severity = "error", '
-        'sources = ["app.db"], tags = ["db"], stop = false}'
+        'sources = ["app.db"], tags = ["db"], stop = false, escalate_after = "15m", '
+        'escalate_to = ["managers"]}'
     )
 
     def check(self, label: str, value: Any, *, text: bool = False) -> tuple[dict[str, Any], ...]:
@@ -99,7 +103,7 @@ class Routes:
         if unknown:
             known = ", ".join(sorted(ROUTE_KEYS))
             raise InvalidValue(where, None, f"unknown key(s) {', '.join(unknown)} (known: {known})")
-        for key in ("groups", "sources", "tags"):
+        for key in ("groups", "sources", "tags", "escalate_to"):
             names = spec.get(key)
             if names is not None and not (
                 isinstance(names, str)
@@ -108,6 +112,12 @@ class Routes:
                 fail(f"{where}.{key}", names, "must be a list of names")
         if "stop" in spec:
             Flag().check(f"{where}.stop", spec["stop"])
+        if spec.get("escalate_after") is not None:
+            ESCALATE_AFTER.check(f"{where}.escalate_after", spec["escalate_after"])
+        if (spec.get("escalate_after") is None) != (not spec.get("escalate_to")):
+            raise InvalidValue(
+                where, None, "escalate_after and escalate_to go together (a time, and the groups to page)"
+            )
         severity = spec.get("min_severity")
         if severity is not None and not isinstance(severity, str | int):
             fail(f"{where}.min_severity", severity, "must be a severity name like error or critical")

@@ -172,12 +172,13 @@ class Settings:
             self._require_credentials()
             groups = self.all_groups()
             for index, route in enumerate(self.routes):
-                for name in route.get("groups") or ():
-                    for one in name.split(",") if isinstance(name, str) else [name]:
+                for key in ("groups", "escalate_to"):
+                    names = route.get(key) or ()
+                    for one in ",".join(names).split(",") if not isinstance(names, str) else names.split(","):
                         one = one.strip()
                         if one and one not in groups and not looks_like_number(one):
                             raise InvalidValue(
-                                f"routes[{index}].groups",
+                                f"routes[{index}].{key}",
                                 shown(one),
                                 f"no such group (groups: {', '.join(sorted(groups)) or 'none defined'})",
                             )

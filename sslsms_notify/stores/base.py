@@ -4,7 +4,7 @@ A store keeps these tables: dedup **windows**, **rates** (GCRA "theoretical
 arrival times" for caps and pacing), per-phone **digests**, ``group_wait``
 **groups**, the **outbox** of SMS to send, and **records**: small typed rows
 with a time index, stored the same way by every backend (see :data:`RECORDS`),
-such as webhook alert **lifecycles**.
+such as webhook alert **lifecycles**, **heartbeats** and **escalations**.
 
 The decisions (is this a repeat, may this phone get another SMS, is a window
 due) are written once, in :mod:`sslsms_notify.alerting`, against a
@@ -33,11 +33,23 @@ from typing import Generic, Literal, Protocol, Self, TypeVar, runtime_checkable
 V = TypeVar("V")
 T = TypeVar("T")
 
-TableName = Literal["windows", "rates", "digests", "groups", "lifecycles"]
+TableName = Literal[
+    "windows",
+    "rates",
+    "digests",
+    "groups",
+    "lifecycles",
+    "heartbeats",
+    "escalations",
+    "escalation_keys",
+    "notices",
+]
 #: tables with a time index (window end, digest readiness, group deadline, record time)
-IndexedTable = Literal["windows", "digests", "groups", "lifecycles"]
+IndexedTable = Literal[
+    "windows", "digests", "groups", "lifecycles", "heartbeats", "escalations", "escalation_keys", "notices"
+]
 #: record tables: every backend keeps them alike (a key, a time, the other fields as JSON)
-RecordTable = Literal["lifecycles"]
+RecordTable = Literal["lifecycles", "heartbeats", "escalations", "escalation_keys", "notices"]
 
 
 class OutboxState(StrEnum):
@@ -159,8 +171,96 @@ class Lifecycle:
     expires_at: float
 
 
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """A dead man's switch: something that must ping every ``every`` seconds (plus ``grace``).
+
+    A cron job (``sslsms-notify heartbeat backup --every 24h``), or a monitoring system's
+    always-firing alert (``kind`` ``"alertmanager"`` or ``"grafana"``: the relay's
+    watchdog). ``due_at`` is when its silence pages ``[MISSED]`` (last ping + every +
+    grace); once that paged (``missed_at``), it is when the record is looked at again.
+    ``numbers`` are the phones of ``groups`` as the last ping resolved them, so any
+    process on the store can page them.
+    """
+
+    name: str
+    every: float
+    grace: float
+    last_ping: float
+    due_at: float
+    #: when ``[MISSED]`` paged (0: it has not; the heartbeat is alive)
+    missed_at: float
+    #: "" for a heartbeat a job pings; "alertmanager" or "grafana" for a watchdog alert
+    kind: str
+    groups: tuple[str, ...]
+    numbers: tuple[str, ...]
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Escalation:
+    """One alert that escalates unless acknowledged or resolved in time, keyed by its ack code.
+
+    ``alert`` is the alert's identity (a webhook lifecycle, else its fingerprint);
+    ``state`` is ``open`` (``at``: when it escalates), then ``acked``, ``resolved`` or
+    ``escalated`` (``at``: when the record is forgotten).
+    """
+
+    code: str
+    alert: str
+    state: str
+    opened_at: float
+    after: float
+    at: float
+    #: the alert's SMS, without its code: what the escalation pages
+    text: str
+    #: the escalation groups' phones
+    numbers: tuple[str, ...]
+    #: who closed it (``cli``, ``relay 10.0.0.7``, ``library``, ``resolved``) and when
+    closed_by: str
+    closed_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class EscalationKey:
+    """An alert's identity to its ack code (a resolve finds its escalation by the alert)."""
+
+    alert: str
+    code: str
+    expires_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """What the fallback channel was told, shared so that several processes tell it once.
+
+    ``state``: ``ok``, ``auth`` (credentials refused) or ``stuck`` (SMS waiting past
+    ``fallback_after``), since ``since``. ``queue`` holds messages decided and not yet
+    told; a process tells them under a lease (``lease_until``, ``owner``).
+    ``dead_kinds``: kinds of dead letters told since the outbox last held none.
+    """
+
+    key: str
+    state: str
+    since: float
+    detail: str
+    dead_kinds: tuple[str, ...]
+    queue: tuple[str, ...]
+    owner: str
+    lease_until: float
+    told: int
+    #: the time index: far ahead (housekeeping reads the record; no sweep needs it)
+    at: float
+
+
 #: record table -> (row type, the field its time index follows); a row's first field is its key
-RECORDS: dict[str, tuple[type, str]] = {"lifecycles": (Lifecycle, "expires_at")}
+RECORDS: dict[str, tuple[type, str]] = {
+    "lifecycles": (Lifecycle, "expires_at"),
+    "heartbeats": (Heartbeat, "due_at"),
+    "escalations": (Escalation, "at"),
+    "escalation_keys": (EscalationKey, "expires_at"),
+    "notices": (Notice, "at"),
+}
 
 
 def record_time(table: str, row: object) -> float:
@@ -245,6 +345,10 @@ class Tx:
         self.digests: Table[Digest] = Table(lambda keys: backend.load("digests", keys))  # type: ignore[arg-type,return-value]
         self.groups: Table[GroupBuffer] = Table(lambda keys: backend.load("groups", keys))  # type: ignore[arg-type,return-value]
         self.lifecycles: Table[Lifecycle] = Table(lambda keys: backend.load("lifecycles", keys))  # type: ignore[arg-type,return-value]
+        self.heartbeats: Table[Heartbeat] = Table(lambda keys: backend.load("heartbeats", keys))  # type: ignore[arg-type,return-value]
+        self.escalations: Table[Escalation] = Table(lambda keys: backend.load("escalations", keys))  # type: ignore[arg-type,return-value]
+        self.escalation_keys: Table[EscalationKey] = Table(lambda keys: backend.load("escalation_keys", keys))  # type: ignore[arg-type,return-value]
+        self.notices: Table[Notice] = Table(lambda keys: backend.load("notices", keys))  # type: ignore[arg-type,return-value]
         self.new_items: list[OutboxItem] = []
 
     def due(self, table: IndexedTable, limit: int) -> list[str]:
@@ -273,7 +377,7 @@ class Tx:
             or self.rates.dirty
             or self.digests.dirty
             or self.groups.dirty
-            or self.lifecycles.dirty
+            or any(getattr(self, table).dirty for table in RECORDS)
         )
 
 

@@ -100,6 +100,16 @@ def time_of(table: str, row: Any) -> float:
     return float(row.end_at if table == "windows" else row.ready_at if table == "digests" else row.deadline)
 
 
-ROW_PREFIX = {"windows": "w:", "rates": "r:", "digests": "dg:", "groups": "g:", "lifecycles": "lc:"}
+ROW_PREFIX = {
+    "windows": "w:",
+    "rates": "r:",
+    "digests": "dg:",
+    "groups": "g:",
+    "lifecycles": "lc:",
+    "heartbeats": "hb:",
+    "escalations": "esc:",
+    "escalation_keys": "esck:",
+    "notices": "nt:",
+}
 #: tables whose rows have a time index (a sorted set named after the table)
 INDEXED = ("windows", "digests", "groups", *RECORDS)
