@@ -33,7 +33,7 @@ import hashlib
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from ..stores.base import Escalation, EscalationKey, Tx
 from .formatting import with_ack_code
@@ -189,6 +189,20 @@ class AckResult:
     def ok(self) -> bool:
         """The alert is acknowledged, now or before (nothing more escalates)."""
         return self.status in ("acked", "closed")
+
+    def as_dict(self) -> dict[str, Any]:
+        """As the relay answers it and ``ack --json`` prints it."""
+        answer: dict[str, Any] = {"status": self.status, "code": self.code}
+        escalation = self.escalation
+        if escalation is not None:
+            answer.update(
+                alert=escalation.text,
+                state=escalation.state,
+                closed_by=escalation.closed_by,
+                closed_at=escalation.closed_at,
+                escalates_at=escalation.opened_at + escalation.after,
+            )
+        return answer
 
 
 def acknowledge(tx: Tx, code: str, client: str) -> AckResult:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Any, Literal
 
 from ..durations import Duration
 from ..stores.base import Heartbeat, Tx
@@ -172,3 +172,18 @@ def sweep_heartbeats(tx: Tx, policy: Policy, ids: IdBook, report: Report, limit:
         )
         deliver(tx, text, beat.numbers, policy, ids, report, ("missed", name, beat.last_ping))
         report.heartbeats_missed += 1
+
+
+def describe_heartbeat(beat: Heartbeat) -> dict[str, Any]:
+    """A heartbeat as the relay and ``heartbeat list --json`` show it."""
+    return {
+        "name": beat.name,
+        "kind": beat.kind or "job",
+        "every": beat.every,
+        "grace": beat.grace,
+        "last_ping": beat.last_ping,
+        "deadline": beat.last_ping + beat.every + beat.grace,
+        "missed": bool(beat.missed_at),
+        "missed_at": beat.missed_at or None,
+        "groups": list(beat.groups),
+    }

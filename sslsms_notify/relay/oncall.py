@@ -27,10 +27,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..alerting.escalation import AckResult, code_rule
-from ..alerting.heartbeats import NAME_RULE, PingResult
+from ..alerting.heartbeats import NAME_RULE, PingResult, describe_heartbeat
 from ..alerting.notifier import Notifier
 from ..gateway.msisdn import is_valid_msisdn
-from ..stores.base import Heartbeat
 from .errors import HTTPError
 from .payloads import AlertSpec, PayloadError, decode_body
 
@@ -128,7 +127,7 @@ class OnCallRoutes:
 
     async def _list(self, scope: Scope, body: bytes) -> tuple[int, Any]:
         beats = await asyncio.to_thread(self.notifier.heartbeats)
-        return 200, {"heartbeats": [heartbeat_json(b) for b in beats]}
+        return 200, {"heartbeats": [describe_heartbeat(b) for b in beats]}
 
     # -- acknowledgements ----------------------------------------------------------------------
     async def _ack(self, code: str, scope: Scope, body: bytes) -> tuple[int, Any]:
@@ -146,7 +145,7 @@ class OnCallRoutes:
             )
         if result.status == "unknown":
             raise HTTPError(404, "code: no alert waits for this code (a typo, or it expired)", field="code")
-        return 200, ack_json(result)
+        return 200, result.as_dict()
 
     # -- the watchdog ---------------------------------------------------------------------------
     async def watchdog(self, specs: list[AlertSpec], door: str) -> tuple[list[AlertSpec], int]:
@@ -195,38 +194,8 @@ def _object(body: bytes) -> dict[str, Any]:
     return data
 
 
-def heartbeat_json(beat: Heartbeat) -> dict[str, Any]:
-    """A heartbeat as the relay and ``heartbeat list --json`` show it."""
-    return {
-        "name": beat.name,
-        "kind": beat.kind or "job",
-        "every": beat.every,
-        "grace": beat.grace,
-        "last_ping": beat.last_ping,
-        "deadline": beat.last_ping + beat.every + beat.grace,
-        "missed": bool(beat.missed_at),
-        "missed_at": beat.missed_at or None,
-        "groups": list(beat.groups),
-    }
-
-
 def _ping_json(result: PingResult) -> dict[str, Any]:
-    answer = {"status": result.status, **heartbeat_json(result.heartbeat)}
+    answer = {"status": result.status, **describe_heartbeat(result.heartbeat)}
     if result.csms_ids:
         answer["csms_ids"] = result.csms_ids
-    return answer
-
-
-def ack_json(result: AckResult) -> dict[str, Any]:
-    """An acknowledgement's outcome, as the relay answers it."""
-    escalation = result.escalation
-    answer: dict[str, Any] = {"status": result.status, "code": result.code}
-    if escalation is not None:
-        answer.update(
-            alert=escalation.text,
-            state=escalation.state,
-            closed_by=escalation.closed_by,
-            closed_at=escalation.closed_at,
-            escalates_at=escalation.opened_at + escalation.after,
-        )
     return answer
