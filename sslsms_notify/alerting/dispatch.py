@@ -46,6 +46,7 @@ from ..gateway.errors import AuthError, BadRequestError, GatewayError, RateLimit
 from ..gateway.ids import new_csms_id
 from ..gateway.models import DynamicMessage, SendResult, SmsInfo, is_duplicate_id
 from ..stores.base import OutboxItem, OutboxState, Store
+from .fallback import Watch
 from .planner import Batch, plan_batches
 from .stats import Stats
 
@@ -140,6 +141,8 @@ class Dispatcher:
         #: called after each request with (kind, seconds, outcome), e.g. for a metrics histogram;
         #: outcome is "ok", or the error's class name
         self.on_request: Callable[[str, float, str], None] | None = None
+        #: what the fallback channel learns of the SMS path (see :mod:`.fallback`), if one is set
+        self.watch: Watch | None = None
         #: when the gateway started failing (monotonic), None while it answers
         self._failing_since: float | None = None
         self._failed_requests = 0
@@ -254,6 +257,8 @@ class Dispatcher:
         self._observe(batch.kind, started, "ok")
         self._count_requests(result, retried)
         self._gateway_answered()
+        if self.watch is not None:
+            self.watch.request_ok(self.store.now())
         if self.auth_failed.is_set():
             _log.warning("gateway accepts our credentials again")
             self.auth_failed.clear()
@@ -338,6 +343,11 @@ class Dispatcher:
     def _on_request_failure(self, batch: Batch, error: GatewayError) -> None:
         self.last_error = error
         reason = str(error)
+        if self.watch is not None and not isinstance(error, BadRequestError):
+            if isinstance(error, AuthError):
+                self.watch.auth_refused(self.store.now(), reason)
+            else:
+                self.watch.request_failed(self.store.now(), min(i.created_at for i in batch.items), reason)
         if isinstance(error, AuthError):
             first = not self.auth_failed.is_set()
             self.auth_failed.set()
@@ -384,6 +394,8 @@ class Dispatcher:
         self.stats.add(failed=1)
         _log.warning("SMS given up", csms_id=item.csms_id, reason=reason)
         say_if_unseen(_log.name, "dead", f"an SMS was given up: {reason}", logging.WARNING)
+        if self.watch is not None:
+            self.watch.dead_letter(self.store.now(), reason)
         return item.evolve(
             state=OutboxState.DEAD,
             last_error=reason,

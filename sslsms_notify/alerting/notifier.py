@@ -28,6 +28,7 @@ from .alert import Severity
 from .decisions import Policy
 from .dispatch import Dispatcher, DispatchPolicy
 from .escalation import AckResult
+from .fallback import Fallback, apprise_for
 from .formatting import DEFAULT_MAX_SEGMENTS
 from .heartbeats import PingResult
 from .intake import Intake
@@ -75,6 +76,13 @@ class Notifier:
             become dead letters ("outbox full"), counted as ``outbox_dropped``.
         dead_retention: seconds a dead letter is kept (for ``outbox list`` and
             ``outbox retry``) before it is forgotten.
+        fallback: apprise URLs (``mailto://...``, ``tgram://...``) told once, with a
+            summary, when the SMS path fails (credentials refused, SMS waiting longer than
+            ``fallback_after``, dead letters) and when it recovers; shared through the store
+            so several processes tell it once (see :mod:`~sslsms_notify.alerting.fallback`).
+            Needs apprise (``pip install 'sslsms-notify[apprise]'``).
+        fallback_after: seconds SMS may wait while the gateway fails before ``fallback``
+            is told.
         default_groups: groups for an alert that names none and matches no route
             (default: ``"default"`` if there is such a group, else the first group).
         host: shown in every SMS as ``[TAG] host/source: text`` (default: this
@@ -108,6 +116,8 @@ class Notifier:
         remind_every: float = 0.0,
         max_pending: int = 10_000,
         dead_retention: float = DEAD_LETTER_RETENTION,
+        fallback: Sequence[str] = (),
+        fallback_after: float = 600.0,
         host: str | None = None,
         dispatch: DispatchPolicy | None = None,
         clock: Callable[[], float] | None = None,
@@ -129,10 +139,14 @@ class Notifier:
                 "max_pending": max_pending,
                 "dead_retention": dead_retention,
                 "remind_every": remind_every,
+                "fallback": fallback,
+                "fallback_after": fallback_after,
             }
         )
         if close_at_exit is not None:
             close_at_exit = non_negative("close_at_exit", close_at_exit)
+        # apprise, and the URLs it must understand, checked before anything is opened
+        notify = apprise_for(checked["fallback"]) if checked["fallback"] else None
         #: seconds close() gets at interpreter exit or a multiprocessing child's end (None: not closed)
         self.close_at_exit = close_at_exit
         #: how long leaving a ``with Notifier(...)`` block waits for delivery
@@ -193,6 +207,19 @@ class Notifier:
             release=(owns_client, owns_store),
         )
         self.dispatcher.on_outcome = self.worker.on_outcome
+        #: the fallback channel (None without ``fallback`` URLs)
+        self.fallback: Fallback | None = None
+        if notify is not None:
+            self.fallback = Fallback(
+                notify,
+                checked["fallback"],
+                after=checked["fallback_after"],
+                store=self.store,
+                host=self.host,
+                sid=getattr(self.client, "sid", ""),
+                count=lambda n: self.stats_counters.add(fallback_told=n),
+            )
+            self.dispatcher.watch, self.timers.fallback = self.fallback.watch, self.fallback
         self.oncall = OnCall(
             store=self.store,
             router=self.router,
@@ -487,5 +514,7 @@ class Notifier:
         self.timers.reset()
         self.worker.reset()
         self.dispatcher.after_fork_in_child()
+        if self.fallback is not None:
+            self.fallback.reset()
         self.client.after_fork_in_child()
         self.store.after_fork()

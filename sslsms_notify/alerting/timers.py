@@ -7,7 +7,8 @@
 - leases: SMS this process has in flight stay its own while it lives;
 - housekeeping, once a second: drops said in the log, the outbox kept within
   ``max_pending`` and ``dead_retention``, the store's own upkeep (a Redis spool moved
-  back, a lost Redis noticed, a deleted SQLite file reopened).
+  back, a lost Redis noticed, a deleted SQLite file reopened), the fallback channel
+  told when the SMS path changed state (:mod:`.fallback`).
 
 Any process that runs the pipeline's threads runs these, on whatever store it shares:
 a relay with no producer of its own sends every producer's summaries on time.
@@ -24,6 +25,7 @@ from .._log import get_logger
 from ..stores.base import Store, Tx
 from .decisions import IdBook, Policy, Report, sweep_all
 from .dispatch import Dispatcher
+from .fallback import Fallback
 from .intake import Intake
 from .oncall import sweep_oncall
 
@@ -63,6 +65,8 @@ class Timers:
         self.max_pending = max_pending
         self.dead_retention = dead_retention
         self.wake_dispatch = wake_dispatch
+        #: the fallback channel, told from housekeeping when the SMS path changes state
+        self.fallback: Fallback | None = None
         self.reset()
 
     def reset(self) -> None:
@@ -122,6 +126,8 @@ class Timers:
             dropped = self.store.outbox_trim(self.max_pending, "dropped: outbox full")
             if dropped:
                 self.intake.stats.add(outbox_dropped=len(dropped))
+                if self.fallback is not None:
+                    self.fallback.watch.dead_letter(self.store.now(), "dropped: outbox full")
                 _log.warning(
                     "outbox full; oldest pending SMS dropped",
                     dropped=len(dropped),
@@ -131,3 +137,8 @@ class Timers:
             self.store.outbox_expire_dead(self.store.now() - self.dead_retention)
         if self.store.maintain():  # the store's own upkeep made SMS due (a spool moved back, say)
             self.wake_dispatch()
+        if self.fallback is not None:
+            try:
+                self.fallback.tick()
+            except Exception as exc:  # the store failing is said elsewhere; this must not stop the rest
+                _log.debug("fallback channel: no decision this round", error=f"{type(exc).__name__}: {exc}")

@@ -35,7 +35,17 @@ from ..validation import (
     Text,
     Whole,
 )
-from .rules import DEFAULT_LISTEN, Connections, Groups, LabelName, Listen, Numbers, Routes, Tokens
+from .rules import (
+    DEFAULT_LISTEN,
+    Connections,
+    Groups,
+    LabelName,
+    Listen,
+    NotifyURLs,
+    Numbers,
+    Routes,
+    Tokens,
+)
 
 SCHEME = "sslsms"
 DAY = 86400.0
@@ -308,6 +318,32 @@ SETTINGS: tuple[Setting, ...] = (
         default=10_000,
         doc="SMS waiting in the outbox; beyond it the oldest become dead letters",
         rule=Number(1, 10_000_000, whole=True),
+        notifier_option=True,
+    ),
+    Setting(
+        name="fallback",
+        url_arg=None,
+        toml="pipeline.fallback",
+        env=None,
+        default=(),
+        doc="apprise URLs told once, with a summary, when the SMS path fails (credentials refused, "
+        "SMS waiting past fallback_after, dead letters) and when it recovers; needs apprise "
+        "(pip install 'sslsms-notify[apprise]')",
+        rule=NotifyURLs(),
+        holds_url=True,
+        default_text="(none)",
+        notifier_option=True,
+    ),
+    Setting(
+        name="fallback_after",
+        url_arg=None,
+        toml="pipeline.fallback_after",
+        env=None,
+        default=600.0,
+        default_text="600 (10 minutes)",
+        doc="seconds SMS may wait in the outbox while the gateway fails before the fallback "
+        "channel is told",
+        rule=Number(1, DAY, unit="seconds"),
         notifier_option=True,
     ),
     Setting(

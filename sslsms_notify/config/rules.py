@@ -202,6 +202,27 @@ class LabelName:
 
 
 @dataclass(frozen=True)
+class NotifyURLs:
+    """apprise URLs (``mailto://...``, ``tgram://...``): a list, or one string of URLs
+    separated by spaces. Only their form is checked here; apprise reads them when the
+    pipeline starts (and refuses one it does not know)."""
+
+    rule: str = 'must be a list of apprise URLs, e.g. ["mailto://user:pass@example.com", "tgram://bot/chat"]'
+
+    def check(self, label: str, value: Any, *, text: bool = False) -> tuple[str, ...]:
+        if isinstance(value, str):
+            value = value.split()
+        if not isinstance(value, list | tuple):
+            fail(label, value, self.rule, secret=True)
+        urls = []
+        for index, url in enumerate(value):
+            if not isinstance(url, str) or "://" not in url or any(c.isspace() for c in url.strip()):
+                fail(f"{label}[{index}]", url, self.rule)
+            urls.append(url.strip())
+        return tuple(dict.fromkeys(urls))
+
+
+@dataclass(frozen=True)
 class Connections:
     """``"auto"`` (any case) or a whole number."""
 

@@ -51,6 +51,8 @@ class Settings:
     queue_size: int = BY_NAME["queue_size"].default
     max_windows: int = BY_NAME["max_windows"].default
     max_pending: int = BY_NAME["max_pending"].default
+    fallback: tuple[str, ...] = BY_NAME["fallback"].default
+    fallback_after: float = BY_NAME["fallback_after"].default
     dead_retention: float = BY_NAME["dead_retention"].default
 
     def __repr__(self) -> str:
