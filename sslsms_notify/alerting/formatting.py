@@ -46,7 +46,9 @@ def _fit(head: str, body: str, tail: str, max_segments: int) -> str:
     if fits(whole, max_segments):
         return whole
     marker = ellipsis_for(encoding_of(whole)) + tail
-    return truncate_to_segments(head + body, max_segments, marker=marker)
+    # The whole text, not head + body: those alone may fit, and must still make room for the
+    # tail (the cut never reaches into the tail: what is kept is shorter than head + body).
+    return truncate_to_segments(whole, max_segments, marker=marker)
 
 
 def format_parts(
