@@ -187,7 +187,9 @@ def test_ack_over_http_stops_the_escalation_and_wrong_codes_are_refused_and_coun
 def test_an_alertmanager_resolve_cancels_the_escalation(sslsms_gateway) -> None:
     firing = json.loads((DATA / "alertmanager_firing.json").read_text())
     resolved = json.loads((DATA / "alertmanager_resolved.json").read_text())
-    other = json.loads(json.dumps(firing).replace("e477123b6a001313", "0000000000000042").replace("db1", "db2"))
+    other = json.loads(
+        json.dumps(firing).replace("e477123b6a001313", "0000000000000042").replace("db1", "db2")
+    )
     relay = relay_on(sslsms_gateway, routes=ESCALATING)
     try:
         with http(relay) as client:
