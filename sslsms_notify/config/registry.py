@@ -35,17 +35,7 @@ from ..validation import (
     Text,
     Whole,
 )
-from .rules import (
-    DEFAULT_LISTEN,
-    Connections,
-    Groups,
-    LabelName,
-    Listen,
-    NotifyURLs,
-    Numbers,
-    Routes,
-    Tokens,
-)
+from .rules import DEFAULT_LISTEN, Connections, Groups, LabelName, Listen, NotifyURLs, Numbers, Routes, Tokens
 
 SCHEME = "sslsms"
 DAY = 86400.0
