@@ -25,7 +25,7 @@ from ..gateway.ids import new_csms_id
 from ..stores.base import Digest, GroupBuffer, Lifecycle, OutboxItem, Tx, Window
 from ..stores.merge import DIGEST_KEEP, GROUP_KEEP  # one bound, kept where merges need it too
 from .alert import Severity
-from .escalation import escalation_page, new_ack_code
+from .escalation import escalation_page, new_ack_code, preload_escalations
 from .formatting import format_digest, format_group, format_reminder, format_summary
 
 SEP = "\x1f"
@@ -301,6 +301,7 @@ def apply_intake(tx: Tx, hits: Sequence[Hit], policy: Policy, ids: IdBook) -> Re
     lifecycles = [h.lifecycle for h in hits if h.lifecycle is not None]
     if lifecycles:
         tx.lifecycles.load(lifecycles)
+    preload_escalations(tx, [h.alert_id for h in hits if h.alert_id])  # one bulk read, not one per alert
     if policy.cap_limit is not None and policy.group_wait <= 0:
         phones = {n for h in hits for n in h.numbers}
         tx.rates.load(cap_key(n) for n in phones)

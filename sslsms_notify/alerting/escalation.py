@@ -78,6 +78,16 @@ def key_identity(key: str) -> str:
     return "key:" + hashlib.blake2b(key.encode(), digest_size=10).hexdigest()
 
 
+def preload_escalations(tx: Tx, alerts: list[str]) -> None:
+    """Load the escalations of ``alerts`` in two bulk reads (the intake's round asks per alert)."""
+    if not alerts:
+        return
+    tx.escalation_keys.load(alerts)
+    codes = [ref.code for alert in alerts if (ref := tx.escalation_keys.get(alert)) is not None]
+    if codes:
+        tx.escalations.load(codes)
+
+
 class _Page(Protocol):
     """What :func:`escalation_page` reads of an alert's hit (:class:`~.decisions.Hit`)."""
 
