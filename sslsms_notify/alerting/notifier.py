@@ -28,6 +28,7 @@ from .alert import Severity
 from .decisions import Policy
 from .dispatch import Dispatcher, DispatchPolicy
 from .escalation import AckResult
+from .failover import Failover
 from .fallback import Fallback, apprise_for
 from .formatting import DEFAULT_MAX_SEGMENTS
 from .heartbeats import PingResult
@@ -82,7 +83,10 @@ class Notifier:
             so several processes tell it once (see :mod:`~sslsms_notify.alerting.fallback`).
             Needs apprise (``pip install 'sslsms-notify[apprise]'``).
         fallback_after: seconds SMS may wait while the gateway fails before ``fallback``
-            is told.
+            is told, and before ``secondary`` takes over.
+        secondary: a second :class:`GatewayClient` (another account) for when the first
+            refuses our credentials or has failed for ``fallback_after``; each SMS is still
+            delivered once across both (see :mod:`~sslsms_notify.alerting.failover`).
         default_groups: groups for an alert that names none and matches no route
             (default: ``"default"`` if there is such a group, else the first group).
         host: shown in every SMS as ``[TAG] host/source: text`` (default: this
@@ -118,6 +122,7 @@ class Notifier:
         dead_retention: float = DEAD_LETTER_RETENTION,
         fallback: Sequence[str] = (),
         fallback_after: float = 600.0,
+        secondary: GatewayClient | None = None,
         host: str | None = None,
         dispatch: DispatchPolicy | None = None,
         clock: Callable[[], float] | None = None,
@@ -220,6 +225,10 @@ class Notifier:
                 count=lambda n: self.stats_counters.add(fallback_told=n),
             )
             self.dispatcher.watch, self.timers.fallback = self.fallback.watch, self.fallback
+        if secondary is not None:
+            self.dispatcher.failover = Failover(
+                secondary, after=checked["fallback_after"], probe_every=dispatch_policy.auth_pause
+            )
         self.oncall = OnCall(
             store=self.store,
             router=self.router,
@@ -516,5 +525,8 @@ class Notifier:
         self.dispatcher.after_fork_in_child()
         if self.fallback is not None:
             self.fallback.reset()
+        if self.dispatcher.failover is not None:
+            self.dispatcher.failover.reset()
+            self.dispatcher.failover.client.after_fork_in_child()
         self.client.after_fork_in_child()
         self.store.after_fork()

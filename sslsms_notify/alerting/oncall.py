@@ -17,6 +17,7 @@ from .alert import Alert, Severity
 from .decisions import IdBook, Policy, Report, deliver
 from .escalation import AckResult, acknowledge, code_rule, due_escalations, key_identity, normalize_code
 from .escalation import resolve_escalation as _resolve
+from .failover import forget_handoffs
 from .formatting import format_escalated
 from .heartbeats import EVERY, GRACE, PingResult, check_name, forget, listed, ping, sweep_heartbeats
 from .routing import Router
@@ -27,8 +28,10 @@ HEARTBEAT_SOURCE = "heartbeat"
 
 
 def sweep_oncall(tx: Tx, policy: Policy, ids: IdBook, limit: int = 1000) -> Report:
-    """Heartbeats overdue and escalations due, in the timers' transaction."""
+    """Heartbeats overdue and escalations due, in the timers' transaction (and handoffs to
+    the second gateway account past their memory, forgotten)."""
     report = Report()
+    forget_handoffs(tx, limit)
     sweep_heartbeats(tx, policy, ids, report, limit)
     for escalation in due_escalations(tx, limit):
         text = format_escalated(escalation.text, escalation.after, max_segments=policy.max_segments)

@@ -65,6 +65,8 @@ class Stats:
     heartbeats_recovered: int = 0
     #: messages told to the fallback channel (a state change of the SMS path each)
     fallback_told: int = 0
+    #: of ``sent``, SMS the second gateway account took (``[gateway.secondary]``)
+    secondary: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def add(self, **deltas: int) -> None:
@@ -136,6 +138,10 @@ STATS_KEYS: Final[Mapping[str, tuple[Literal["counter", "backlog"], str]]] = Map
         "fallback_told": (
             "counter",
             "messages told to the fallback channel (a state change of the SMS path each)",
+        ),
+        "secondary": (
+            "counter",
+            "of ``sent``, SMS the second gateway account took (``[gateway.secondary]``)",
         ),
         "dropped_closed": ("counter", "of ``dropped``: raised after the notifier was closed"),
         "dropped_store_refused": (

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..durations import Duration
+from ..gateway.client import DEFAULT_BASE_URL, MAX_SID_LENGTH, MAX_TOKEN_LENGTH
 from ..gateway.msisdn import normalize_msisdn
 from ..severity import SEVERITIES, severity_name
-from ..validation import Flag, InvalidValue, Whole, fail
+from ..validation import Flag, HttpURL, InvalidValue, Text, Whole, fail
 
 _NUMBER_CHARS = frozenset("+-.() ")
 
@@ -139,9 +140,7 @@ MIN_TOKEN_LENGTH = 16
 class Listen:
     """``HOST:PORT``; port 0 picks any free port."""
 
-    rule: str = (
-        f"must be HOST:PORT, e.g. {DEFAULT_LISTEN}, with a port from 0 (any free port) to 65535"
-    )
+    rule: str = f"must be HOST:PORT, e.g. {DEFAULT_LISTEN}, with a port from 0 (any free port) to 65535"
 
     def check(self, label: str, value: Any, *, text: bool = False) -> str:
         if not isinstance(value, str) or ":" not in value:
@@ -220,6 +219,33 @@ class NotifyURLs:
                 fail(f"{label}[{index}]", url, self.rule)
             urls.append(url.strip())
         return tuple(dict.fromkeys(urls))
+
+
+@dataclass(frozen=True)
+class Account:
+    """A second gateway account: ``{sid = "...", api_token = "...", base_url = "..."}``
+    (``token`` for ``api_token`` too; ``base_url`` defaults to the gateway's)."""
+
+    default_base_url: str = DEFAULT_BASE_URL
+    rule: str = 'must be a table like {sid = "MYSID", api_token = "...", base_url = "https://..."}'
+
+    def check(self, label: str, value: Any, *, text: bool = False) -> dict[str, str]:
+        if not isinstance(value, Mapping):
+            fail(label, value, self.rule, secret=True)
+        known = ("sid", "api_token", "token", "base_url")
+        unknown = sorted(str(k) for k in value if k not in known)
+        if unknown:
+            raise InvalidValue(
+                label, None, f"unknown key(s) {', '.join(unknown)} (known: sid, api_token, base_url)"
+            )
+        sid = Text("a sender id", min_length=1, max_length=MAX_SID_LENGTH, no_spaces=True)
+        token = Text("a token", min_length=1, max_length=MAX_TOKEN_LENGTH, no_spaces=True, secret=True)
+        account = {
+            "sid": sid.check(f"{label}.sid", value.get("sid")),
+            "api_token": token.check(f"{label}.api_token", value.get("api_token", value.get("token"))),
+            "base_url": HttpURL().check(f"{label}.base_url", value.get("base_url") or self.default_base_url),
+        }
+        return account
 
 
 @dataclass(frozen=True)

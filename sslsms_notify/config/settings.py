@@ -53,6 +53,7 @@ class Settings:
     max_pending: int = BY_NAME["max_pending"].default
     fallback: tuple[str, ...] = BY_NAME["fallback"].default
     fallback_after: float = BY_NAME["fallback_after"].default
+    secondary: Mapping[str, str] | None = field(default=BY_NAME["secondary"].default, repr=False)
     dead_retention: float = BY_NAME["dead_retention"].default
 
     def __repr__(self) -> str:
@@ -208,6 +209,13 @@ class Settings:
 
         options: dict[str, Any] = {"groups": self.all_groups(), "routes": self.routes}
         options.update({name: getattr(self, name) for name in PIPELINE_FIELDS})
+        if self.secondary:  # a second account: its own client, the primary's timeout
+            options["secondary"] = GatewayClient(
+                self.secondary["api_token"],
+                self.secondary["sid"],
+                base_url=self.secondary["base_url"],
+                timeout=self.timeout,
+            )
         options.update(overrides)
         return Notifier(client or self.client(), **options)
 
@@ -241,7 +249,7 @@ class Settings:
             if setting.secret:
                 value = MASK
             elif setting.holds_url:
-                value = mask_url(str(value))
+                value = [mask_url(v) for v in value] if isinstance(value, tuple) else mask_url(str(value))
             elif setting.name == "groups":
                 value = {k: list(v) for k, v in self.all_groups().items()}
             elif setting.name == "routes":

@@ -102,6 +102,7 @@ PIPELINE_METRICS: tuple[MetricSpec, ...] = (
         "heartbeats_recovered", "sslsms_heartbeats_recovered", "[RECOVERED] pages: missed heartbeats back."
     ),
     _counter("fallback_told", "sslsms_fallback_told", "Messages told to the fallback channel."),
+    _counter("secondary", "sslsms_sms_sent_secondary", "SMS the second gateway account took."),
     _gauge("queued", "sslsms_queue_depth", "Alerts waiting for the intake thread."),
     _gauge("pending", "sslsms_outbox_pending", "SMS in the outbox still to send."),
     _gauge("dead", "sslsms_outbox_dead", "Dead letters kept in the outbox."),

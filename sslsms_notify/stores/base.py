@@ -43,13 +43,22 @@ TableName = Literal[
     "escalations",
     "escalation_keys",
     "notices",
+    "handoffs",
 ]
 #: tables with a time index (window end, digest readiness, group deadline, record time)
 IndexedTable = Literal[
-    "windows", "digests", "groups", "lifecycles", "heartbeats", "escalations", "escalation_keys", "notices"
+    "windows",
+    "digests",
+    "groups",
+    "lifecycles",
+    "heartbeats",
+    "escalations",
+    "escalation_keys",
+    "notices",
+    "handoffs",
 ]
 #: record tables: every backend keeps them alike (a key, a time, the other fields as JSON)
-RecordTable = Literal["lifecycles", "heartbeats", "escalations", "escalation_keys", "notices"]
+RecordTable = Literal["lifecycles", "heartbeats", "escalations", "escalation_keys", "notices", "handoffs"]
 
 
 class OutboxState(StrEnum):
@@ -253,6 +262,20 @@ class Notice:
     at: float
 
 
+@dataclass(frozen=True, slots=True)
+class Handoff:
+    """An SMS handed to the second gateway account: it is never sent through the first again.
+
+    Written before the first request to the second account carries it, and kept while
+    the SMS may be in the outbox (``expires_at``).
+    """
+
+    csms_id: str
+    account: str
+    at: float
+    expires_at: float
+
+
 #: record table -> (row type, the field its time index follows); a row's first field is its key
 RECORDS: dict[str, tuple[type, str]] = {
     "lifecycles": (Lifecycle, "expires_at"),
@@ -260,6 +283,7 @@ RECORDS: dict[str, tuple[type, str]] = {
     "escalations": (Escalation, "at"),
     "escalation_keys": (EscalationKey, "expires_at"),
     "notices": (Notice, "at"),
+    "handoffs": (Handoff, "expires_at"),
 }
 
 
@@ -349,6 +373,7 @@ class Tx:
         self.escalations: Table[Escalation] = Table(lambda keys: backend.load("escalations", keys))  # type: ignore[arg-type,return-value]
         self.escalation_keys: Table[EscalationKey] = Table(lambda keys: backend.load("escalation_keys", keys))  # type: ignore[arg-type,return-value]
         self.notices: Table[Notice] = Table(lambda keys: backend.load("notices", keys))  # type: ignore[arg-type,return-value]
+        self.handoffs: Table[Handoff] = Table(lambda keys: backend.load("handoffs", keys))  # type: ignore[arg-type,return-value]
         self.new_items: list[OutboxItem] = []
 
     def due(self, table: IndexedTable, limit: int) -> list[str]:

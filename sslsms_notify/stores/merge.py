@@ -14,7 +14,17 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from .base import Digest, Escalation, EscalationKey, GroupBuffer, Heartbeat, Lifecycle, Notice, Window
+from .base import (
+    Digest,
+    Escalation,
+    EscalationKey,
+    GroupBuffer,
+    Handoff,
+    Heartbeat,
+    Lifecycle,
+    Notice,
+    Window,
+)
 
 #: texts a digest keeps besides its count (the pipeline's bound: here, so that the stores
 #: merge by it without importing the pipeline; ``alerting.decisions`` has the same)
@@ -155,6 +165,11 @@ def merge_notice(shared: Notice | None, spooled: Notice) -> Notice:
     )
 
 
+def merge_handoff(shared: Handoff | None, spooled: Handoff) -> Handoff:
+    """An SMS handed to the second account on either side stays with it."""
+    return spooled if shared is None else shared
+
+
 #: record table -> how a row both sides hold is merged (``merge(shared, spooled)``)
 MERGE_RECORD: dict[str, Callable[[Any, Any], Any]] = {
     "lifecycles": merge_lifecycle,
@@ -162,4 +177,5 @@ MERGE_RECORD: dict[str, Callable[[Any, Any], Any]] = {
     "escalations": merge_escalation,
     "escalation_keys": merge_escalation_key,
     "notices": merge_notice,
+    "handoffs": merge_handoff,
 }

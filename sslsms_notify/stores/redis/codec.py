@@ -110,6 +110,7 @@ ROW_PREFIX = {
     "escalations": "esc:",
     "escalation_keys": "esck:",
     "notices": "nt:",
+    "handoffs": "ho:",
 }
 #: tables whose rows have a time index (a sorted set named after the table)
 INDEXED = ("windows", "digests", "groups", *RECORDS)
