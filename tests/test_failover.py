@@ -163,3 +163,23 @@ recipients = ["01711111111"]
     config.write_text(config.read_text().replace('base_url = "https://backup.example"', "port = 1"))
     with pytest.raises(ValueError, match=r"gateway\.secondary: unknown key\(s\) port"):
         Settings.from_toml(config)
+
+
+def test_the_fallback_channel_hears_of_the_first_account_once_and_that_the_second_carries(
+    make, sslsms_gateway: EmulatorServer, second: EmulatorServer
+) -> None:
+    from .test_fallback import Receiver
+
+    receiver = Receiver()
+    try:
+        sslsms_gateway.emulator.faults.api_code(4001, count=100_000)
+        notifier = make(fallback=[receiver.url], fallback_after=1.0)
+        for i in range(4):
+            notifier.alert(f"alert {i}", key=f"a{i}")
+        assert wait_for(lambda: sum(sent(second).values()) == 12)
+        assert wait_for(lambda: len(receiver.got) >= 1)
+        time.sleep(2)  # past fallback_after: the SMS went out, nothing is "stuck"
+        assert receiver.titles() == ["sslsms-notify: the SMS gateway refuses our credentials"]
+        assert "The second gateway account carries the SMS meanwhile." in receiver.got[0]["message"]
+    finally:
+        receiver.close()

@@ -138,6 +138,8 @@ class Situation:
     sid: str
     pending: int
     dead: int
+    #: a second gateway account carries the SMS while the first fails (see .failover)
+    secondary: bool = False
 
 
 def _message(title: str, body: str) -> str:
@@ -147,19 +149,21 @@ def _message(title: str, body: str) -> str:
 def _state_message(state: str, detail: str, at: float, before: Notice, where: Situation) -> str:
     origin = f"host {where.host}, SID {where.sid}"
     waiting = f"{where.pending} SMS {'waits' if where.pending == 1 else 'wait'} in the outbox"
+    meanwhile = "The second gateway account carries the SMS meanwhile. " if where.secondary else ""
     if state == "auth":
+        held = meanwhile or "No SMS goes out through it until it accepts them again. "
         return _message(
             "sslsms-notify: the SMS gateway refuses our credentials",
-            f"The gateway refused the credentials at {clock_time(at)} ({origin}): {detail}. "
-            f"No SMS goes out until it accepts them again; {waiting} and are sent then. "
-            "Check the API token, the SID and this host's IP address with SSL Wireless.",
+            f"The gateway refused the credentials at {clock_time(at)} ({origin}): {detail}. {held}"
+            f"{waiting}. Check the API token, the SID and this host's IP address with SSL Wireless.",
         )
     if state == "stuck":
         error, _, since = detail.rpartition("|")
+        title = "the SMS gateway fails" if where.secondary else "SMS are not going out"
         return _message(
-            "sslsms-notify: SMS are not going out",
+            f"sslsms-notify: {title}",
             f"SMS have waited since {clock_time(float(since))} and the gateway still fails ({origin}): "
-            f"{error}. {waiting}; they are retried and go out when the gateway answers.",
+            f"{error}. {meanwhile}{waiting}; they are retried and go out when it answers.",
         )
     was = {"auth": "refused our credentials", "stuck": "failed"}.get(before.state, before.state)
     return _message(
@@ -250,7 +254,8 @@ class Fallback:
     """The fallback channel of one notifier: its evidence, its decisions, its teller thread.
 
     ``apprise``: what tells (:func:`apprise_for`); ``after``: ``fallback_after`` in
-    seconds; ``count(n)``: messages told.
+    seconds; ``count(n)``: messages told; ``secondary``: a second gateway account
+    carries the SMS while the first fails (the messages say so).
     """
 
     def __init__(
@@ -263,8 +268,10 @@ class Fallback:
         host: str,
         sid: str,
         count: Callable[[int], None],
+        secondary: bool = False,
     ) -> None:
         self.apprise = apprise
+        self.secondary = secondary
         self.urls = tuple(urls)
         self.after = after
         self.store = store
@@ -289,7 +296,7 @@ class Fallback:
         now = self.store.now()
         events = self.watch.take(now, self.after)
         counts = self.store.outbox_counts()
-        where = Situation(self.host, self.sid, counts.pending, counts.dead)
+        where = Situation(self.host, self.sid, counts.pending, counts.dead, self.secondary)
         messages = self.store.transact(lambda tx: decide(tx, events, where, self.owner))
         if messages:
             self._start()

@@ -223,6 +223,7 @@ class Notifier:
                 host=self.host,
                 sid=getattr(self.client, "sid", ""),
                 count=lambda n: self.stats_counters.add(fallback_told=n),
+                secondary=secondary is not None,
             )
             self.dispatcher.watch, self.timers.fallback = self.fallback.watch, self.fallback
         if secondary is not None:
