@@ -339,3 +339,53 @@ def test_a_tail_is_kept_when_the_text_alone_fits_and_with_it_would_not() -> None
     assert coded.endswith("... ack:4F2K9M") and count_segments(coded).segments == 1
     summary = format_summary(Severity.CRITICAL, text, 3, 0.0, 7200.0, max_segments=1)
     assert summary.endswith(")") and "(last " in summary and count_segments(summary).segments == 1
+
+
+# -- the records in a Redis spool, moved back -------------------------------------------------
+def test_on_call_records_opened_in_the_spool_move_back_by_their_own_rules(redis_url, tmp_path) -> None:
+    from sslsms_notify.stores.records import Escalation, Handoff, Heartbeat
+    from sslsms_notify.stores.redis import RedisStore
+
+    store = RedisStore(redis_url, spool=tmp_path / "spool.db")
+    try:
+        now = store.now()
+        beat = Heartbeat(
+            "backup", 60.0, 0.0, now - 100, now - 40, now - 40, "", ("oncall",), ("880",), now - 900
+        )
+        opened = Escalation(
+            "4F2K9M", "fp:x", "open", now - 10, 900.0, now + 890, "[CRIT] x", ("880",), "", 0.0
+        )
+
+        def shared(tx) -> None:
+            tx.heartbeats.put("backup", beat)  # Redis paged [MISSED] 40 s ago
+            tx.escalations.put("4F2K9M", opened)
+
+        store.transact(shared)
+
+        def spooled(tx) -> None:  # meanwhile, through the spool: a ping, an ack, a handoff
+            tx.heartbeats.put(
+                "backup", Heartbeat("backup", 60.0, 0.0, now - 5, now + 55, 0.0, "", (), (), now - 900)
+            )
+            acked = Escalation(
+                "4F2K9M", "fp:x", "acked", now - 10, 900.0, now + 86400, "[CRIT] x", ("880",), "cli", now - 2
+            )
+            tx.escalations.put("4F2K9M", acked)
+            tx.handoffs.put("0Abc", Handoff("0Abc", "secondary", now, now + 8 * 86400))
+
+        store.spool().transact(spooled)
+        store.move_spool()
+
+        def read(tx):
+            tx.heartbeats.load(["backup"])
+            tx.escalations.load(["4F2K9M"])
+            tx.handoffs.load(["0Abc"])
+            return tx.heartbeats.get("backup"), tx.escalations.get("4F2K9M"), tx.handoffs.get("0Abc")
+
+        heartbeat, escalation, handoff = store.transact(read)
+        assert heartbeat.last_ping == now - 5  # the later ping is the state now,
+        assert heartbeat.missed_at == now - 40  # and the [MISSED] Redis paged waits for its [RECOVERED]
+        assert escalation.state == "acked" and escalation.closed_by == "cli"  # closed on either side: closed
+        assert handoff is not None and handoff.account == "secondary"
+        assert store.spool().transact(read) == (None, None, None)
+    finally:
+        store.close()

@@ -35,7 +35,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Literal, Protocol
 
-from ..stores.base import Escalation, EscalationKey, Tx
+from ..stores.base import Tx
+from ..stores.records import Escalation, EscalationKey
 from .formatting import with_ack_code
 
 #: Crockford's base 32: no I, L, O or U, so no code reads as another, or as a word

@@ -17,7 +17,7 @@ instead, as a probe, and the first request the primary takes ends the failover.
   is what makes its resend harmless there, and the second account cannot know what the
   first one took. Such an SMS waits for the primary, or becomes a dead letter at
   ``max_age``;
-- moving writes a **handoff** record (:class:`~..stores.base.Handoff`) in the store, in
+- moving writes a **handoff** record (:class:`~..stores.records.Handoff`) in the store, in
   one transaction, before any request to the second account carries the SMS (and its
   binding to a primary request is dissolved in the outbox first). Every process on the
   store reads the handoffs of what it claims, so an SMS handed over is never sent through
@@ -34,7 +34,8 @@ import time
 from collections.abc import Sequence
 
 from ..gateway.client import GatewayClient
-from ..stores.base import Handoff, OutboxItem, Store, Tx
+from ..stores.base import OutboxItem, Store, Tx
+from ..stores.records import Handoff
 
 SECONDARY = "secondary"
 #: how long a handoff is kept: longer than any SMS stays in the outbox (max_age and retention)

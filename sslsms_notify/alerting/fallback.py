@@ -13,7 +13,7 @@ a summary, when the SMS path changes state:
   no dead letter (retried or purged).
 
 Never one message per SMS, nor per process: the state, and what was told, is a store
-record (:class:`~..stores.base.Notice`) that every process on the store shares. A
+record (:class:`~..stores.records.Notice`) that every process on the store shares. A
 process's dispatcher gathers evidence (:class:`Watch`: requests that got through or
 failed, credentials refused, dead letters, each with the store's time); once a second
 its housekeeping decides in one transaction whether the state changed, queues the
@@ -41,7 +41,8 @@ from typing import Any
 
 from .._log import get_logger
 from ..extras import require
-from ..stores.base import Notice, Store, Tx
+from ..stores.base import Store, Tx
+from ..stores.records import Notice
 from ..validation import mask_credentials
 from .formatting import clock_time
 

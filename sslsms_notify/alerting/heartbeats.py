@@ -1,6 +1,6 @@
 """Heartbeats: a dead man's switch for cron jobs and for monitoring itself.
 
-A heartbeat is a store record (:class:`~..stores.base.Heartbeat`) that something must
+A heartbeat is a store record (:class:`~..stores.records.Heartbeat`) that something must
 ping every ``every`` seconds: a job (``backup.sh && sslsms-notify heartbeat backup
 --every 24h``, or ``POST /v1/heartbeats/backup``) or, through the relay, Alertmanager's
 always-firing ``Watchdog`` alert (kind ``alertmanager``; Grafana's likewise). Its
@@ -25,7 +25,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from ..durations import Duration
-from ..stores.base import Heartbeat, Tx
+from ..stores.base import Tx
+from ..stores.records import Heartbeat
 from .decisions import AlertResult, IdBook, Policy, Report, deliver
 from .formatting import format_missed, format_recovered
 

@@ -21,7 +21,8 @@ from typing import Any
 from ..config.registry import checked_options
 from ..gateway.client import GatewayClient
 from ..stores import open_store
-from ..stores.base import Heartbeat, OutboxState, Store
+from ..stores.base import OutboxState, Store
+from ..stores.records import Heartbeat
 from ..validation import non_negative
 from . import process
 from .alert import Severity

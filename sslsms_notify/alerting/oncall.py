@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from ..stores.base import Heartbeat, Store, Tx
+from ..stores.base import Store, Tx
+from ..stores.records import Heartbeat
 from .alert import Alert, Severity
 from .decisions import IdBook, Policy, Report, deliver
 from .escalation import AckResult, acknowledge, code_rule, due_escalations, key_identity, normalize_code

@@ -14,17 +14,8 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from .base import (
-    Digest,
-    Escalation,
-    EscalationKey,
-    GroupBuffer,
-    Handoff,
-    Heartbeat,
-    Lifecycle,
-    Notice,
-    Window,
-)
+from .base import Digest, GroupBuffer, Lifecycle, Window
+from .records import Escalation, EscalationKey, Handoff, Heartbeat, Notice
 
 #: texts a digest keeps besides its count (the pipeline's bound: here, so that the stores
 #: merge by it without importing the pipeline; ``alerting.decisions`` has the same)
@@ -118,14 +109,14 @@ def merge_lifecycle(shared: Lifecycle | None, spooled: Lifecycle) -> Lifecycle:
 def merge_heartbeat(shared: Heartbeat | None, spooled: Heartbeat) -> Heartbeat:
     """A heartbeat pinged on either side: the side with the later ping is its state now.
 
-    A ``[MISSED]`` either side paged stays paged while no later ping says otherwise, so
-    a silence is not paged twice, and its return pages ``[RECOVERED]`` once.
+    A ``[MISSED]`` the other side paged is kept (its ``missed_at``): a spool starts with no
+    record of it, so its ping could not page the ``[RECOVERED]``; the next ping does, and a
+    silence is never left without its all-clear (at worst it comes twice).
     """
     if shared is None:
         return spooled
     later, other = (spooled, shared) if spooled.last_ping > shared.last_ping else (shared, spooled)
-    if other.missed_at > later.last_ping and not later.missed_at:
-        # the other side paged [MISSED] after this ping: its next ping pages [RECOVERED]
+    if other.missed_at and not later.missed_at:
         return replace(later, missed_at=other.missed_at)
     return later
 
