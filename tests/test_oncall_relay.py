@@ -330,3 +330,20 @@ def _ready(api: httpx.Client) -> bool:
         return api.get("/-/ready").status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def test_a_grafana_rule_named_like_the_watchdog_is_the_heartbeat_grafana(sslsms_gateway) -> None:
+    body = json.loads((DATA / "grafana_default_firing.json").read_text())
+    body["alerts"][0]["labels"]["alertname"] = "Watchdog"  # an always-firing rule, so named
+    relay = relay_on(sslsms_gateway, watchdog_timeout=600)
+    try:
+        with http(relay) as client:
+            answer = client.post("/v1/grafana", json=body)
+            assert answer.status_code == 202 and answer.json()["watchdog"] == 1
+            assert len(answer.json()["alerts"]) == len(body["alerts"]) - 1  # the others are alerts
+            beats = client.get("/v1/heartbeats").json()["heartbeats"]
+        assert [(b["name"], b["kind"], b["every"]) for b in beats] == [("grafana", "grafana", 600)]
+        assert relay.notifier.flush(10)
+        assert not any("Watchdog" in t for t in texts(sslsms_gateway, ONCALL))
+    finally:
+        relay.stop(5)
