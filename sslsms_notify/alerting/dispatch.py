@@ -144,6 +144,8 @@ class Dispatcher:
         self.on_request: Callable[[str, float, str], None] | None = None
         #: what the fallback channel learns of the SMS path (see :mod:`.fallback`), if one is set
         self.watch: Watch | None = None
+        #: when the request under way left (store time; kept only for ``watch``)
+        self._sent_at = 0.0
         #: the second gateway account (see :mod:`.failover`), if one is set
         self.failover: Failover | None = None
         #: when the gateway started failing (monotonic), None while it answers
@@ -274,6 +276,8 @@ class Dispatcher:
     def _send(self, batch: Batch) -> None:
         retried = sum(1 for i in batch.items if i.attempts > 0)
         started = time.perf_counter()
+        if self.watch is not None:  # evidence is dated when the request left: the gateway's order
+            self._sent_at = self.store.now()
         try:
             result = self._call(batch)
         except GatewayError as error:
@@ -302,7 +306,7 @@ class Dispatcher:
             return
         self._gateway_answered()
         if self.watch is not None:
-            self.watch.request_ok(self.store.now())
+            self.watch.request_ok(self._sent_at)
         if self.auth_failed.is_set():
             _log.warning("gateway accepts our credentials again")
             self.auth_failed.clear()
@@ -392,9 +396,9 @@ class Dispatcher:
             return
         if self.watch is not None and not isinstance(error, BadRequestError):
             if isinstance(error, AuthError):
-                self.watch.auth_refused(self.store.now(), reason)
+                self.watch.auth_refused(self._sent_at, reason)
             else:
-                self.watch.request_failed(self.store.now(), min(i.created_at for i in batch.items), reason)
+                self.watch.request_failed(self._sent_at, min(i.created_at for i in batch.items), reason)
         if isinstance(error, AuthError):
             first = not self.auth_failed.is_set()
             self.auth_failed.set()

@@ -77,7 +77,9 @@ def dead_kind(reason: str) -> str:
 class Watch:
     """What this process's dispatcher saw, until housekeeping reads it (:meth:`take`).
 
-    Times are the store's (``Store.now()``), as the shared record's are.
+    Times are the store's (``Store.now()``), as the shared record's are, and a request's
+    is when it left: requests of several processes in flight across a recovery are then
+    ordered as the gateway took them (a refusal answered late does not flip it back).
     """
 
     ok_at: float = 0.0
