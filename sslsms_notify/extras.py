@@ -15,7 +15,7 @@ EXTRAS: dict[str, tuple[str, str]] = {
     "uvicorn": ("relay", "the relay and the emulator's HTTP server"),
     "prometheus_client": ("relay", "the relay and its /metrics"),
     "redis": ("redis", "the Redis store and the relay on Redis"),
-    "apprise": ("apprise", "the apprise plugin and its installer"),
+    "apprise": ("apprise", "the apprise plugin, its installer and the fallback channel"),
 }
 
 

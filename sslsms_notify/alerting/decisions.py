@@ -25,6 +25,7 @@ from ..gateway.ids import new_csms_id
 from ..stores.base import Digest, GroupBuffer, Lifecycle, OutboxItem, Tx, Window
 from ..stores.merge import DIGEST_KEEP, GROUP_KEEP  # one bound, kept where merges need it too
 from .alert import Severity
+from .escalation import escalation_page, new_ack_code, preload_escalations
 from .formatting import format_digest, format_group, format_reminder, format_summary
 from .leases import forget_expired
 
@@ -75,6 +76,14 @@ class IdBook:
             csms_id = self._ids[purpose] = new_csms_id()
         return csms_id
 
+    def code(self, *purpose: Hashable) -> str:
+        """An ack code (see :mod:`.escalation`), the same for the same purpose on a rerun."""
+        key = ("ack code", *purpose)
+        code = self._ids.get(key)
+        if code is None:
+            code = self._ids[key] = new_ack_code()
+        return code
+
 
 @dataclass(slots=True)
 class Hit:
@@ -92,6 +101,10 @@ class Hit:
     #: a webhook alert's lifecycle (fingerprint and startsAt): decides instead of a dedup window
     lifecycle: str | None = None
     resolved: bool = False
+    #: the alert's identity for escalation (its lifecycle, else its fingerprint); "": none
+    alert_id: str = ""
+    #: (seconds, phones) when a route escalates it (see :mod:`.escalation`)
+    escalate: tuple[float, tuple[str, ...]] | None = None
 
 
 @dataclass(slots=True)
@@ -129,6 +142,10 @@ class Report:
     #: webhook re-sends of an alert already paged in its lifecycle (no SMS)
     resent: int = 0
     reminders: int = 0
+    escalations: int = 0  # opened (alerts paged with an ack code), then fired (see .oncall)
+    escalated: int = 0
+    heartbeats_missed: int = 0
+    heartbeats_recovered: int = 0
     #: group -> [alerts that were first of their window, repeats suppressed]
     by_group: dict[str, list[int]] = field(default_factory=dict)
 
@@ -136,7 +153,7 @@ class Report:
         """Fold another transaction step's report into this one."""
         for name in ("queued", "suppressed", "throttled", "folded", "digests", "summaries", "groups"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
-        for name in ("evicted", "windows_closed", "resent", "reminders"):
+        for name in ("evicted", "windows_closed", "resent", "reminders", *_ONCALL):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.alerts.update(other.alerts)
         for group, (first, suppressed) in other.by_group.items():
@@ -154,7 +171,11 @@ class Report:
             "evicted": self.evicted,
             "resent": self.resent,
             "reminders": self.reminders,
+            **{name: getattr(self, name) for name in _ONCALL},
         }
+
+
+_ONCALL = ("escalations", "escalated", "heartbeats_missed", "heartbeats_recovered")
 
 
 # -- delivery through the per-phone cap ------------------------------------------------
@@ -281,6 +302,7 @@ def apply_intake(tx: Tx, hits: Sequence[Hit], policy: Policy, ids: IdBook) -> Re
     lifecycles = [h.lifecycle for h in hits if h.lifecycle is not None]
     if lifecycles:
         tx.lifecycles.load(lifecycles)
+    preload_escalations(tx, [h.alert_id for h in hits if h.alert_id])  # one bulk read, not one per alert
     if policy.cap_limit is not None and policy.group_wait <= 0:
         phones = {n for h in hits for n in h.numbers}
         tx.rates.load(cap_key(n) for n in phones)
@@ -348,6 +370,11 @@ def apply_intake(tx: Tx, hits: Sequence[Hit], policy: Policy, ids: IdBook) -> Re
         first[2].append(hit)
     for alert, (text, numbers, alert_hits) in firsts.items():
         result = report.alerts[alert]
+        hit = alert_hits[0]
+        if hit.alert_id:  # a resolve closes its escalation; a page that can escalate gets its code
+            new = verdicts.get(alert, _NEW) == _NEW
+            text, opened = escalation_page(tx, hit, text, new=new, code=ids.code, policy=policy)
+            report.escalations += opened
         if policy.group_wait > 0:
             for hit in alert_hits:
                 _buffer(tx, hit.group, text, hit.numbers, policy)

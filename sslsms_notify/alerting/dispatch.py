@@ -46,6 +46,8 @@ from ..gateway.errors import AuthError, BadRequestError, GatewayError, RateLimit
 from ..gateway.ids import new_csms_id
 from ..gateway.models import DynamicMessage, SendResult, SmsInfo, is_duplicate_id
 from ..stores.base import OutboxItem, OutboxState, Store
+from .failover import SECONDARY, Failover, movable
+from .fallback import Watch
 from .planner import Batch, plan_batches
 from .stats import Stats
 
@@ -140,6 +142,12 @@ class Dispatcher:
         #: called after each request with (kind, seconds, outcome), e.g. for a metrics histogram;
         #: outcome is "ok", or the error's class name
         self.on_request: Callable[[str, float, str], None] | None = None
+        #: what the fallback channel learns of the SMS path (see :mod:`.fallback`), if one is set
+        self.watch: Watch | None = None
+        #: when the request under way left (store time; kept only for ``watch``)
+        self._sent_at = 0.0
+        #: the second gateway account (see :mod:`.failover`), if one is set
+        self.failover: Failover | None = None
         #: when the gateway started failing (monotonic), None while it answers
         self._failing_since: float | None = None
         self._failed_requests = 0
@@ -151,17 +159,15 @@ class Dispatcher:
 
     def run_once(self) -> int:
         """Send one round of due SMS; returns how many were attempted."""
-        if self.paused_until and self.store.now() < self.paused_until:
+        paused = bool(self.paused_until) and self.store.now() < self.paused_until
+        if paused and self.failover is None:
             return 0
         items = self.store.outbox_claim(self.policy.claim_limit, self.policy.lease)
         if not items:
             return 0
         self.in_flight.update(i.csms_id for i in items)
         try:
-            plan = plan_batches(items, new_csms_id)
-            if plan.incomplete:
-                self._hold_incomplete(plan.incomplete)
-            batches = plan.batches
+            batches = self._plan(items, paused)
             # Bindings are written before the request: whatever happens to this process
             # mid-request, the same request (members and ids) is what goes out again.
             newly_bound = [i for b in batches if b.new for i in b.items]
@@ -176,6 +182,9 @@ class Dispatcher:
                     )
                     break
                 if self.paused_until and self.store.now() < self.paused_until:  # credentials refused
+                    if self.failover is not None:  # the second account's requests go on
+                        self._hold_for_primary(batch)
+                        continue
                     rest = [i for b in batches[position:] for i in b.items]
                     self._retry_later(rest, str(self.last_error), delay=self.paused_until - self.store.now())
                     break
@@ -183,6 +192,37 @@ class Dispatcher:
         finally:
             self.in_flight.difference_update(i.csms_id for i in items)
         return len(items)
+
+    def _plan(self, items: list[OutboxItem], paused: bool) -> list[Batch]:
+        """The requests for claimed SMS: through the primary, and the second account's (see .failover)."""
+        accounts = [("primary", items)]
+        if self.failover is not None:
+            degraded = self.failover.degraded(
+                auth_failed=self.auth_failed.is_set(), failing_since=self._failing_since
+            )
+            primary, secondary = self.failover.split(
+                self.store, items, degraded=degraded, primary_paused=paused
+            )
+            accounts = [("primary", primary), (SECONDARY, secondary)]
+        batches: list[Batch] = []
+        for account, chosen in accounts:
+            plan = plan_batches(chosen, new_csms_id)
+            if plan.incomplete:
+                self._hold_incomplete(plan.incomplete)
+            for batch in plan.batches:
+                batch.account = account
+            batches += plan.batches
+        return batches
+
+    def _hold_for_primary(self, batch: Batch) -> None:
+        """A primary request while the primary refuses our credentials: SMS that may move are due
+        again now (the second account takes them next round); the others wait out the pause."""
+        if batch.account != "primary":
+            self._send(batch)
+            return
+        stays = not all(movable(i, batch.items) for i in batch.items)
+        delay = self.paused_until - self.store.now() if stays else 0.0
+        self._retry_later(batch.items, str(self.last_error), delay=delay)
 
     def _hold_incomplete(self, items: list[OutboxItem]) -> None:
         """Members of a bound request that came without the rest wait for it: never sent as a part."""
@@ -207,15 +247,18 @@ class Dispatcher:
     def _call(self, batch: Batch) -> SendResult:
         self._pace()
         items = batch.items
+        client = (
+            self.failover.client if self.failover is not None and batch.account == SECONDARY else self.client
+        )
         # The outbox retries with its own backoff; inside one call, one quick retry at
         # most (a dropped connection), so a call never holds its SMS for long.
-        retry = self.client.retry.capped(max_attempts=IN_CALL_ATTEMPTS, max_delay=1.0, total_timeout=5.0)
+        retry = client.retry.capped(max_attempts=IN_CALL_ATTEMPTS, max_delay=1.0, total_timeout=5.0)
         # "Duplicate CMS ID" means "delivered" only if every SMS of this request went out
         # before under these very ids; within the call, the client's own retry of the same
         # request counts too.
         carried = batch.carried
         if batch.kind == "bulk":
-            return self.client.send_bulk(
+            return client.send_bulk(
                 [i.msisdn for i in items],
                 items[0].text,
                 batch_csms_id=batch.batch_id,
@@ -223,16 +266,18 @@ class Dispatcher:
                 retry=retry,
             )
         if batch.kind == "dynamic":
-            return self.client.send_dynamic(
+            return client.send_dynamic(
                 [DynamicMessage(i.msisdn, i.text, i.csms_id) for i in items], is_retry=carried, retry=retry
             )
-        return self.client.send_single(
+        return client.send_single(
             items[0].msisdn, items[0].text, csms_id=items[0].csms_id, is_retry=carried, retry=retry
         )
 
     def _send(self, batch: Batch) -> None:
         retried = sum(1 for i in batch.items if i.attempts > 0)
         started = time.perf_counter()
+        if self.watch is not None:  # evidence is dated when the request left: the gateway's order
+            self._sent_at = self.store.now()
         try:
             result = self._call(batch)
         except GatewayError as error:
@@ -247,13 +292,21 @@ class Dispatcher:
             # A request that may have gone out before is never split: it dies whole.
             if len(batch.items) > 1 and not any(i.maybe_sent for i in batch.items):
                 for item in batch.items:
-                    self._send(Batch("single", [item.unbound()]))
+                    self._send(Batch("single", [item.unbound()], account=batch.account))
             else:
                 self._write([self._dead(i, f"refused before sending: {exc}") for i in batch.items])
             return
         self._observe(batch.kind, started, "ok")
         self._count_requests(result, retried)
+        if batch.account != "primary":  # the primary's state is the primary's requests' alone
+            if self.failover is not None and self.failover.refused:
+                self.failover.refused = False
+                _log.warning("the second gateway account accepts our credentials again")
+            self._record(batch, result.messages)
+            return
         self._gateway_answered()
+        if self.watch is not None:
+            self.watch.request_ok(self._sent_at)
         if self.auth_failed.is_set():
             _log.warning("gateway accepts our credentials again")
             self.auth_failed.clear()
@@ -301,7 +354,7 @@ class Dispatcher:
             else:
                 # Its own csms_id went out: it goes again alone under that id (exactly-once).
                 alone.append(item.unbound().evolve(maybe_sent=True))
-        self.stats.add(sent=len(done))
+        self.stats.add(sent=len(done), **({"secondary": len(done)} if batch.account != "primary" else {}))
         self._write(done + dead)
         if misread:
             _log.warning(
@@ -338,6 +391,14 @@ class Dispatcher:
     def _on_request_failure(self, batch: Batch, error: GatewayError) -> None:
         self.last_error = error
         reason = str(error)
+        if batch.account != "primary":
+            self._on_secondary_failure(batch, error)
+            return
+        if self.watch is not None and not isinstance(error, BadRequestError):
+            if isinstance(error, AuthError):
+                self.watch.auth_refused(self._sent_at, reason)
+            else:
+                self.watch.request_failed(self._sent_at, min(i.created_at for i in batch.items), reason)
         if isinstance(error, AuthError):
             first = not self.auth_failed.is_set()
             self.auth_failed.set()
@@ -348,20 +409,45 @@ class Dispatcher:
                     error=reason,
                     pause_seconds=self.policy.auth_pause,
                 )
-            self._retry_later(batch.items, reason, delay=self.policy.auth_pause)
+            # An earlier attempt of this call may have got through: it stays with this request.
+            unknown = error.earlier_attempt_unknown
+            moves = (
+                self.failover is not None
+                and not unknown
+                and all(movable(i, batch.items) for i in batch.items)
+            )
+            delay = 0.0 if moves else self.policy.auth_pause
+            self._retry_later(batch.items, reason, delay=delay, maybe_sent=unknown)
             return
         if isinstance(error, BadRequestError):
             self._gateway_answered()  # it judged this request: the gateway itself works
         else:
             self._gateway_failed(error)
+        self._after_failure(batch, error, reason)
+
+    def _on_secondary_failure(self, batch: Batch, error: GatewayError) -> None:
+        """The second account's request failed: the same rules, its SMS staying with it."""
+        if isinstance(error, AuthError):  # held there: an SMS handed over never goes back
+            assert self.failover is not None
+            if not self.failover.refused:
+                self.failover.refused = True
+                _log.error(
+                    "the second gateway account refused our credentials; its SMS wait", error=str(error)
+                )
+            self._retry_later(batch.items, str(error), delay=self.policy.auth_pause)
+            return
+        self._after_failure(batch, error, str(error))
+
+    def _after_failure(self, batch: Batch, error: GatewayError, reason: str) -> None:
         sent_before = batch.kind != "single" and any(i.maybe_sent for i in batch.items)
+        unknown = _unknown_outcome(error) or error.earlier_attempt_unknown
         if (
-            _unknown_outcome(error)
+            unknown
             or (isinstance(error, RateLimitError) and error.retryable)
             or sent_before  # singles now could repeat what that request delivered
         ):
             # The gateway may have this request: resend the very same one later.
-            self._retry_later(batch.items, reason, maybe_sent=_unknown_outcome(error))
+            self._retry_later(batch.items, reason, maybe_sent=unknown)
             return
         if batch.kind == "single":
             if isinstance(error, BadRequestError):
@@ -378,12 +464,14 @@ class Dispatcher:
             error=reason,
         )
         for item in batch.items:
-            self._send(Batch("single", [item.unbound()]))
+            self._send(Batch("single", [item.unbound()], account=batch.account))
 
     def _dead(self, item: OutboxItem, reason: str) -> OutboxItem:
         self.stats.add(failed=1)
         _log.warning("SMS given up", csms_id=item.csms_id, reason=reason)
         say_if_unseen(_log.name, "dead", f"an SMS was given up: {reason}", logging.WARNING)
+        if self.watch is not None:
+            self.watch.dead_letter(self.store.now(), reason)
         return item.evolve(
             state=OutboxState.DEAD,
             last_error=reason,

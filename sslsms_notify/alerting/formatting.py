@@ -10,7 +10,13 @@ One wording for counts everywhere (SMS, digests, the demo):
 - alerts gathered by ``group_wait``: ``[3 alerts] [ERROR] a | [ERROR] b | [WARN] c``;
 - an alert that resolved (relay webhooks): ``[RESOLVED] alertmanager/sms: DiskFull (db1): ...``;
 - a reminder of a webhook alert still firing (only when configured):
-  ``[CRIT still firing since 02:10] alertmanager/sms: DiskFull (db1): ...``.
+  ``[CRIT still firing since 02:10] alertmanager/sms: DiskFull (db1): ...``;
+- an alert that escalates unless acknowledged ends with its code:
+  ``[CRIT] db1/app.db: Disk full ack:4F2K9M``; its escalation:
+  ``[ESCALATED 15m] [CRIT] db1/app.db: Disk full``;
+- a heartbeat's silence and return: ``[MISSED] backup: no heartbeat since 02:00 (every
+  24h)``, ``[RECOVERED] backup: heartbeat at 03:10 (silent since 02:00, every 24h)``;
+  a watchdog's: ``[MISSED] monitoring: Alertmanager silent since 02:00``.
 
 Times are the local time of the process that formats the SMS (set ``TZ``).
 """
@@ -21,6 +27,7 @@ import time
 from collections.abc import Sequence
 from functools import lru_cache
 
+from ..durations import format_duration
 from ..gateway.clean import clean_text
 from ..gateway.text import ellipsis_for, encoding_of, fits, truncate_to_segments
 from .alert import Severity
@@ -39,7 +46,9 @@ def _fit(head: str, body: str, tail: str, max_segments: int) -> str:
     if fits(whole, max_segments):
         return whole
     marker = ellipsis_for(encoding_of(whole)) + tail
-    return truncate_to_segments(head + body, max_segments, marker=marker)
+    # The whole text, not head + body: those alone may fit, and must still make room for the
+    # tail (the cut never reaches into the tail: what is kept is shorter than head + body).
+    return truncate_to_segments(whole, max_segments, marker=marker)
 
 
 def format_parts(
@@ -119,3 +128,48 @@ def format_digest(
     total = len(texts) if count is None else max(count, len(texts))
     since = f" since {clock_time(since_at)}" if since_at is not None else ""
     return _joined(f"[digest: {total} held{since}] ", list(dict.fromkeys(texts)), total, max_segments)
+
+
+def with_ack_code(text: str, code: str, *, max_segments: int) -> str:
+    """``text`` ending with `` ack:CODE``, within ``max_segments`` (the text is cut, never the code)."""
+    return _fit("", text, f" ack:{code}", max_segments)
+
+
+def format_escalated(text: str, after: float, *, max_segments: int) -> str:
+    """``[ESCALATED 15m] [CRIT] db1/app.db: Disk full``: nobody acknowledged it in ``after`` seconds."""
+    return _fit(f"[ESCALATED {format_duration(after)}] ", text, "", max_segments)
+
+
+#: a watchdog heartbeat's kind -> the system whose silence it is
+WATCHDOGS = {"alertmanager": "Alertmanager", "grafana": "Grafana"}
+
+
+def _since(timestamp: float, now: float) -> str:
+    """``02:00``, or ``Tue 02:00`` when that is most of a day ago or more."""
+    if now - timestamp < 20 * 3600:
+        return clock_time(timestamp)
+    return time.strftime("%a %H:%M", time.localtime(timestamp))
+
+
+def format_missed(
+    name: str, kind: str, last_ping: float, every: float, now: float, *, max_segments: int
+) -> str:
+    """``[MISSED] backup: no heartbeat since 02:00 (every 24h)``, or a watchdog's silence."""
+    since = _since(last_ping, now)
+    if kind in WATCHDOGS:
+        return _fit("[MISSED] monitoring: ", f"{WATCHDOGS[kind]} silent since {since}", "", max_segments)
+    return _fit(
+        "[MISSED] ", f"{name}: no heartbeat since {since} (every {format_duration(every)})", "", max_segments
+    )
+
+
+def format_recovered(
+    name: str, kind: str, last_ping: float, now: float, every: float, *, max_segments: int
+) -> str:
+    """``[RECOVERED] backup: heartbeat at 03:10 (silent since 02:00, every 24h)``."""
+    at, since = clock_time(now), _since(last_ping, now)
+    if kind in WATCHDOGS:
+        body = f"{WATCHDOGS[kind]} heard again at {at} (silent since {since})"
+        return _fit("[RECOVERED] monitoring: ", body, "", max_segments)
+    body = f"{name}: heartbeat at {at} (silent since {since}, every {format_duration(every)})"
+    return _fit("[RECOVERED] ", body, "", max_segments)

@@ -16,6 +16,7 @@ from typing import Any
 from ..gateway.clean import clean_text
 from .alert import Alert, Severity, fingerprint_of
 from .decisions import Hit, Policy, window_key
+from .escalation import key_identity
 from .formatting import format_parts
 from .messages import render
 from .queued import (
@@ -37,6 +38,8 @@ from .routing import Router
 _SEVERITIES = {int(s): s for s in Severity}
 #: (groups, severity as an int, fingerprint)
 Identity = tuple[tuple[str, ...], int, str]
+#: (seconds, phones): when and whom an alert escalates to
+Escalate = tuple[float, tuple[str, ...]]
 
 
 class Identifier:
@@ -44,6 +47,7 @@ class Identifier:
         self.router, self.policy, self.host = router, policy, host
         self._fingerprints: dict[Hashable, str] = {}
         self._routes: dict[Hashable, tuple[str, ...]] = {}
+        self._escalations: dict[Hashable, Escalate | None] = {}
 
     def identify(self, first: Queued) -> Identity:
         """(groups, severity, fingerprint) of an alert, from its first occurrence.
@@ -93,6 +97,7 @@ class Identifier:
                 last_text = format_parts(
                     level, host, source, render_text(last_raw), segments, resolved=resolved
                 )
+        alert_id, escalate = self._escalation(first, fingerprint)
         return [
             Hit(
                 window_key(group, level, fingerprint),
@@ -104,9 +109,29 @@ class Identifier:
                 index,
                 first[LIFECYCLE],
                 resolved,
+                alert_id,
+                escalate,
             )
             for group in group_names
         ]
+
+    def _escalation(self, first: Queued, fingerprint: str) -> tuple[str, Escalate | None]:
+        """(the alert's identity for escalation, (seconds, phones) if a route escalates it).
+
+        ("", None) when no route escalates: nothing to look up in the store.
+        """
+        if not self.router.escalates:
+            return "", None
+        number, key, source, tags = first[SEVERITY], first[KEY], first[SOURCE], first[TAGS]
+        lifecycle = first[LIFECYCLE]
+        alert_id = lifecycle or (key_identity(key) if key else f"fp:{fingerprint}")
+        route_key = (source, number, tags)
+        if route_key not in self._escalations:
+            probe = Alert(text="-", severity=_SEVERITIES[number], source=source, tags=frozenset(tags))
+            if len(self._escalations) > 10_000:
+                self._escalations.clear()
+            self._escalations[route_key] = self.router.escalation(probe)
+        return alert_id, self._escalations[route_key]
 
 
 def render_text(raw: Any) -> str:

@@ -22,13 +22,19 @@ from ..config.registry import checked_options
 from ..gateway.client import GatewayClient
 from ..stores import open_store
 from ..stores.base import OutboxState, Store
+from ..stores.records import Heartbeat
 from ..validation import non_negative
 from . import process
 from .alert import Severity
 from .decisions import Policy
 from .dispatch import Dispatcher, DispatchPolicy
+from .escalation import AckResult
+from .failover import Failover
+from .fallback import Fallback, apprise_for
 from .formatting import DEFAULT_MAX_SEGMENTS
+from .heartbeats import PingResult
 from .intake import Intake
+from .oncall import OnCall
 from .queued import Queued, pack
 from .routing import DEFAULT_GROUP, Route, Router
 from .stats import Stats
@@ -38,7 +44,7 @@ from .worker import Worker
 
 DEAD_LETTER_RETENTION = 7 * 24 * 3600.0
 
-__all__ = ["DEAD_LETTER_RETENTION", "Notifier", "Ticket"]
+__all__ = ["DEAD_LETTER_RETENTION", "AckResult", "Notifier", "PingResult", "Ticket"]
 
 
 class Notifier:
@@ -75,6 +81,16 @@ class Notifier:
             become dead letters ("outbox full"), counted as ``outbox_dropped``.
         dead_retention: seconds a dead letter is kept (for ``outbox list`` and
             ``outbox retry``) before it is forgotten.
+        fallback: apprise URLs (``mailto://...``, ``tgram://...``) told once, with a
+            summary, when the SMS path fails (credentials refused, SMS waiting longer than
+            ``fallback_after``, dead letters) and when it recovers; shared through the store
+            so several processes tell it once (see :mod:`~sslsms_notify.alerting.fallback`).
+            Needs apprise (``pip install 'sslsms-notify[apprise]'``).
+        fallback_after: seconds SMS may wait while the gateway fails before ``fallback``
+            is told, and before ``secondary`` takes over.
+        secondary: a second :class:`GatewayClient` (another account) for when the first
+            refuses our credentials or has failed for ``fallback_after``; each SMS is still
+            delivered once across both (see :mod:`~sslsms_notify.alerting.failover`).
         default_groups: groups for an alert that names none and matches no route
             (default: with routes, none: such an alert is ``unrouted`` and pages nobody;
             without routes, ``"default"`` if there is such a group, else the first group).
@@ -110,6 +126,9 @@ class Notifier:
         remind_every: float = 0.0,
         max_pending: int = 10_000,
         dead_retention: float = DEAD_LETTER_RETENTION,
+        fallback: Sequence[str] = (),
+        fallback_after: float = 600.0,
+        secondary: GatewayClient | None = None,
         host: str | None = None,
         dispatch: DispatchPolicy | None = None,
         clock: Callable[[], float] | None = None,
@@ -132,10 +151,14 @@ class Notifier:
                 "dead_retention": dead_retention,
                 "remind_every": remind_every,
                 "replica_wait": replica_wait,
+                "fallback": fallback,
+                "fallback_after": fallback_after,
             }
         )
         if close_at_exit is not None:
             close_at_exit = non_negative("close_at_exit", close_at_exit)
+        # apprise, and the URLs it must understand, checked before anything is opened
+        notify = apprise_for(checked["fallback"]) if checked["fallback"] else None
         #: seconds close() gets at interpreter exit or a multiprocessing child's end (None: not closed)
         self.close_at_exit = close_at_exit
         #: how long leaving a ``with Notifier(...)`` block waits for delivery
@@ -196,6 +219,33 @@ class Notifier:
             release=(owns_client, owns_store),
         )
         self.dispatcher.on_outcome = self.worker.on_outcome
+        #: the fallback channel (None without ``fallback`` URLs)
+        self.fallback: Fallback | None = None
+        if notify is not None:
+            self.fallback = Fallback(
+                notify,
+                checked["fallback"],
+                after=checked["fallback_after"],
+                store=self.store,
+                host=self.host,
+                sid=getattr(self.client, "sid", ""),
+                count=lambda n: self.stats_counters.add(fallback_told=n),
+                secondary=secondary is not None,
+            )
+            self.dispatcher.watch, self.timers.fallback = self.fallback.watch, self.fallback
+        if secondary is not None:
+            self.dispatcher.failover = Failover(
+                secondary, after=checked["fallback_after"], probe_every=dispatch_policy.auth_pause
+            )
+        self.oncall = OnCall(
+            store=self.store,
+            router=self.router,
+            policy=self.policy,
+            stats=self.stats_counters,
+            count=self.intake.count,
+            wake_dispatch=self._wake_running if start else self._wake_dispatch,
+            sync=self.worker.sync,
+        )
         # The documented method below, bound straight to the intake's: on the hot path a
         # call through this class would cost more than the work.
         vars(self)["alert"] = self.intake.alert
@@ -213,6 +263,12 @@ class Notifier:
         self.worker.start()
 
     def _wake_dispatch(self) -> None:
+        self.worker.dispatch_wakeup.set()
+
+    def _wake_running(self) -> None:
+        """Wake the dispatcher, starting the threads first if they wait for a first alert."""
+        if not self.intake.running:
+            self.worker.start()
         self.worker.dispatch_wakeup.set()
 
     # These are the Notifier's settings, read by integrations and the CLI.
@@ -336,6 +392,57 @@ class Notifier:
         """Whether the caller is one of the pipeline's own threads (their logs never page)."""
         return threading.get_ident() in self.worker.idents
 
+    # -- someone is always reached (heartbeats, escalations) ----------------------------------
+    def heartbeat(
+        self,
+        name: str,
+        *,
+        every: float | str | None = None,
+        grace: float | str | None = None,
+        groups: Iterable[str] | None = None,
+        kind: str = "",
+    ) -> PingResult:
+        """Record a ping of the heartbeat ``name`` (a dead man's switch); returns a :class:`PingResult`.
+
+        Past its deadline (the last ping + ``every`` + ``grace``) the timers of any
+        process on the store page ``[MISSED] name: no heartbeat since 02:00 (every
+        24h)`` once; the next ping pages ``[RECOVERED] ...`` once. ``every`` and
+        ``grace`` are seconds or durations (``"24h"``); None keeps what the heartbeat
+        has (a new one needs ``every``; its grace is a tenth of it, at most an hour).
+        ``groups``: who is paged (None: the heartbeat's, or for a new one what the
+        routes give an alert of source ``heartbeat`` at ``critical``). One store
+        transaction on the caller's thread. ValueError for a bad argument.
+        """
+        return self.oncall.heartbeat(name, every=every, grace=grace, groups=groups, kind=kind)
+
+    def heartbeats(self) -> list[Heartbeat]:
+        """Every heartbeat on the store, by name (last ping, deadline, missed or not)."""
+        return self.oncall.heartbeats()
+
+    def forget_heartbeat(self, name: str) -> bool:
+        """Delete a heartbeat (a job retired): its silence pages nothing any more. Whether it existed."""
+        return self.oncall.forget(name)
+
+    def ack(self, code: str, *, client: str = "library") -> AckResult:
+        """Acknowledge the alert whose SMS ended with `` ack:CODE``: it will not escalate.
+
+        Returns an :class:`AckResult` (``ok`` once the alert is acknowledged, now or
+        before). A code that is no code raises ValueError; an unknown one is a failed try,
+        and a ``client`` (who acknowledges: the limit's key, and what the record says)
+        gets five failed tries a minute (``status`` ``limited`` past them). Counted as
+        ``acked`` and ``ack_refused`` in :meth:`stats`.
+        """
+        return self.oncall.ack(code, client=client)
+
+    def resolve(self, key: str, timeout: float | None = 10.0) -> bool:
+        """The alert raised with ``key`` (any severity) is over: its escalation, if open, is closed.
+
+        Waits (up to ``timeout``) for alerts queued before to reach the store first, so
+        an ``alert(..., key=k)`` followed by ``resolve(k)`` never escalates. Sends no SMS.
+        Returns whether an open escalation was closed.
+        """
+        return self.oncall.resolve(key, timeout)
+
     # -- waiting and closing ----------------------------------------------------------------
     def sync(self, timeout: float | None = None) -> bool:
         """Wait until everything queued so far (by this thread) is decided and in the store."""
@@ -419,10 +526,15 @@ class Notifier:
         memory store forgets the parent's windows and outbox too; a durable store is
         shared by design).
         """
-        self.stats_counters = self.intake.stats = self.dispatcher.stats = Stats()
+        self.stats_counters = self.intake.stats = self.dispatcher.stats = self.oncall.stats = Stats()
         self.intake.reset()
         self.timers.reset()
         self.worker.reset()
         self.dispatcher.after_fork_in_child()
+        if self.fallback is not None:
+            self.fallback.reset()
+        if self.dispatcher.failover is not None:
+            self.dispatcher.failover.reset()
+            self.dispatcher.failover.client.after_fork_in_child()
         self.client.after_fork_in_child()
         self.store.after_fork()

@@ -47,6 +47,8 @@ class Batch:
     batch_id: str | None = None
     #: bound in this plan (its binding must be stored before the request goes out)
     new: bool = False
+    #: the gateway account it goes to: "primary", or "secondary" (see :mod:`.failover`)
+    account: str = "primary"
 
     @property
     def carried(self) -> bool:

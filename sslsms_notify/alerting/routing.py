@@ -5,10 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from ..durations import Duration
 from ..gateway.msisdn import is_valid_msisdn, normalize_msisdn
 from .alert import Alert, Severity
 
 DEFAULT_GROUP = "default"
+#: what a route's ``escalate_after`` may be: a second to a week
+ESCALATE_AFTER = Duration(1, 7 * 86400)
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,6 +21,9 @@ class Route:
     ``min_severity``: at or above; ``sources``: logger/source name prefixes
     (``"app.db"`` matches ``"app.db.pool"``); ``tags``: all must be present.
     ``stop``: later routes are not consulted when this one matches.
+    ``escalate_after`` (seconds) and ``escalate_to`` (groups): an alert this route
+    matches that nobody acknowledges or resolves within that time pages those groups
+    once, ``[ESCALATED 15m] ...``; its first SMS ends with its ack code.
     """
 
     groups: tuple[str, ...]
@@ -25,11 +31,19 @@ class Route:
     sources: tuple[str, ...] = ()
     tags: frozenset[str] = field(default_factory=frozenset)
     stop: bool = False
+    escalate_after: float | None = None
+    escalate_to: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if (self.escalate_after is None) != (not self.escalate_to):
+            raise ValueError(
+                "route: escalate_after and escalate_to go together (a time and the groups to page)"
+            )
 
     @classmethod
     def parse(cls, spec: Mapping[str, object]) -> Route:
         """From config, e.g. ``{"groups": ["oncall"], "min_severity": "critical"}``."""
-        known = {"groups", "min_severity", "sources", "tags", "stop"}
+        known = {"groups", "min_severity", "sources", "tags", "stop", "escalate_after", "escalate_to"}
         unknown = set(spec) - known
         if unknown:
             raise ValueError(f"route has unknown field(s): {', '.join(sorted(unknown))}")
@@ -43,6 +57,10 @@ class Route:
             sources=_as_tuple(spec.get("sources"), "route.sources"),
             tags=frozenset(_as_tuple(spec.get("tags"), "route.tags")),
             stop=bool(spec.get("stop", False)),
+            escalate_after=ESCALATE_AFTER.check("route.escalate_after", spec["escalate_after"])
+            if spec.get("escalate_after") is not None
+            else None,
+            escalate_to=_as_tuple(spec.get("escalate_to"), "route.escalate_to"),
         )
 
     def matches(self, alert: Alert) -> bool:
@@ -100,7 +118,10 @@ class Router:
         self.default_groups = tuple(default_groups)
         for route in self.routes:
             self.check_names(route.groups, "route")
+            self.check_names(route.escalate_to, "route.escalate_to")
         self.check_names(self.default_groups, "default_groups")
+        #: whether any route escalates (else alerts carry no ack code, and nothing is looked up)
+        self.escalates = any(route.escalate_after is not None for route in self.routes)
 
     def check_names(self, names: Iterable[str], where: str) -> None:
         for name in names:
@@ -119,6 +140,20 @@ class Router:
                 if route.stop:
                     break
         return tuple(dict.fromkeys(chosen or self.default_groups))
+
+    def escalation(self, alert: Alert) -> tuple[float, tuple[str, ...]] | None:
+        """(seconds, phones) of the first matching route that escalates, or None.
+
+        Routes are matched as for routing, also when the alert names its own groups (a
+        webhook's groups label): escalation follows the alert, wherever it went.
+        """
+        for route in self.routes:
+            if route.escalate_after is not None and route.matches(alert):
+                phones = tuple(dict.fromkeys(n for g in route.escalate_to for n in self.numbers(g)))
+                return route.escalate_after, phones
+            if route.stop and route.matches(alert):
+                return None
+        return None
 
     def numbers(self, group: str) -> tuple[str, ...]:
         if group in self.groups:

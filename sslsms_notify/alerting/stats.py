@@ -51,6 +51,22 @@ class Stats:
     outbox_dropped: int = 0
     #: SMS still undelivered when a notifier on a memory store closed
     lost: int = 0
+    #: alerts paged with an ack code: they escalate unless acknowledged or resolved in time
+    escalations: int = 0
+    #: ``[ESCALATED ...]`` pages: alerts nobody acknowledged or resolved in time
+    escalated: int = 0
+    #: escalations acknowledged through this process
+    acked: int = 0
+    #: acknowledgements refused: a code that is no code, unknown, or a client over its limit
+    ack_refused: int = 0
+    #: ``[MISSED]`` pages: heartbeats (and watchdogs) silent past their deadline
+    heartbeats_missed: int = 0
+    #: ``[RECOVERED]`` pages: missed heartbeats that pinged again
+    heartbeats_recovered: int = 0
+    #: messages told to the fallback channel (a state change of the SMS path each)
+    fallback_told: int = 0
+    #: of ``sent``, SMS the second gateway account took (``[gateway.secondary]``)
+    secondary: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def add(self, **deltas: int) -> None:
@@ -64,6 +80,7 @@ class Stats:
 
     def reset_lock(self) -> None:
         self._lock = threading.Lock()
+
 
 #: every key of ``Notifier.stats()``, in its order: ``counter`` (since the notifier
 #: started) or ``backlog`` (waiting when stats() is called), and what it counts. The
@@ -102,6 +119,29 @@ STATS_KEYS: Final[Mapping[str, tuple[Literal["counter", "backlog"], str]]] = Map
             "counter",
             "at close: alerts the store never took, and SMS a memory store still held (not those "
             "whose request was abandoned mid-way: they may have been delivered)",
+        ),
+        "escalations": (
+            "counter",
+            "alerts paged with an ack code: they escalate unless acknowledged or resolved in time",
+        ),
+        "escalated": ("counter", "``[ESCALATED ...]`` pages: alerts nobody acknowledged or resolved in time"),
+        "acked": ("counter", "escalations acknowledged through this process"),
+        "ack_refused": (
+            "counter",
+            "acknowledgements refused: a code that is no code, unknown, or a client over its limit",
+        ),
+        "heartbeats_missed": (
+            "counter",
+            "``[MISSED]`` pages: heartbeats (and watchdogs) silent past their deadline",
+        ),
+        "heartbeats_recovered": ("counter", "``[RECOVERED]`` pages: missed heartbeats that pinged again"),
+        "fallback_told": (
+            "counter",
+            "messages told to the fallback channel (a state change of the SMS path each)",
+        ),
+        "secondary": (
+            "counter",
+            "of ``sent``, SMS the second gateway account took (``[gateway.secondary]``)",
         ),
         "dropped_closed": ("counter", "of ``dropped``: raised after the notifier was closed"),
         "dropped_store_refused": (

@@ -1,13 +1,15 @@
 """The pipeline's timers and housekeeping, run between intake rounds.
 
 - timers: windows that end (a "+N more" summary), digests whose phone's allowance
-  is back, ``group_wait`` buffers whose wait is over, webhook lifecycles to forget:
-  every due one swept in one store transaction (:func:`~.decisions.sweep_all`);
+  is back, ``group_wait`` buffers whose wait is over, webhook lifecycles to forget,
+  heartbeats overdue and escalations due: every due one swept in one store
+  transaction (:func:`sweep`);
 - leases: SMS this process has in flight stay its own while it lives;
 - housekeeping, once a second: drops said in the log, the outbox kept within
   ``max_pending`` and ``dead_retention``, the store's own upkeep (a Redis spool moved
-  back, a lost Redis noticed, a deleted SQLite file reopened), and the leases this
-  process stands for taken or renewed (see :mod:`.leases`).
+  back, a lost Redis noticed, a deleted SQLite file reopened), the leases this
+  process stands for taken or renewed (see :mod:`.leases`), and the fallback
+  channel told when the SMS path changed state (:mod:`.fallback`).
 
 Any process that runs the pipeline's threads runs these, on whatever store it shares:
 a relay with no producer of its own sends every producer's summaries on time.
@@ -18,13 +20,16 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable
+from functools import partial
 
 from .._log import get_logger
-from ..stores.base import Store
-from .decisions import IdBook, Policy, sweep_all
+from ..stores.base import Store, Tx
+from .decisions import IdBook, Policy, Report, sweep_all
 from .dispatch import Dispatcher
+from .fallback import Fallback
 from .intake import Intake
 from .leases import Campaign, hold, process_name, release
+from .oncall import sweep_oncall
 
 _log = get_logger("sslsms_notify.notifier")
 
@@ -36,6 +41,14 @@ SWEEP_LIMIT = 250
 MAX_IDLE = 0.5
 #: how often housekeeping runs
 HOUSEKEEPING_INTERVAL = 1.0
+
+
+def sweep(tx: Tx, policy: Policy, ids: IdBook, limit: int) -> Report:
+    """Every timer due, in one transaction: the pipeline's (:func:`~.decisions.sweep_all`),
+    then heartbeats and escalations (:func:`~.oncall.sweep_oncall`)."""
+    report = sweep_all(tx, policy, ids, limit)
+    report.add(sweep_oncall(tx, policy, ids, limit))
+    return report
 
 
 class Timers:
@@ -54,6 +67,8 @@ class Timers:
         self.max_pending = max_pending
         self.dead_retention = dead_retention
         self.wake_dispatch = wake_dispatch
+        #: the fallback channel, told from housekeeping when the SMS path changes state
+        self.fallback: Fallback | None = None
         self.reset()
 
     def reset(self) -> None:
@@ -112,7 +127,8 @@ class Timers:
             next_due = store.next_due()
             if next_due is None or next_due > store.now():
                 continue
-            report = store.transact(lambda tx: sweep_all(tx, self.policy, IdBook(), SWEEP_LIMIT))
+            # one IdBook for every rerun of the transaction: the same SMS, the same ids
+            report = store.transact(partial(sweep, policy=self.policy, ids=IdBook(), limit=SWEEP_LIMIT))
             self.intake.count(report)
             worked |= bool(report.queued or report.windows_closed or report.groups)
             if report.windows_closed >= SWEEP_LIMIT:
@@ -145,6 +161,8 @@ class Timers:
             dropped = self.store.outbox_trim(self.max_pending, "dropped: outbox full")
             if dropped:
                 self.intake.stats.add(outbox_dropped=len(dropped))
+                if self.fallback is not None:
+                    self.fallback.watch.dead_letter(self.store.now(), "dropped: outbox full")
                 _log.warning(
                     "outbox full; oldest pending SMS dropped",
                     dropped=len(dropped),
@@ -156,3 +174,8 @@ class Timers:
             self.wake_dispatch()
         for campaign in self.campaigns.values():
             self._campaign(campaign)
+        if self.fallback is not None:
+            try:
+                self.fallback.tick()
+            except Exception as exc:  # the store failing is said elsewhere; this must not stop the rest
+                _log.debug("fallback channel: no decision this round", error=f"{type(exc).__name__}: {exc}")

@@ -52,15 +52,18 @@ def serve(
       POST /v1/alerts          {"text": ..., "severity": ..., "key": ..., "groups": [...]}, or a list
       POST /v1/alertmanager    Prometheus Alertmanager's webhook
       POST /v1/grafana         Grafana's webhook contact point
+      POST /v1/heartbeats/NAME a heartbeat's ping ({"every": "24h"}); GET /v1/heartbeats
+      POST /v1/ack/CODE        acknowledge an alert that would escalate
       GET  /healthz            liveness: store and gateway state (503: nothing takes alerts)
       GET  /readyz             readiness: ok, or spooling while Redis is away (503: down)
       GET  /metrics            Prometheus text format
     Tokens: [relay] tokens in the config file, or SSLSMS_RELAY_TOKENS (comma-separated).
-    Summaries, digests, group_wait and retries of every producer on the store fire on
-    time here. SIGTERM: finish requests under way, close within [relay]
-    shutdown_timeout; what is not delivered stays in the store. Connections: at most
-    [relay] max_connections (default: from the file-descriptor limit), closed when
-    silent for idle_timeout or when a request takes longer than read_timeout to arrive.
+    Summaries, digests, group_wait, retries, missed heartbeats and escalations of every
+    producer on the store fire on time here. SIGTERM: finish requests under way, close
+    within [relay] shutdown_timeout; what is not delivered stays in the store.
+    Connections: at most [relay] max_connections (default: from the file-descriptor
+    limit), closed when silent for idle_timeout or when a request takes longer than
+    read_timeout to arrive.
 
     {exit_codes}
 

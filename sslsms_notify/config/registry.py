@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from ..durations import Duration
 from ..gateway.client import DEFAULT_BASE_URL, DEFAULT_TIMEOUT, MAX_SID_LENGTH, MAX_TOKEN_LENGTH
 from ..severity import SEVERITIES
 from ..validation import (
@@ -34,7 +35,18 @@ from ..validation import (
     Text,
     Whole,
 )
-from .rules import DEFAULT_LISTEN, Connections, Groups, LabelName, Listen, Numbers, Routes, Tokens
+from .rules import (
+    DEFAULT_LISTEN,
+    Account,
+    Connections,
+    Groups,
+    LabelName,
+    Listen,
+    NotifyURLs,
+    Numbers,
+    Routes,
+    Tokens,
+)
 
 SCHEME = "sslsms"
 DAY = 86400.0
@@ -321,6 +333,25 @@ SETTINGS: tuple[Setting, ...] = (
         rule=Number(1, 10_000_000, whole=True),
         notifier_option=True,
     ),
+    # (the on-call settings, declared compactly: this module stays under 600 lines)
+    Setting(
+        name="fallback", url_arg=None, toml="pipeline.fallback", env=None, default=(), rule=NotifyURLs(),
+        holds_url=True, default_text="(none)", notifier_option=True,
+        doc="apprise URLs told once, with a summary, when the SMS path fails (credentials refused, "
+        "SMS waiting past fallback_after, dead letters) and when it recovers; needs apprise",
+    ),
+    Setting(
+        name="fallback_after", url_arg=None, toml="pipeline.fallback_after", env=None, default=600.0,
+        default_text="600 (10 minutes)", rule=Number(1, DAY, unit="seconds"), notifier_option=True,
+        doc="seconds SMS may wait while the gateway fails before the fallback channel is told, and "
+        "before [gateway.secondary] takes over",
+    ),
+    Setting(
+        name="secondary", url_arg=None, toml="gateway.secondary", env=None, default=None, rule=Account(),
+        optional=True, secret=True, default_text="(none)",
+        doc="a second gateway account ({sid, api_token, base_url}) for when the first refuses our "
+        "credentials or has failed for fallback_after; an SMS handed to it never goes back",
+    ),
     Setting(
         name="dead_retention",
         url_arg="dead_retention",
@@ -459,6 +490,20 @@ RELAY_SETTINGS: tuple[Setting, ...] = (
         doc="seconds a connection may stay silent when it has no request being answered (on "
         "opening, or between keep-alive requests) before it is closed",
         rule=Positive(3600, unit="seconds"),
+    ),
+    Setting(
+        name="watchdog_alertname", url_arg=None, toml="relay.watchdog_alertname", env=None,
+        default="Watchdog", rule=Text("an alert name", max_length=200),
+        doc="the `alertname` of an always-firing alert (Alertmanager's `Watchdog`, or a Grafana rule "
+        "that always fires) taken as the heartbeat `alertmanager` (or `grafana`): it never pages by "
+        "itself, and its silence pages `[MISSED] monitoring: Alertmanager silent since ...` once; "
+        "empty: no watchdog",
+    ),
+    Setting(
+        name="watchdog_timeout", url_arg=None, toml="relay.watchdog_timeout", env=None, default=600.0,
+        default_text="600 (10 minutes)", rule=Duration(1, 7 * 86400),
+        doc="how long the watchdog alert may stay away before its silence pages; longer than the "
+        "repeat_interval of its Alertmanager route (or Grafana's notification policy)",
     ),
     Setting(
         name="read_timeout",

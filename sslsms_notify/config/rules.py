@@ -14,9 +14,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ..durations import Duration
+from ..gateway.client import DEFAULT_BASE_URL, MAX_SID_LENGTH, MAX_TOKEN_LENGTH
 from ..gateway.msisdn import normalize_msisdn
 from ..severity import SEVERITIES, severity_name
-from ..validation import Flag, InvalidValue, Whole, fail
+from ..validation import Flag, HttpURL, InvalidValue, Text, Whole, fail
 
 _NUMBER_CHARS = frozenset("+-.() ")
 
@@ -75,7 +77,9 @@ class Groups:
         return groups
 
 
-ROUTE_KEYS = ("groups", "min_severity", "sources", "tags", "stop")
+ROUTE_KEYS = ("groups", "min_severity", "sources", "tags", "stop", "escalate_after", "escalate_to")
+#: a route's ``escalate_after``: a second to a week
+ESCALATE_AFTER = Duration(1, 7 * 86400)
 
 
 @dataclass(frozen=True)
@@ -84,7 +88,8 @@ class Routes:
 
     rule: str = (
         'must be a list of tables like {groups = ["oncall"], min_severity = "error", '
-        'sources = ["app.db"], tags = ["db"], stop = false}'
+        'sources = ["app.db"], tags = ["db"], stop = false, escalate_after = "15m", '
+        'escalate_to = ["managers"]}'
     )
 
     def check(self, label: str, value: Any, *, text: bool = False) -> tuple[dict[str, Any], ...]:
@@ -99,7 +104,7 @@ class Routes:
         if unknown:
             known = ", ".join(sorted(ROUTE_KEYS))
             raise InvalidValue(where, None, f"unknown key(s) {', '.join(unknown)} (known: {known})")
-        for key in ("groups", "sources", "tags"):
+        for key in ("groups", "sources", "tags", "escalate_to"):
             names = spec.get(key)
             if names is not None and not (
                 isinstance(names, str)
@@ -108,6 +113,12 @@ class Routes:
                 fail(f"{where}.{key}", names, "must be a list of names")
         if "stop" in spec:
             Flag().check(f"{where}.stop", spec["stop"])
+        if spec.get("escalate_after") is not None:
+            ESCALATE_AFTER.check(f"{where}.escalate_after", spec["escalate_after"])
+        if (spec.get("escalate_after") is None) != (not spec.get("escalate_to")):
+            raise InvalidValue(
+                where, None, "escalate_after and escalate_to go together (a time, and the groups to page)"
+            )
         severity = spec.get("min_severity")
         if severity is not None and not isinstance(severity, str | int):
             fail(f"{where}.min_severity", severity, "must be a severity name like error or critical")
@@ -129,9 +140,7 @@ MIN_TOKEN_LENGTH = 16
 class Listen:
     """``HOST:PORT``; port 0 picks any free port."""
 
-    rule: str = (
-        f"must be HOST:PORT, e.g. {DEFAULT_LISTEN}, with a port from 0 (any free port) to 65535"
-    )
+    rule: str = f"must be HOST:PORT, e.g. {DEFAULT_LISTEN}, with a port from 0 (any free port) to 65535"
 
     def check(self, label: str, value: Any, *, text: bool = False) -> str:
         if not isinstance(value, str) or ":" not in value:
@@ -189,6 +198,54 @@ class LabelName:
         if not isinstance(value, str) or not value.strip():
             fail(label, value, self.rule)
         return value
+
+
+@dataclass(frozen=True)
+class NotifyURLs:
+    """apprise URLs (``mailto://...``, ``tgram://...``): a list, or one string of URLs
+    separated by spaces. Only their form is checked here; apprise reads them when the
+    pipeline starts (and refuses one it does not know)."""
+
+    rule: str = 'must be a list of apprise URLs, e.g. ["mailto://user:pass@example.com", "tgram://bot/chat"]'
+
+    def check(self, label: str, value: Any, *, text: bool = False) -> tuple[str, ...]:
+        if isinstance(value, str):
+            value = value.split()
+        if not isinstance(value, list | tuple):
+            fail(label, value, self.rule, secret=True)
+        urls = []
+        for index, url in enumerate(value):
+            if not isinstance(url, str) or "://" not in url or any(c.isspace() for c in url.strip()):
+                fail(f"{label}[{index}]", url, self.rule)
+            urls.append(url.strip())
+        return tuple(dict.fromkeys(urls))
+
+
+@dataclass(frozen=True)
+class Account:
+    """A second gateway account: ``{sid = "...", api_token = "...", base_url = "..."}``
+    (``token`` for ``api_token`` too; ``base_url`` defaults to the gateway's)."""
+
+    default_base_url: str = DEFAULT_BASE_URL
+    rule: str = 'must be a table like {sid = "MYSID", api_token = "...", base_url = "https://..."}'
+
+    def check(self, label: str, value: Any, *, text: bool = False) -> dict[str, str]:
+        if not isinstance(value, Mapping):
+            fail(label, value, self.rule, secret=True)
+        known = ("sid", "api_token", "token", "base_url")
+        unknown = sorted(str(k) for k in value if k not in known)
+        if unknown:
+            raise InvalidValue(
+                label, None, f"unknown key(s) {', '.join(unknown)} (known: sid, api_token, base_url)"
+            )
+        sid = Text("a sender id", min_length=1, max_length=MAX_SID_LENGTH, no_spaces=True)
+        token = Text("a token", min_length=1, max_length=MAX_TOKEN_LENGTH, no_spaces=True, secret=True)
+        account = {
+            "sid": sid.check(f"{label}.sid", value.get("sid")),
+            "api_token": token.check(f"{label}.api_token", value.get("api_token", value.get("token"))),
+            "base_url": HttpURL().check(f"{label}.base_url", value.get("base_url") or self.default_base_url),
+        }
+        return account
 
 
 @dataclass(frozen=True)

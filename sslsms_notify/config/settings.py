@@ -52,6 +52,9 @@ class Settings:
     queue_size: int = BY_NAME["queue_size"].default
     max_windows: int = BY_NAME["max_windows"].default
     max_pending: int = BY_NAME["max_pending"].default
+    fallback: tuple[str, ...] = BY_NAME["fallback"].default
+    fallback_after: float = BY_NAME["fallback_after"].default
+    secondary: Mapping[str, str] | None = field(default=BY_NAME["secondary"].default, repr=False)
     dead_retention: float = BY_NAME["dead_retention"].default
 
     def __repr__(self) -> str:
@@ -173,12 +176,13 @@ class Settings:
             self._require_credentials()
             groups = self.all_groups()
             for index, route in enumerate(self.routes):
-                for name in route.get("groups") or ():
-                    for one in name.split(",") if isinstance(name, str) else [name]:
+                for key in ("groups", "escalate_to"):
+                    names = route.get(key) or ()
+                    for one in ",".join(names).split(",") if not isinstance(names, str) else names.split(","):
                         one = one.strip()
                         if one and one not in groups and not looks_like_number(one):
                             raise InvalidValue(
-                                f"routes[{index}].groups",
+                                f"routes[{index}].{key}",
                                 shown(one),
                                 f"no such group (groups: {', '.join(sorted(groups)) or 'none defined'})",
                             )
@@ -206,6 +210,13 @@ class Settings:
 
         options: dict[str, Any] = {"groups": self.all_groups(), "routes": self.routes}
         options.update({name: getattr(self, name) for name in PIPELINE_FIELDS})
+        if self.secondary:  # a second account: its own client, the primary's timeout
+            options["secondary"] = GatewayClient(
+                self.secondary["api_token"],
+                self.secondary["sid"],
+                base_url=self.secondary["base_url"],
+                timeout=self.timeout,
+            )
         options.update(overrides)
         return Notifier(client or self.client(), **options)
 
@@ -239,7 +250,7 @@ class Settings:
             if setting.secret:
                 value = MASK
             elif setting.holds_url:
-                value = mask_url(str(value))
+                value = [mask_url(v) for v in value] if isinstance(value, tuple) else mask_url(str(value))
             elif setting.name == "groups":
                 value = {k: list(v) for k, v in self.all_groups().items()}
             elif setting.name == "routes":

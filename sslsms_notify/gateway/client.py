@@ -110,14 +110,24 @@ class _ClientBase:
         return {"method": "POST", "url": call.path, "json": body}
 
     def _answer(self, call: Call, response: httpx.Response, *, is_retry: bool) -> ApiResponse:
-        return read_answer(call, response.status_code, response.headers, response.content, is_retry=is_retry)
+        unknown_before = call.unknown
+        try:
+            return read_answer(
+                call, response.status_code, response.headers, response.content, is_retry=is_retry
+            )
+        except GatewayError as error:
+            # a definite answer to this attempt says nothing of an earlier one that may have got through
+            error.earlier_attempt_unknown = unknown_before
+            if error.status_code is None:  # no API status (an HTML page...): this outcome is unknown too
+                call.unknown = True
+            raise
 
     @staticmethod
     def _transport_error(call: Call, exc: httpx.HTTPError) -> TransportError:
         # No connection, no request: the gateway has nothing, unless an earlier attempt got
         # through (then the outcome stays unknown, whatever this attempt did).
         if not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.UnsupportedProtocol):
-            call.maybe_reached = True
+            call.maybe_reached = call.unknown = True
         kind = "timed out" if isinstance(exc, httpx.TimeoutException) else "failed"
         message = redact(f"request {kind}: {type(exc).__name__}: {exc}")
         return TransportError(message, request_sent=call.maybe_reached)

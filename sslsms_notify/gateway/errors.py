@@ -20,6 +20,9 @@ class GatewayError(Exception):
 
     #: Whether sending the same request again (same csms_id) may succeed.
     retryable: bool = False
+    #: An earlier attempt of the same request, within the same call, may have reached the
+    #: gateway and got no API status back: whatever this answer says, that one's outcome is unknown.
+    earlier_attempt_unknown: bool = False
 
     def __init__(
         self,

@@ -69,6 +69,8 @@ class Call:
     batch_csms_id: str | None = None
     #: an attempt of it may have reached the gateway (anything but a failed connect)
     maybe_reached: bool = False
+    #: an attempt of it may have reached the gateway and got no API status back (its outcome is unknown)
+    unknown: bool = False
 
 
 @dataclass(slots=True)

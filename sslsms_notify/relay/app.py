@@ -5,6 +5,8 @@ Routes:
     POST /v1/alerts[?wait=SECONDS]   our own API: one alert or a list
     POST /v1/alertmanager            Prometheus Alertmanager's webhook (payload version 4)
     POST /v1/grafana                 Grafana's webhook contact point
+    POST /v1/heartbeats/{name}       a heartbeat's ping; GET /v1/heartbeats lists them
+    POST /v1/ack/{code}              acknowledge an alert that would escalate (see .oncall)
     GET  /healthz                    liveness: the process can take alerts (no token needed)
     GET  /readyz                     readiness: where alerts go now, ok or spooling (no token needed)
     GET  /metrics                    Prometheus text format
@@ -49,8 +51,10 @@ from ..alerting.delivery import await_sms
 from ..alerting.notifier import Notifier, Ticket
 from ..gateway.msisdn import is_valid_msisdn
 from ..outcomes import Outcome, SmsState
+from .errors import HTTPError
 from .health import Health, Probe
 from .metrics import RelayMetrics
+from .oncall import OnCallRoutes
 from .payloads import (
     AlertSpec,
     PayloadError,
@@ -82,6 +86,9 @@ class RelayOptions:
     accept_timeout: float = 10.0
     #: whether producers may name phone numbers directly (else only configured groups)
     allow_numbers: bool = False
+    #: the alertname taken as the monitoring system's heartbeat ("" : none), and its timeout
+    watchdog_alertname: str = "Watchdog"
+    watchdog_timeout: float = 600.0
 
     def __post_init__(self) -> None:
         if not self.tokens or not all(isinstance(t, str) and len(t) >= 16 for t in self.tokens):
@@ -91,14 +98,6 @@ class RelayOptions:
 
     def __repr__(self) -> str:
         return f"RelayOptions(tokens=<{len(self.tokens)} hidden>, max_body={self.max_body})"
-
-
-class HTTPError(Exception):
-    def __init__(
-        self, status: int, message: str, *, field: str | None = None, headers: Sequence[tuple[str, str]] = ()
-    ):
-        super().__init__(message)
-        self.status, self.message, self.field, self.headers = status, message, field, tuple(headers)
 
 
 class RelayApp:
@@ -118,6 +117,13 @@ class RelayApp:
             ("POST", "/v1/alertmanager"): self._alertmanager,
             ("POST", "/v1/grafana"): self._grafana,
         }
+        #: /v1/heartbeats/{name}, /v1/ack/{code}, and the watchdog of the webhook doors
+        self.oncall = OnCallRoutes(
+            notifier,
+            watchdog_alertname=options.watchdog_alertname,
+            watchdog_timeout=options.watchdog_timeout,
+            allow_numbers=options.allow_numbers,
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -139,9 +145,9 @@ class RelayApp:
                     await self._metrics(send)
                     self.metrics.request("/metrics", 200, time.perf_counter() - started)
                     return
-                handler = self._routes.get((method, path))
+                handler = self._routes.get((method, path)) or self.oncall.route(method, path)
                 if handler is None:
-                    known = any(p == path for _, p in self._routes)
+                    known = any(p == path for _, p in self._routes) or self.oncall.knows(path)
                     raise HTTPError(
                         405 if known else 404,
                         f"{'method not allowed' if known else 'no such route'}: {method} {path}",
@@ -226,11 +232,13 @@ class RelayApp:
 
     async def _alertmanager(self, scope: Scope, body: bytes) -> tuple[int, Any]:
         specs = self._parse(lambda data: parse_alertmanager(data, options=self.options.webhook), body)
-        return await self._accept(self._routable(specs, "alertmanager"), "alertmanager", 0.0)
+        specs, pings = await self.oncall.watchdog(specs, "alertmanager")
+        return _pinged(await self._accept(self._routable(specs, "alertmanager"), "alertmanager", 0.0), pings)
 
     async def _grafana(self, scope: Scope, body: bytes) -> tuple[int, Any]:
         specs = self._parse(lambda data: parse_grafana(data, options=self.options.webhook), body)
-        return await self._accept(self._routable(specs, "grafana"), "grafana", 0.0)
+        specs, pings = await self.oncall.watchdog(specs, "grafana")
+        return _pinged(await self._accept(self._routable(specs, "grafana"), "grafana", 0.0), pings)
 
     # -- recipients a producer may name -----------------------------------------------------
     def _unknown_groups(self, spec: AlertSpec) -> list[str]:
@@ -324,6 +332,14 @@ class RelayApp:
                 503, f"the store did not answer within {METRICS_TIMEOUT:g} s; no metrics this time"
             ) from None
         await _respond(send, 200, body, content_type)
+
+
+def _pinged(answer: tuple[int, Any], pings: int) -> tuple[int, Any]:
+    """A webhook's answer, saying how many of its alerts were the watchdog's pings."""
+    status, payload = answer
+    if pings:
+        payload["watchdog"] = pings
+    return status, payload
 
 
 def _wait_seconds(scope: Scope) -> float:

@@ -90,3 +90,44 @@ def send_via_relay(
     if sms.get(SmsState.PENDING):
         return RelayOutcome(Outcome.UNREACHABLE, body, error=body.get("last_error", ""))
     return RelayOutcome(Outcome.FAILED, body, error="every SMS was refused by the gateway")
+
+
+@dataclass(frozen=True)
+class RelayAnswer:
+    """What a relay answered a call (``status`` 0: it was not reached, ``error`` says why)."""
+
+    status: int
+    body: Any = None
+    error: str = ""
+    #: the request went out and its answer was lost: the relay may have acted on it
+    unsure: bool = False
+
+
+def call_relay(
+    url: str, token: str, method: str, path: str, body: dict[str, Any] | None = None, *, timeout: float = 10.0
+) -> RelayAnswer:
+    """One call to a relay's API (``heartbeat --relay``, ``ack --relay``): its status and JSON."""
+    if not url.startswith(("http://", "https://")):
+        return RelayAnswer(0, error=f"relay={url!r}: must start with http:// or https://")
+    try:
+        with httpx.Client(
+            base_url=url.rstrip("/"),
+            transport=default_transport(),
+            timeout=httpx.Timeout(timeout, connect=5.0),
+            headers={"Authorization": f"Bearer {token}", "User-Agent": f"sslsms-notify/{__version__}"},
+        ) as client:
+            answer = client.request(method, path, json=body)
+    except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+        return RelayAnswer(0, error=f"relay {url}: {type(exc).__name__}: {exc}")
+    except httpx.HTTPError as exc:
+        return RelayAnswer(0, error=f"relay {url}: answer lost ({type(exc).__name__})", unsure=True)
+    try:
+        data = answer.json()
+    except ValueError:
+        data = {}
+    error = data.get("error", "") if isinstance(data, dict) else ""
+    if answer.status_code == 401:
+        error = "the relay refused the token (SSLSMS_RELAY_TOKEN)"
+    return RelayAnswer(
+        answer.status_code, data, str(error or ("" if answer.is_success else answer.text[:200]))
+    )

@@ -93,6 +93,30 @@ PIPELINE_METRICS: tuple[MetricSpec, ...] = (
     _counter(
         "outbox_dropped", "sslsms_outbox_dropped", "Pending SMS made dead letters to stay within max_pending."
     ),
+    _counter(
+        "escalations",
+        "sslsms_escalations",
+        "Alerts paged with an ack code (they escalate unless acknowledged).",
+    ),
+    _counter(
+        "escalated", "sslsms_escalated", "Escalation pages: alerts nobody acknowledged or resolved in time."
+    ),
+    _counter("acked", "sslsms_acks", "Escalations acknowledged through this relay."),
+    _counter(
+        "ack_refused",
+        "sslsms_acks_refused",
+        "Acknowledgements refused (no code, unknown, or over the limit).",
+    ),
+    _counter(
+        "heartbeats_missed",
+        "sslsms_heartbeats_missed",
+        "[MISSED] pages: heartbeats silent past their deadline.",
+    ),
+    _counter(
+        "heartbeats_recovered", "sslsms_heartbeats_recovered", "[RECOVERED] pages: missed heartbeats back."
+    ),
+    _counter("fallback_told", "sslsms_fallback_told", "Messages told to the fallback channel."),
+    _counter("secondary", "sslsms_sms_sent_secondary", "SMS the second gateway account took."),
     _gauge("queued", "sslsms_queue_depth", "Alerts waiting for the intake thread."),
     _gauge("pending", "sslsms_outbox_pending", "SMS in the outbox still to send.", store_wide=True),
     _gauge("dead", "sslsms_outbox_dead", "Dead letters kept in the outbox.", store_wide=True),
@@ -234,6 +258,10 @@ class RelayMetrics:
         return "ok" if last[1] == "ok" else "unreachable"
 
     def request(self, route: str, code: int, seconds: float) -> None:
+        if route.startswith(("/v1/heartbeats/", "/v1/ack/")):  # one series per route, not per name
+            route = route.rsplit("/", 1)[0] + (
+                "/{name}" if route.startswith("/v1/heartbeats/") else "/{code}"
+            )
         route = route if route in _ROUTES else "other"
         self._requests.labels(route=route, code=str(code)).inc()
         self._relay_latency.labels(route=route).observe(seconds)
@@ -251,4 +279,14 @@ class RelayMetrics:
         return f"RelayMetrics({self._notifier!r})"
 
 
-_ROUTES = {"/v1/alerts", "/v1/alertmanager", "/v1/grafana", "/healthz", "/readyz", "/metrics"}
+_ROUTES = {
+    "/v1/alerts",
+    "/v1/alertmanager",
+    "/v1/grafana",
+    "/v1/heartbeats",
+    "/v1/heartbeats/{name}",
+    "/v1/ack/{code}",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+}

@@ -350,6 +350,8 @@ class RelayServer:
             max_body=settings.max_body,
             webhook=settings.webhook_options(),
             allow_numbers=settings.allow_numbers,
+            watchdog_alertname=settings.watchdog_alertname,
+            watchdog_timeout=settings.watchdog_timeout,
         )
         self.app = RelayApp(notifier, options)
         self._guard = _ConnectionGuard(self.max_connections, settings.idle_timeout, settings.read_timeout)

@@ -47,6 +47,8 @@ class RelaySettings:
     log_level: str = _DECLARED["log_level"].default
     max_connections: int | str = _DECLARED["max_connections"].default
     idle_timeout: float = _DECLARED["idle_timeout"].default
+    watchdog_alertname: str = _DECLARED["watchdog_alertname"].default
+    watchdog_timeout: float = _DECLARED["watchdog_timeout"].default
     read_timeout: float = _DECLARED["read_timeout"].default
 
     def __repr__(self) -> str:

@@ -4,7 +4,7 @@ A store keeps these tables: dedup **windows**, **rates** (GCRA "theoretical
 arrival times" for caps and pacing), per-phone **digests**, ``group_wait``
 **groups**, the **outbox** of SMS to send, and **records**: small typed rows
 with a time index, stored the same way by every backend (see :data:`RECORDS`),
-such as webhook alert **lifecycles** and **leases**.
+such as webhook alert **lifecycles**, **leases**, **heartbeats** and **escalations**.
 
 The decisions (is this a repeat, may this phone get another SMS, is a window
 due) are written once, in :mod:`sslsms_notify.alerting`, against a
@@ -30,14 +30,41 @@ from dataclasses import dataclass, fields, replace
 from enum import StrEnum
 from typing import Generic, Literal, Protocol, Self, TypeVar, runtime_checkable
 
+from .records import Escalation, EscalationKey, Handoff, Heartbeat, Notice
+
 V = TypeVar("V")
 T = TypeVar("T")
 
-TableName = Literal["windows", "rates", "digests", "groups", "lifecycles", "leases"]
+TableName = Literal[
+    "windows",
+    "rates",
+    "digests",
+    "groups",
+    "lifecycles",
+    "leases",
+    "heartbeats",
+    "escalations",
+    "escalation_keys",
+    "notices",
+    "handoffs",
+]
 #: tables with a time index (window end, digest readiness, group deadline, record time)
-IndexedTable = Literal["windows", "digests", "groups", "lifecycles", "leases"]
+IndexedTable = Literal[
+    "windows",
+    "digests",
+    "groups",
+    "lifecycles",
+    "leases",
+    "heartbeats",
+    "escalations",
+    "escalation_keys",
+    "notices",
+    "handoffs",
+]
 #: record tables: every backend keeps them alike (a key, a time, the other fields as JSON)
-RecordTable = Literal["lifecycles", "leases"]
+RecordTable = Literal[
+    "lifecycles", "leases", "heartbeats", "escalations", "escalation_keys", "notices", "handoffs"
+]
 
 
 class OutboxState(StrEnum):
@@ -176,6 +203,11 @@ class Lease:
 RECORDS: dict[str, tuple[type, str]] = {
     "lifecycles": (Lifecycle, "expires_at"),
     "leases": (Lease, "expires_at"),
+    "heartbeats": (Heartbeat, "due_at"),
+    "escalations": (Escalation, "at"),
+    "escalation_keys": (EscalationKey, "expires_at"),
+    "notices": (Notice, "at"),
+    "handoffs": (Handoff, "expires_at"),
 }
 
 
@@ -262,6 +294,11 @@ class Tx:
         self.groups: Table[GroupBuffer] = Table(lambda keys: backend.load("groups", keys))  # type: ignore[arg-type,return-value]
         self.lifecycles: Table[Lifecycle] = Table(lambda keys: backend.load("lifecycles", keys))  # type: ignore[arg-type,return-value]
         self.leases: Table[Lease] = Table(lambda keys: backend.load("leases", keys))  # type: ignore[arg-type,return-value]
+        self.heartbeats: Table[Heartbeat] = Table(lambda keys: backend.load("heartbeats", keys))  # type: ignore[arg-type,return-value]
+        self.escalations: Table[Escalation] = Table(lambda keys: backend.load("escalations", keys))  # type: ignore[arg-type,return-value]
+        self.escalation_keys: Table[EscalationKey] = Table(lambda keys: backend.load("escalation_keys", keys))  # type: ignore[arg-type,return-value]
+        self.notices: Table[Notice] = Table(lambda keys: backend.load("notices", keys))  # type: ignore[arg-type,return-value]
+        self.handoffs: Table[Handoff] = Table(lambda keys: backend.load("handoffs", keys))  # type: ignore[arg-type,return-value]
         self.new_items: list[OutboxItem] = []
 
     def due(self, table: IndexedTable, limit: int) -> list[str]:
@@ -290,8 +327,7 @@ class Tx:
             or self.rates.dirty
             or self.digests.dirty
             or self.groups.dirty
-            or self.lifecycles.dirty
-            or self.leases.dirty
+            or any(getattr(self, table).dirty for table in RECORDS)
         )
 
 

@@ -179,13 +179,8 @@ class MemoryStore(StandaloneStore):
             return result
 
     def _apply(self, tx: Tx) -> None:
-        for name, table in (
-            ("windows", tx.windows),
-            ("digests", tx.digests),
-            ("groups", tx.groups),
-            ("lifecycles", tx.lifecycles),
-            ("leases", tx.leases),
-        ):
+        for name in ("windows", "digests", "groups", *RECORDS):
+            table = getattr(tx, name)
             index = self._indexed[name]
             for key, row in table.dirty.items():
                 if row is None:

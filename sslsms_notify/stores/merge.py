@@ -4,12 +4,18 @@ When Redis comes back after an outage, what the host's spool took meanwhile goes
 into Redis; when a SQLite state file was deleted or replaced under a running process,
 what the old file held goes into the new one. Either way both sides may hold a row for
 the same key, and the rules are the same: one alert's window, one phone's digest, one
-group's buffer, one meter, one webhook lifecycle.
+group's buffer, one meter, one webhook lifecycle, one heartbeat, one escalation, what the
+fallback channel was told.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
 from .base import Digest, GroupBuffer, Lifecycle, Window
+from .records import Escalation, EscalationKey, Handoff, Heartbeat, Notice
 
 #: texts a digest keeps besides its count (the pipeline's bound: here, so that the stores
 #: merge by it without importing the pipeline; ``alerting.decisions`` has the same)
@@ -98,3 +104,69 @@ def merge_lifecycle(shared: Lifecycle | None, spooled: Lifecycle) -> Lifecycle:
         max(shared.paged_at, spooled.paged_at),
         max(shared.expires_at, spooled.expires_at),
     )
+
+
+def merge_heartbeat(shared: Heartbeat | None, spooled: Heartbeat) -> Heartbeat:
+    """A heartbeat pinged on either side: the side with the later ping is its state now.
+
+    A ``[MISSED]`` the other side paged is kept (its ``missed_at``): a spool starts with no
+    record of it, so its ping could not page the ``[RECOVERED]``; the next ping does, and a
+    silence is never left without its all-clear (at worst it comes twice).
+    """
+    if shared is None:
+        return spooled
+    later, other = (spooled, shared) if spooled.last_ping > shared.last_ping else (shared, spooled)
+    if other.missed_at and not later.missed_at:
+        return replace(later, missed_at=other.missed_at)
+    return later
+
+
+def merge_escalation(shared: Escalation | None, spooled: Escalation) -> Escalation:
+    """One alert's escalation: closed (acknowledged, resolved, escalated) on either side is closed."""
+    if shared is None:
+        return spooled
+    if shared.state != "open":
+        return shared
+    return spooled if spooled.state != "open" else shared
+
+
+def merge_escalation_key(shared: EscalationKey | None, spooled: EscalationKey) -> EscalationKey:
+    """An alert's ack code: the one Redis has stays (its SMS went out with it)."""
+    return spooled if shared is None else shared
+
+
+def merge_notice(shared: Notice | None, spooled: Notice) -> Notice:
+    """What the fallback channel was told: the later state, with what either side still has to tell."""
+    if shared is None:
+        return spooled
+    later = spooled if spooled.since > shared.since else shared
+    queue = tuple(dict.fromkeys((*shared.queue, *spooled.queue)))
+    kinds = tuple(dict.fromkeys((*shared.dead_kinds, *spooled.dead_kinds)))
+    return Notice(
+        shared.key,
+        later.state,
+        later.since,
+        later.detail,
+        kinds,
+        queue,
+        shared.owner,
+        shared.lease_until,
+        max(shared.told, spooled.told),
+        max(shared.at, spooled.at),
+    )
+
+
+def merge_handoff(shared: Handoff | None, spooled: Handoff) -> Handoff:
+    """An SMS handed to the second account on either side stays with it."""
+    return spooled if shared is None else shared
+
+
+#: record table -> how a row both sides hold is merged (``merge(shared, spooled)``)
+MERGE_RECORD: dict[str, Callable[[Any, Any], Any]] = {
+    "lifecycles": merge_lifecycle,
+    "heartbeats": merge_heartbeat,
+    "escalations": merge_escalation,
+    "escalation_keys": merge_escalation_key,
+    "notices": merge_notice,
+    "handoffs": merge_handoff,
+}

@@ -107,6 +107,11 @@ ROW_PREFIX = {
     "groups": "g:",
     "lifecycles": "lc:",
     "leases": "ls:",
+    "heartbeats": "hb:",
+    "escalations": "esc:",
+    "escalation_keys": "esck:",
+    "notices": "nt:",
+    "handoffs": "ho:",
 }
 #: tables whose rows have a time index (a sorted set named after the table)
 INDEXED = ("windows", "digests", "groups", *RECORDS)

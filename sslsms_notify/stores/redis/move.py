@@ -1,24 +1,25 @@
 """What the spool took while Redis failed, moved back into Redis once it takes writes.
 
-SMS move with their csms_id. Windows, digests, group buffers, caps and webhook
-lifecycles opened in the spool are merged with what Redis has, by the rules of
-:mod:`..merge`.
+SMS move with their csms_id. Windows, digests, group buffers, caps and records
+(webhook lifecycles, heartbeats, escalations...) opened in the spool are merged with
+what Redis has, by the rules of :mod:`..merge`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Collection
+from typing import cast
 
 import redis
 
 from ..._log import get_logger
-from ..base import OutboxItem, OutboxState, Tx
+from ..base import RECORDS, IndexedTable, OutboxItem, OutboxState, Tx
 from ..merge import (
     DIGEST_KEEP,
     GROUP_KEEP,
+    MERGE_RECORD,
     merge_digest,
     merge_group,
-    merge_lifecycle,
     merge_rate,
     merge_window,
 )
@@ -57,7 +58,7 @@ def move_items(
 
 
 def move_rows(spool: SQLiteStore, transact: Callable[[Callable[[Tx], None]], None]) -> int:
-    """Windows, digests, group buffers, caps and lifecycles opened in the spool, merged into Redis's.
+    """Windows, digests, group buffers, caps and records opened in the spool, merged into Redis's.
 
     In one spool transaction (the host's other processes wait for it): read a slice
     of rows, merge them into Redis in one Redis transaction (``transact``), then delete
@@ -66,30 +67,36 @@ def move_rows(spool: SQLiteStore, transact: Callable[[Callable[[Tx], None]], Non
     """
 
     def move(local: Tx) -> int:
-        keys = {t: local.earliest(t, MOVE_ROWS) for t in ("windows", "digests", "groups", "lifecycles")}
+        tables = cast("tuple[IndexedTable, ...]", ("windows", "digests", "groups", *RECORDS))
+        keys: dict[str, list[str]] = {t: local.earliest(t, MOVE_ROWS) for t in tables}
         rate_keys = spool.rate_keys(MOVE_ROWS)
         if not (rate_keys or any(keys.values())):
             return 0
         local.windows.load(keys["windows"])
         local.digests.load(keys["digests"])
         local.groups.load(keys["groups"])
-        local.lifecycles.load(keys["lifecycles"])
         local.rates.load(rate_keys)
         windows = {k: w for k in keys["windows"] if (w := local.windows.get(k)) is not None}
         digests = {k: d for k in keys["digests"] if (d := local.digests.get(k)) is not None}
         groups = {k: g for k in keys["groups"] if (g := local.groups.get(k)) is not None}
-        lifecycles = {k: c for k in keys["lifecycles"] if (c := local.lifecycles.get(k)) is not None}
+        records: dict[str, dict[str, object]] = {}
+        for table in RECORDS:  # lifecycles, heartbeats, escalations...: each by its own rule
+            rows = getattr(local, table)
+            rows.load(keys[table])
+            records[table] = {k: r for k in keys[table] if (r := rows.get(k)) is not None}
         rates = {k: r for k in rate_keys if (r := local.rates.get(k)) is not None}
 
         def merge(tx: Tx) -> None:
             tx.windows.load(windows)
             tx.digests.load(digests)
             tx.groups.load(groups)
-            tx.lifecycles.load(lifecycles)
             tx.rates.load(rates)
-            for key, lifecycle in lifecycles.items():
-                # paged on either side is paged; resolved on either side is resolved
-                tx.lifecycles.put(key, merge_lifecycle(tx.lifecycles.get(key), lifecycle))
+            for table, moving in records.items():
+                # e.g. a lifecycle paged on either side is paged, resolved on either is resolved
+                rows = getattr(tx, table)
+                rows.load(moving)
+                for key, row in moving.items():
+                    rows.put(key, MERGE_RECORD[table](rows.get(key), row))
             for key, window in windows.items():
                 merged = merge_window(tx.windows.get(key), window, tx.now)
                 if merged is not None:
@@ -110,11 +117,12 @@ def move_rows(spool: SQLiteStore, transact: Callable[[Callable[[Tx], None]], Non
             local.digests.delete(key)
         for key in groups:
             local.groups.delete(key)
-        for key in lifecycles:
-            local.lifecycles.delete(key)
+        for table, moved in records.items():
+            for key in moved:
+                getattr(local, table).delete(key)
         for key in rates:
             local.rates.delete(key)
-        return len(windows) + len(digests) + len(groups) + len(lifecycles) + len(rates)
+        return len(windows) + len(digests) + len(groups) + sum(map(len, records.values())) + len(rates)
 
     moved = spool.transact(move)
     if moved:

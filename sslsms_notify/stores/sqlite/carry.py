@@ -14,9 +14,9 @@ from ..base import RECORDS, record_fields, record_from, record_time
 from ..merge import (
     DIGEST_KEEP,
     GROUP_KEEP,
+    MERGE_RECORD,
     merge_digest,
     merge_group,
-    merge_lifecycle,
     merge_rate,
     merge_window,
 )
@@ -30,7 +30,7 @@ def move_rows(old: sqlite3.Connection, new: sqlite3.Connection, now: float) -> d
     """Everything ``old`` holds into ``new`` (both in a transaction); how many of each.
 
     An SMS already in ``new`` stays as it is there (the same csms_id, moved by another
-    process, and perhaps sent since); a window, digest, group, meter or lifecycle on
+    process, and perhaps sent since); a window, digest, group, meter or record on
     both sides is merged by the rules of :mod:`..merge`.
     """
     outbox = old.execute(f"SELECT {COLUMNS} FROM outbox").fetchall()
@@ -67,7 +67,7 @@ def move_rows(old: sqlite3.Connection, new: sqlite3.Connection, now: float) -> d
         }
         for key, body in new.execute("SELECT key, body FROM records WHERE kind = ?", (table,)):
             if key in records:
-                records[key] = merge_lifecycle(record_from(table, key, json.loads(body)), records[key])  # type: ignore[arg-type]
+                records[key] = MERGE_RECORD[table](record_from(table, key, json.loads(body)), records[key])
         new.executemany(
             UPSERT_RECORD,
             [
