@@ -108,6 +108,7 @@ SKIPPED: dict[tuple[str, str], str] = {
     ("doors/logging.md", "from celery.signals import worker_process_shutdown"): "needs Celery",
     ("doors/cli.md", "sslsms-notify outbox list --store redis://redis:6379/0"): "needs a Redis server",
     ("doors/cli.md", "sslsms-notify outbox retry 0Pq7xYz1AbCdEfGhIjKl"): "an example csms_id",
+    ("doors/cli.md", "sslsms-notify ack 4F2K9M"): "an example ack code (yours comes in the SMS)",
     ("doors/cli.md", "sslsms-notify emulator --port 8025"): "runs in the foreground until stopped",
     ("doors/cli.md", SERVE): "runs in the foreground until stopped",
     ("doors/relay.md", SERVE): "runs in the foreground until stopped",

@@ -172,3 +172,12 @@ def test_the_stores_import_no_circle_and_not_the_pipeline() -> None:
 
     for name in graph:
         visit(name, ())
+
+
+def test_every_record_table_has_its_merge_rule() -> None:
+    """A spool moving back to Redis, or a replaced SQLite file carried over, merges each
+    record by its table's rule: a table without one would stop the move for good."""
+    from sslsms_notify.stores.base import RECORDS
+    from sslsms_notify.stores.merge import MERGE_RECORD
+
+    assert set(MERGE_RECORD) == set(RECORDS)

@@ -170,8 +170,11 @@ class Timers:
                 )
         if counts.dead:
             self.store.outbox_expire_dead(self.store.now() - self.dead_retention)
-        if self.store.maintain():  # the store's own upkeep made SMS due (a spool moved back, say)
-            self.wake_dispatch()
+        try:
+            if self.store.maintain():  # the store's own upkeep made SMS due (a spool moved back, say)
+                self.wake_dispatch()
+        except Exception as exc:  # said (once per kind), and the leases and the fallback still run
+            self.intake.errors.error("store upkeep failed", exc)
         for campaign in self.campaigns.values():
             self._campaign(campaign)
         if self.fallback is not None:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from .base import Digest, GroupBuffer, Lifecycle, Window
+from .base import Digest, GroupBuffer, Lease, Lifecycle, Window
 from .records import Escalation, EscalationKey, Handoff, Heartbeat, Notice
 
 #: texts a digest keeps besides its count (the pipeline's bound: here, so that the stores
@@ -162,8 +162,17 @@ def merge_handoff(shared: Handoff | None, spooled: Handoff) -> Handoff:
 
 
 #: record table -> how a row both sides hold is merged (``merge(shared, spooled)``)
+def merge_lease(shared: Lease | None, spooled: Lease) -> Lease:
+    """A lease taken in a spool while Redis was away: the one that runs longer holds it
+    (two hosts' spools may each have granted one; one holder is left, the other stands again)."""
+    if shared is None or spooled.expires_at > shared.expires_at:
+        return spooled
+    return shared
+
+
 MERGE_RECORD: dict[str, Callable[[Any, Any], Any]] = {
     "lifecycles": merge_lifecycle,
+    "leases": merge_lease,
     "heartbeats": merge_heartbeat,
     "escalations": merge_escalation,
     "escalation_keys": merge_escalation_key,
