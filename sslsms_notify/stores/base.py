@@ -4,7 +4,8 @@ A store keeps these tables: dedup **windows**, **rates** (GCRA "theoretical
 arrival times" for caps and pacing), per-phone **digests**, ``group_wait``
 **groups**, the **outbox** of SMS to send, and **records**: small typed rows
 with a time index, stored the same way by every backend (see :data:`RECORDS`),
-such as webhook alert **lifecycles** and **leases**.
+such as webhook alert **lifecycles**, **leases**, **silences** and the alerts a silence
+or a group's quiet hours **held**.
 
 The decisions (is this a repeat, may this phone get another SMS, is a window
 due) are written once, in :mod:`sslsms_notify.alerting`, against a
@@ -33,11 +34,11 @@ from typing import Generic, Literal, Protocol, Self, TypeVar, runtime_checkable
 V = TypeVar("V")
 T = TypeVar("T")
 
-TableName = Literal["windows", "rates", "digests", "groups", "lifecycles", "leases"]
+TableName = Literal["windows", "rates", "digests", "groups", "lifecycles", "leases", "silences", "holds"]
 #: tables with a time index (window end, digest readiness, group deadline, record time)
-IndexedTable = Literal["windows", "digests", "groups", "lifecycles", "leases"]
+IndexedTable = Literal["windows", "digests", "groups", "lifecycles", "leases", "silences", "holds"]
 #: record tables: every backend keeps them alike (a key, a time, the other fields as JSON)
-RecordTable = Literal["lifecycles", "leases"]
+RecordTable = Literal["lifecycles", "leases", "silences", "holds"]
 
 
 class OutboxState(StrEnum):
@@ -172,10 +173,57 @@ class Lease:
     expires_at: float
 
 
+@dataclass(frozen=True, slots=True)
+class Silence:
+    """Alerts matching every one of ``matchers`` send nothing until ``ends_at``.
+
+    ``matchers`` are kept as written back (``alertname="DiskFull"``; see
+    :mod:`sslsms_notify.alerting.silences`); ``groups`` are the groups it has held
+    alerts for so far, whose :class:`Hold` rows (``silence_hold_key``) tell what it held.
+    """
+
+    key: str
+    matchers: tuple[str, ...]
+    comment: str
+    created_at: float
+    ends_at: float
+    groups: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """What a silence or a group's quiet hours held back for one group, told in one SMS at ``ends_at``.
+
+    ``kind`` is ``"silence"`` (``label``: the silence's comment, else its matchers) or
+    ``"quiet"`` (``label``: the period, ``22:00-08:00``). ``count`` counts the alerts
+    held; ``kinds`` names the distinct alerts among them (bounded: ``kinds_over`` says
+    there were more), ``texts`` the first SMS text of the first few of them, in that
+    order; ``events`` the webhook notifications already counted (an Alertmanager
+    re-send of one is no new alert). ``numbers`` are kept so that any process on the
+    store can send the SMS.
+    """
+
+    key: str
+    kind: str
+    label: str
+    ends_at: float
+    count: int
+    since_at: float
+    kinds: tuple[str, ...]
+    texts: tuple[str, ...]
+    events: tuple[str, ...]
+    numbers: tuple[str, ...]
+    #: the highest severity held (an int, as :class:`~sslsms_notify.alerting.alert.Severity`)
+    severity: int = 0
+    kinds_over: bool = False
+
+
 #: record table -> (row type, the field its time index follows); a row's first field is its key
 RECORDS: dict[str, tuple[type, str]] = {
     "lifecycles": (Lifecycle, "expires_at"),
     "leases": (Lease, "expires_at"),
+    "silences": (Silence, "ends_at"),
+    "holds": (Hold, "ends_at"),
 }
 
 
@@ -262,6 +310,8 @@ class Tx:
         self.groups: Table[GroupBuffer] = Table(lambda keys: backend.load("groups", keys))  # type: ignore[arg-type,return-value]
         self.lifecycles: Table[Lifecycle] = Table(lambda keys: backend.load("lifecycles", keys))  # type: ignore[arg-type,return-value]
         self.leases: Table[Lease] = Table(lambda keys: backend.load("leases", keys))  # type: ignore[arg-type,return-value]
+        self.silences: Table[Silence] = Table(lambda keys: backend.load("silences", keys))  # type: ignore[arg-type,return-value]
+        self.holds: Table[Hold] = Table(lambda keys: backend.load("holds", keys))  # type: ignore[arg-type,return-value]
         self.new_items: list[OutboxItem] = []
 
     def due(self, table: IndexedTable, limit: int) -> list[str]:
@@ -292,6 +342,8 @@ class Tx:
             or self.groups.dirty
             or self.lifecycles.dirty
             or self.leases.dirty
+            or self.silences.dirty
+            or self.holds.dirty
         )
 
 

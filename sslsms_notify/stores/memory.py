@@ -183,8 +183,7 @@ class MemoryStore(StandaloneStore):
             ("windows", tx.windows),
             ("digests", tx.digests),
             ("groups", tx.groups),
-            ("lifecycles", tx.lifecycles),
-            ("leases", tx.leases),
+            *((record, getattr(tx, record)) for record in RECORDS),
         ):
             index = self._indexed[name]
             for key, row in table.dirty.items():

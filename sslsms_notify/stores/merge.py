@@ -9,13 +9,17 @@ group's buffer, one meter, one webhook lifecycle.
 
 from __future__ import annotations
 
-from .base import Digest, GroupBuffer, Lifecycle, Window
+from .base import Digest, GroupBuffer, Hold, Lifecycle, Silence, Window
 
 #: texts a digest keeps besides its count (the pipeline's bound: here, so that the stores
 #: merge by it without importing the pipeline; ``alerting.decisions`` has the same)
 DIGEST_KEEP = 5
 #: texts a group buffer keeps besides its count
 GROUP_KEEP = 20
+#: texts a hold (a silence's, a group's quiet hours') keeps: the first of its first kinds
+HOLD_KEEP = 10
+#: distinct alerts a hold tells apart (past it, "500+ kinds"); webhook notifications it remembers
+KINDS_KEEP = 500
 
 
 def _union(first: tuple[str, ...], second: tuple[str, ...]) -> tuple[str, ...]:
@@ -98,3 +102,53 @@ def merge_lifecycle(shared: Lifecycle | None, spooled: Lifecycle) -> Lifecycle:
         max(shared.paged_at, spooled.paged_at),
         max(shared.expires_at, spooled.expires_at),
     )
+
+
+def merge_silence(shared: Silence | None, other: Silence) -> Silence:
+    """One silence on both sides: the earlier end (an expiry on either side counts), every group."""
+    if shared is None:
+        return other
+    ending = shared if shared.ends_at <= other.ends_at else other
+    return Silence(
+        shared.key,
+        ending.matchers,
+        ending.comment,
+        min(shared.created_at, other.created_at),
+        ending.ends_at,
+        _union(shared.groups, other.groups),
+    )
+
+
+def merge_hold(shared: Hold | None, other: Hold, keep: int = HOLD_KEEP) -> Hold:
+    """Alerts one hold held on both sides: counted together, each kind once, at the earlier end."""
+    if shared is None:
+        return other
+    kinds = _union(shared.kinds, other.kinds)
+    texts = dict(zip(shared.kinds, shared.texts, strict=False))
+    for kind, text in zip(other.kinds, other.texts, strict=False):
+        texts.setdefault(kind, text)
+    return Hold(
+        shared.key,
+        shared.kind,
+        shared.label,
+        min(shared.ends_at, other.ends_at),
+        shared.count + other.count,
+        min(shared.since_at, other.since_at),
+        kinds[:KINDS_KEEP],
+        tuple(texts[k] for k in kinds[:keep] if k in texts),
+        _union(shared.events, other.events)[:KINDS_KEEP],
+        _union(shared.numbers, other.numbers),
+        max(shared.severity, other.severity),
+        shared.kinds_over or other.kinds_over or len(kinds) > KINDS_KEEP,
+    )
+
+
+def merge_record(table: str, shared: object | None, other: object) -> object:
+    """Two rows of one record table for one key, made one by that table's rule."""
+    if table == "silences":
+        return merge_silence(shared, other)  # type: ignore[arg-type]
+    if table == "holds":
+        return merge_hold(shared, other)  # type: ignore[arg-type]
+    if table == "lifecycles":
+        return merge_lifecycle(shared, other)  # type: ignore[arg-type]
+    return shared if shared is not None else other  # a lease: the one in the file in use stands

@@ -107,6 +107,8 @@ ROW_PREFIX = {
     "groups": "g:",
     "lifecycles": "lc:",
     "leases": "ls:",
+    "silences": "sl:",
+    "holds": "hd:",
 }
 #: tables whose rows have a time index (a sorted set named after the table)
 INDEXED = ("windows", "digests", "groups", *RECORDS)

@@ -16,8 +16,8 @@ from ..merge import (
     GROUP_KEEP,
     merge_digest,
     merge_group,
-    merge_lifecycle,
     merge_rate,
+    merge_record,
     merge_window,
 )
 from .schema import CHUNK, COLUMNS, KEY_COLUMN, UPSERT, UPSERT_RECORD, decode_row, encode_row
@@ -67,7 +67,7 @@ def move_rows(old: sqlite3.Connection, new: sqlite3.Connection, now: float) -> d
         }
         for key, body in new.execute("SELECT key, body FROM records WHERE kind = ?", (table,)):
             if key in records:
-                records[key] = merge_lifecycle(record_from(table, key, json.loads(body)), records[key])  # type: ignore[arg-type]
+                records[key] = merge_record(table, record_from(table, key, json.loads(body)), records[key])
         new.executemany(
             UPSERT_RECORD,
             [
