@@ -9,6 +9,8 @@
   returns; a group buffer when its wait is over.
 - :func:`evict_windows`: beyond ``max_windows``, the windows that end first
   make room (with their summary if they hold repeats).
+- holds (:mod:`.holds`): an alert a silence or a group's quiet hours holds leaves the
+  round first; :func:`sweep_holds` sends each hold's SMS when it ends.
 
 Each function may run more than once for one commit (Redis reruns a
 transaction after a conflict), so they only read and write through ``tx``;
@@ -18,14 +20,16 @@ on every rerun. What they did is added to a :class:`Report`.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from ..gateway.ids import new_csms_id
+from ..quiet import QuietHours
 from ..stores.base import Digest, GroupBuffer, Lifecycle, OutboxItem, Tx, Window
 from ..stores.merge import DIGEST_KEEP, GROUP_KEEP  # one bound, kept where merges need it too
 from .alert import Severity
 from .formatting import format_digest, format_group, format_reminder, format_summary
+from .holds import Facts, ended, hold
 from .leases import forget_expired
 
 SEP = "\x1f"
@@ -54,6 +58,8 @@ class Policy:
     #: a webhook alert still firing, sent again by its producer this long after it last
     #: paged, pages a reminder (0: never; a re-send is nothing new)
     remind_every: float = 0.0
+    #: group -> its quiet hours (groups without any are absent)
+    quiet_hours: Mapping[str, QuietHours] = field(default_factory=dict)
 
 
 class IdBook:
@@ -92,6 +98,8 @@ class Hit:
     #: a webhook alert's lifecycle (fingerprint and startsAt): decides instead of a dedup window
     lifecycle: str | None = None
     resolved: bool = False
+    #: what silences match (None: nothing can hold this hit)
+    facts: Facts | None = None
 
 
 @dataclass(slots=True)
@@ -100,6 +108,9 @@ class AlertResult:
     suppressed: int = 0
     throttled: int = 0
     buffered: bool = False
+    #: occurrences a silence held (for some group), and a group's quiet hours
+    silenced: int = 0
+    held: int = 0
 
     @property
     def status(self) -> str:
@@ -109,7 +120,9 @@ class AlertResult:
             return "buffered"
         if self.throttled:
             return "throttled"
-        return "suppressed"
+        if self.held:
+            return "held"
+        return "silenced" if self.silenced and not self.suppressed else "suppressed"
 
 
 @dataclass(slots=True)
@@ -129,14 +142,16 @@ class Report:
     #: webhook re-sends of an alert already paged in its lifecycle (no SMS)
     resent: int = 0
     reminders: int = 0
+    #: alerts a silence held, alerts a group's quiet hours held, SMS telling what a hold held
+    silenced: int = 0
+    quiet_held: int = 0
+    hold_summaries: int = 0
     #: group -> [alerts that were first of their window, repeats suppressed]
     by_group: dict[str, list[int]] = field(default_factory=dict)
 
     def add(self, other: Report) -> None:
         """Fold another transaction step's report into this one."""
-        for name in ("queued", "suppressed", "throttled", "folded", "digests", "summaries", "groups"):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-        for name in ("evicted", "windows_closed", "resent", "reminders"):
+        for name in ("queued", "groups", "windows_closed", *COUNTERS):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.alerts.update(other.alerts)
         for group, (first, suppressed) in other.by_group.items():
@@ -145,16 +160,13 @@ class Report:
             mine[1] += suppressed
 
     def counters(self) -> dict[str, int]:
-        return {
-            "suppressed": self.suppressed,
-            "throttled": self.throttled,
-            "folded": self.folded,
-            "digests": self.digests,
-            "summaries": self.summaries,
-            "evicted": self.evicted,
-            "resent": self.resent,
-            "reminders": self.reminders,
-        }
+        """What the pipeline's counters (``Notifier.stats()``) add from this report."""
+        return {name: getattr(self, name) for name in COUNTERS}
+
+
+#: the counts of a :class:`Report` that are pipeline counters of the same name
+COUNTERS = ("suppressed", "throttled", "folded", "digests", "summaries", "evicted", "resent", "reminders",
+            "silenced", "quiet_held", "hold_summaries")  # fmt: skip
 
 
 # -- delivery through the per-phone cap ------------------------------------------------
@@ -274,6 +286,11 @@ def _lifecycle(tx: Tx, hit: Hit, policy: Policy) -> str:
 def apply_intake(tx: Tx, hits: Sequence[Hit], policy: Policy, ids: IdBook) -> Report:
     """Decide a round of alerts: one transaction, whatever the number of alerts."""
     report = Report()
+    hits, held = hold(tx, hits, policy.quiet_hours)  # silences and quiet hours first: held hits stop here
+    for alert, (silenced, quiet) in held.items():
+        result = report.alerts.setdefault(alert, AlertResult())
+        result.silenced, result.held = silenced, quiet
+        report.silenced, report.quiet_held = report.silenced + silenced, report.quiet_held + quiet
     now = tx.now
     dedup = policy.dedup_window > 0
     if dedup:
@@ -459,9 +476,18 @@ def sweep_all(tx: Tx, policy: Policy, ids: IdBook, limit: int = 1000) -> Report:
     the GIL, so the fewer round trips to the store, the closer to its time a summary goes.
     """
     report = Report()
-    for sweep in (sweep_windows, sweep_digests, sweep_groups, sweep_lifecycles):
+    for sweep in (sweep_windows, sweep_digests, sweep_groups, sweep_lifecycles, sweep_holds):
         report.add(sweep(tx, policy, ids, limit))
     forget_expired(tx, limit)  # leases of processes gone (see .leases)
+    return report
+
+
+def sweep_holds(tx: Tx, policy: Policy, ids: IdBook, limit: int = 1000) -> Report:
+    """Each silence or quiet period that ended: one SMS per group saying what it held."""
+    report = Report()
+    for held, text in ended(tx, policy.quiet_hours, policy.max_segments, limit):
+        report.hold_summaries += 1
+        deliver(tx, text, held.numbers, policy, ids, report, ("hold", held.key))
     return report
 
 

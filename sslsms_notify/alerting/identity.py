@@ -17,12 +17,14 @@ from ..gateway.clean import clean_text
 from .alert import Alert, Severity, fingerprint_of
 from .decisions import Hit, Policy, window_key
 from .formatting import format_parts
+from .holds import Facts, short_id
 from .messages import render
 from .queued import (
     EXC_TYPE,
     GROUPS,
     HOST,
     KEY,
+    LABELS,
     LIFECYCLE,
     RAW,
     RESOLVED,
@@ -85,7 +87,22 @@ class Identifier:
         level = _SEVERITIES[number]
         host = self.host if first[HOST] is None else first[HOST]
         segments = self.policy.max_segments
-        first_text = format_parts(level, host, source, render_text(raw), segments, resolved=resolved)
+        body = render_text(raw)
+        first_text = format_parts(level, host, source, body, segments, resolved=resolved)
+        lifecycle = first[LIFECYCLE]
+        facts = Facts(
+            body,
+            source,
+            first[KEY] or "",
+            level.name.lower(),
+            number,
+            first[TAGS],
+            dict(first[LABELS]),
+            # a webhook alert is one kind from firing to resolved, whatever its startsAt
+            short_id(lifecycle.rpartition("@")[0]) if lifecycle else fingerprint[:12],
+            short_id(lifecycle, "resolved" if resolved else "firing") if lifecycle else None,
+            resolved,
+        )
         last_text = first_text
         last_raw = last[RAW]
         if last_raw is not raw and last_raw != raw:
@@ -102,8 +119,9 @@ class Identifier:
                 first_text,
                 last_text,
                 index,
-                first[LIFECYCLE],
+                lifecycle,
                 resolved,
+                facts,
             )
             for group in group_names
         ]
