@@ -44,6 +44,8 @@ from .silences import SEP, Matcher, active, compiled, silence_hold_key, silence_
 
 #: the longest silence comment (or matchers) an end SMS repeats
 LABEL_SHOWN = 60
+#: the kind of a silence's own count (``silence list``: each alert once, whatever its groups)
+TOTAL = "total"
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +118,7 @@ def hold(tx: Tx, hits: Sequence[H], quiet: Mapping[str, QuietHours]) -> tuple[li
     kept: list[H] = []
     held: dict[int, list[int]] = {}
     plans: list[tuple[H, str, str, str, float]] = []
+    totals: set[tuple[str, int]] = set()
     for hit in hits:
         facts = hit.facts
         if facts is None:
@@ -128,6 +131,9 @@ def hold(tx: Tx, hits: Sequence[H], quiet: Mapping[str, QuietHours]) -> tuple[li
                 tx.silences.put(silence.key, replace(recorded, groups=(*recorded.groups, hit.group)))
             key = silence_hold_key(silence.key, hit.group)
             plans.append((hit, key, "silence", _cut(silence_label(silence)), silence.ends_at))
+            if (silence.key, hit.alert) not in totals:  # the silence's own count: each alert once
+                totals.add((silence.key, hit.alert))
+                plans.append((hit, silence_hold_key(silence.key, ""), TOTAL, "", silence.ends_at))
             held.setdefault(hit.alert, [0, 0])[0] = hit.count
             continue
         rule = quiet.get(hit.group)
@@ -224,7 +230,7 @@ def ended(tx: Tx, quiet: Mapping[str, QuietHours], max_segments: int, limit: int
         if held is None or held.ends_at > tx.now:
             continue
         tx.holds.delete(key)
-        if not held.count:
+        if not held.count or held.kind == TOTAL:
             continue
         text = hold_text(held, max_segments)
         if held.kind == "silence" and _quiet_now(tx, held, quiet, text):

@@ -235,17 +235,13 @@ def _shared(store: Store) -> None:
 
 
 def _info(tx: Tx, silence: Silence) -> SilenceInfo:
-    keys = {g: silence_hold_key(silence.key, g) for g in silence.groups}
+    # "" is the silence's own count: each alert once, however many groups it would have paged
+    keys = {g: silence_hold_key(silence.key, g) for g in ("", *silence.groups)}
     tx.holds.load(keys.values())
     held = {g: hold.count for g, k in keys.items() if (hold := tx.holds.get(k)) is not None}
+    total = held.pop("", 0)
     return SilenceInfo(
-        silence.key,
-        silence.matchers,
-        silence.comment,
-        silence.created_at,
-        silence.ends_at,
-        sum(held.values()),
-        held,
+        silence.key, silence.matchers, silence.comment, silence.created_at, silence.ends_at, total, held
     )
 
 
@@ -303,7 +299,7 @@ def expire_silence(store: Store, silence_id: str) -> SilenceInfo:
             )
         info = _info(tx, silence)
         tx.silences.delete(wanted)
-        for group in silence.groups:
+        for group in ("", *silence.groups):
             key = silence_hold_key(wanted, group)
             hold = tx.holds.get(key)
             if hold is not None:

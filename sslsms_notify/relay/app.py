@@ -5,6 +5,8 @@ Routes:
     POST /v1/alerts[?wait=SECONDS]   our own API: one alert or a list
     POST /v1/alertmanager            Prometheus Alertmanager's webhook (payload version 4)
     POST /v1/grafana                 Grafana's webhook contact point
+    GET, POST /v1/silences           list and add silences (see :mod:`.silences`)
+    DELETE /v1/silences/{id}         expire one
     GET  /healthz                    liveness: the process can take alerts (no token needed)
     GET  /readyz                     readiness: where alerts go now, ok or spooling (no token needed)
     GET  /metrics                    Prometheus text format
@@ -41,6 +43,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -49,6 +52,7 @@ from ..alerting.delivery import await_sms
 from ..alerting.notifier import Notifier, Ticket
 from ..gateway.msisdn import is_valid_msisdn
 from ..outcomes import Outcome, SmsState
+from . import silences
 from .health import Health, Probe
 from .metrics import RelayMetrics
 from .payloads import (
@@ -117,6 +121,9 @@ class RelayApp:
             ("POST", "/v1/alerts"): self._alerts,
             ("POST", "/v1/alertmanager"): self._alertmanager,
             ("POST", "/v1/grafana"): self._grafana,
+            ("GET", silences.PATH): partial(silences.list_silences, notifier),
+            ("POST", silences.PATH): partial(silences.add_silence, notifier),
+            ("DELETE", silences.ONE): partial(silences.expire_silence, notifier),
         }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -126,6 +133,8 @@ class RelayApp:
         if scope["type"] != "http":
             return
         method, path = scope["method"], scope["path"].rstrip("/") or "/"
+        if path.startswith(silences.PREFIX):  # one silence: its id is read from scope["path"]
+            path = silences.ONE
         started = time.perf_counter()
         body_read = False
         try:
@@ -149,6 +158,8 @@ class RelayApp:
                 body = await self._read_body(scope, receive)
                 body_read = True
                 status, payload = await handler(scope, body)
+        except PayloadError as exc:  # a handler's refusal naming the field (the silences')
+            status, payload = exc.status, {"error": str(exc), "field": exc.field}
         except HTTPError as exc:
             status, payload = (
                 exc.status,
@@ -283,6 +294,7 @@ class RelayApp:
                     host="",  # the relay's own host name tells a phone nothing: the source does
                     lifecycle=spec.lifecycle,
                     resolved=spec.resolved,
+                    labels=dict(spec.labels),
                 )
             except ValueError as exc:  # an unknown group or a bad number, named by the router
                 ticket = Ticket.rejected(str(exc))

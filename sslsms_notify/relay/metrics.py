@@ -254,4 +254,13 @@ class RelayMetrics:
         return f"RelayMetrics({self._notifier!r})"
 
 
-_ROUTES = {"/v1/alerts", "/v1/alertmanager", "/v1/grafana", "/healthz", "/readyz", "/metrics"}
+_ROUTES = {
+    "/v1/alerts",
+    "/v1/alertmanager",
+    "/v1/grafana",
+    "/v1/silences",
+    "/v1/silences/{id}",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+}
