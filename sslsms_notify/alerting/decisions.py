@@ -482,10 +482,12 @@ def sweep_all(tx: Tx, policy: Policy, ids: IdBook, limit: int = 1000) -> Report:
     return report
 
 
-def sweep_holds(tx: Tx, policy: Policy, ids: IdBook, limit: int = 1000) -> Report:
-    """Each silence or quiet period that ended: one SMS per group saying what it held."""
+def sweep_holds(tx: Tx, policy: Policy, ids: IdBook, limit: int = 1000, *, every: bool = False) -> Report:
+    """Each silence or quiet period that ended: one SMS per group saying what it held.
+
+    ``every``: every hold now, ended or not (closing a memory-only pipeline: its holds end with it)."""
     report = Report()
-    for held, text in ended(tx, policy.quiet_hours, policy.max_segments, limit):
+    for held, text in ended(tx, policy.quiet_hours, policy.max_segments, limit, every=every):
         report.hold_summaries += 1
         deliver(tx, text, held.numbers, policy, ids, report, ("hold", held.key))
     return report

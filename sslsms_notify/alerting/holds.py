@@ -216,27 +216,32 @@ def tally(
     )
 
 
-def ended(tx: Tx, quiet: Mapping[str, QuietHours], max_segments: int, limit: int) -> list[tuple[Hold, str]]:
+def ended(
+    tx: Tx, quiet: Mapping[str, QuietHours], max_segments: int, limit: int, *, every: bool = False
+) -> list[tuple[Hold, str]]:
     """Holds whose end has come, each with its SMS; deleted in ``tx`` (ended silences too).
 
     A hold that held nothing sends nothing. A silence's hold for a group that is quiet
     now, holding nothing that would page it now, joins the group's quiet-hours SMS.
+    ``every``: every hold, ended or not, each with its own SMS.
     """
     due: list[tuple[Hold, str]] = []
-    keys = tx.due("holds", limit)
+    keys = tx.earliest("holds", limit) if every else tx.due("holds", limit)
     tx.holds.load(keys)
     for key in keys:
         held = tx.holds.get(key)
-        if held is None or held.ends_at > tx.now:
+        if held is None or (held.ends_at > tx.now and not every):
             continue
         tx.holds.delete(key)
         if not held.count or held.kind == TOTAL:
             continue
         text = hold_text(held, max_segments)
-        if held.kind == "silence" and _quiet_now(tx, held, quiet, text):
+        if held.kind == "silence" and not every and _quiet_now(tx, held, quiet, text):
             continue
         due.append((held, text))
-    for key in tx.due("silences", limit):
+    ending = tx.due("silences", limit)
+    tx.silences.load(ending)
+    for key in ending:
         silence = tx.silences.get(key)
         if silence is not None and silence.ends_at <= tx.now:
             tx.silences.delete(key)
