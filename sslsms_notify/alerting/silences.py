@@ -211,7 +211,7 @@ class SilenceInfo:
         from datetime import UTC, datetime
 
         def iso(ts: float) -> str:
-            return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+            return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
         return {
             "id": self.id,
