@@ -93,6 +93,7 @@ def silence_add(
     except ValueError as exc:
         raise InputError(str(exc)) from None
     info = _on_store(store, url, config_path, lambda store: add_silence(store, matchers, duration, comment))
+    _warn_unknown_groups(matchers, url, config_path)
     if as_json:
         click.echo(json.dumps(info.as_json(), ensure_ascii=False))
         return
@@ -156,6 +157,23 @@ def silence_expire(silence_id: str, url: str | None, config_path: str | None, st
     groups = len(info.groups)
     told = f"expired {info.id}: {info.held} alert{'s' if info.held != 1 else ''} held for {groups} group"
     click.echo(told + ("s" if groups != 1 else "") + _send_end_sms(spec, url, config_path))
+
+
+def _warn_unknown_groups(matchers: tuple[str, ...], url: str | None, config_path: str | None) -> None:
+    """``group=X`` naming no group of the configuration holds nothing here: say so (it may be
+    another process's group, so it is a warning, not a refusal)."""
+    from ..alerting.silences import parse_matcher
+    from ..config import Settings
+
+    try:
+        groups = Settings.load(url, config_path).all_groups()
+    except ValueError:
+        return
+    for text in matchers:
+        matcher = parse_matcher(text)
+        if matcher.name == "group" and matcher.op == "=" and matcher.value not in groups:
+            known = ", ".join(sorted(groups)) or "none"
+            click.echo(f"warning: {matcher} names no group of this configuration (groups: {known})", err=True)
 
 
 def _send_end_sms(spec: str, url: str | None, config_path: str | None) -> str:

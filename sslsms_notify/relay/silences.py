@@ -24,6 +24,7 @@ from urllib.parse import unquote
 
 from ..alerting.notifier import Notifier
 from ..alerting.silences import UnknownSilenceError
+from ..alerting.silences import add_silence as add
 from ..stores.base import StoreUnavailableError
 from ..validation import InvalidValue
 from .payloads import PayloadError, decode_body
@@ -56,11 +57,8 @@ async def add_silence(notifier: Notifier, scope: Scope, body: bytes) -> tuple[in
     matchers = data["matchers"]
     if not isinstance(matchers, list):
         raise PayloadError("matchers", f"must be an array of matchers, not {kind_of(matchers)}")
-    silence_id = await _store(
-        lambda: notifier.silence(*matchers, duration=data["for"], comment=data.get("comment") or "")
-    )
-    info = next((s for s in await _store(notifier.silences) if s.id == silence_id), None)
-    return 201, info.as_json() if info is not None else {"id": silence_id}
+    info = await _store(lambda: add(notifier.store, matchers, data["for"], data.get("comment") or ""))
+    return 201, info.as_json()
 
 
 async def expire_silence(notifier: Notifier, scope: Scope, body: bytes) -> tuple[int, Any]:
