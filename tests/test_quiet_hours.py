@@ -100,8 +100,12 @@ def test_a_group_table_sets_quiet_hours_and_the_list_form_keeps_working(tmp_path
         "timezone": "America/New_York",
         "quiet_min_severity": "error",
     }
-    router = settings.notifier().router
-    assert set(router.quiet) == {"managers", "noc"} and router.groups["oncall"] == ("8801711111111",)
+    notifier = settings.notifier(start=False, close_at_exit=None)
+    try:
+        router = notifier.router
+        assert set(router.quiet) == {"managers", "noc"} and router.groups["oncall"] == ("8801711111111",)
+    finally:
+        notifier.close(0)
 
 
 @pytest.mark.parametrize(

@@ -24,8 +24,8 @@ import pytest
 
 from sslsms_notify.emulator import EmulatorServer
 
-from .conftest import free_port
-from .test_lifecycle import AM_BINARY, _ready
+from .conftest import free_port, installed
+from .test_lifecycle import _ready
 from .test_relay import DBA, PHONE, TOKEN, http, make_relay, texts, wait_for
 from .test_serve import CLI, serve, write_config
 from .test_serve import TOKEN as SERVE_TOKEN
@@ -159,7 +159,6 @@ def test_two_relays_on_one_redis_send_each_group_one_end_sms(
             assert end <= at <= end + 2, f"the end SMS came {at - end:.2f} s after the end"
 
 
-@pytest.mark.skipif(AM_BINARY is None, reason="scripts/test-deps.sh installs prometheus-alertmanager")
 def test_a_relay_silence_holds_a_real_alertmanagers_firing_and_resolved(
     sslsms_gateway, tmp_path: Path
 ) -> None:
@@ -186,10 +185,9 @@ def test_a_relay_silence_holds_a_real_alertmanagers_firing_and_resolved(
             """
         )
     )
-    assert AM_BINARY is not None
     am = subprocess.Popen(
         [
-            AM_BINARY,
+            installed("prometheus-alertmanager", "prometheus-alertmanager"),
             f"--config.file={config}",
             f"--storage.path={tmp_path / 'am-data'}",
             f"--web.listen-address=127.0.0.1:{am_port}",
