@@ -10,7 +10,8 @@ latest occurrence.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Hashable
+from collections.abc import Hashable, Mapping
+from types import MappingProxyType
 from typing import Any
 
 from ..gateway.clean import clean_text
@@ -37,6 +38,8 @@ from .queued import (
 from .routing import Router
 
 _SEVERITIES = {int(s): s for s in Severity}
+_NAMES = {int(s): s.name.lower() for s in Severity}
+_NO_LABELS: Mapping[str, str] = MappingProxyType({})
 #: (groups, severity as an int, fingerprint)
 Identity = tuple[tuple[str, ...], int, str]
 
@@ -90,14 +93,15 @@ class Identifier:
         body = render_text(raw)
         first_text = format_parts(level, host, source, body, segments, resolved=resolved)
         lifecycle = first[LIFECYCLE]
+        labels = first[LABELS]
         facts = Facts(
             body,
             source,
             first[KEY] or "",
-            level.name.lower(),
+            _NAMES[number],
             number,
             first[TAGS],
-            dict(first[LABELS]),
+            dict(labels) if labels else _NO_LABELS,
             # a webhook alert is one kind from firing to resolved, whatever its startsAt
             short_id(lifecycle.rpartition("@")[0]) if lifecycle else fingerprint[:12],
             short_id(lifecycle, "resolved" if resolved else "firing") if lifecycle else None,
