@@ -4,7 +4,7 @@ One source for every door: a :class:`~sslsms_notify.alerting.notifier.Ticket`'s
 ``status``, the relay's JSON, ``sslsms-notify send``'s outcome and exit code (and
 its ``--help``), the apprise plugin's result and the documentation's tables.
 
-- :class:`Outcome`: what became of one alert. The intake decides the first seven
+- :class:`Outcome`: what became of one alert. The intake decides the first nine
   (a ticket's ``status``); the rest say what became of its SMS, or why nobody knows.
 - :class:`SmsState`: what became of one SMS (:meth:`Notifier.outcomes
   <sslsms_notify.alerting.notifier.Notifier.outcomes>`).
@@ -51,8 +51,9 @@ _EXIT_MEANINGS: dict[ExitCode, str] = {
     ExitCode.DELIVERED: "delivered to at least one phone (or, with group_wait, buffered: see below)",
     ExitCode.BAD_INPUT: "rejected input: bad option or configuration, no recipients, no route matching "
     "the alert, empty text, text that is not UTF-8, or every SMS refused by the gateway (dead letters)",
-    ExitCode.SUPPRESSED: "suppressed: a repeat inside the dedup window (counted for the summary)",
-    ExitCode.THROTTLED: "held by a per-phone cap (it goes out in a digest)",
+    ExitCode.SUPPRESSED: "suppressed: a repeat inside the dedup window (counted for the summary), "
+    "or silenced: an active silence matches it (told when the silence ends)",
+    ExitCode.THROTTLED: "held by a per-phone cap, or by the group's quiet hours (it goes out in a digest)",
     ExitCode.AUTH: "credentials refused: the gateway's (exits after one request), or the relay's "
     "(SSLSMS_RELAY_TOKEN) with --relay",
     ExitCode.UNREACHABLE: "not sent yet: the gateway is unreachable, or its rate limit or request quota "
@@ -66,7 +67,7 @@ _EXIT_MEANINGS: dict[ExitCode, str] = {
 class Outcome(StrEnum):
     """What became of one alert.
 
-    The intake decides one of the first seven for every alert it takes (a ticket's
+    The intake decides one of the first nine for every alert it takes (a ticket's
     ``status``); the others are what ``send``, ``send --relay``, the relay and the
     apprise plugin report once they know what became of the alert's SMS.
     """
@@ -79,6 +80,8 @@ class Outcome(StrEnum):
     UNROUTED = "unrouted"
     REJECTED = "rejected"
     DROPPED = "dropped"
+    SILENCED = "silenced"
+    HELD = "held"
     # -- what became of its SMS, or why nobody knows --
     DELIVERED = "delivered"
     FAILED = "failed"
@@ -107,7 +110,7 @@ class Outcome(StrEnum):
 
     @property
     def decided_by_intake(self) -> bool:
-        """One of the seven words a :class:`~sslsms_notify.alerting.notifier.Ticket` says."""
+        """One of the nine words a :class:`~sslsms_notify.alerting.notifier.Ticket` says."""
         return self in _INTAKE
 
     @classmethod
@@ -128,6 +131,8 @@ _INTAKE = frozenset(
         Outcome.UNROUTED,
         Outcome.REJECTED,
         Outcome.DROPPED,
+        Outcome.SILENCED,
+        Outcome.HELD,
     }
 )
 
@@ -140,6 +145,10 @@ _OUTCOME_MEANINGS: dict[Outcome, str] = {
     Outcome.REJECTED: "bad input (the error names the field and the rule), or every SMS refused by "
     "the gateway (dead letters)",
     Outcome.DROPPED: "not taken: the queue was full, the store refused writes, or the notifier was closed",
+    Outcome.SILENCED: "an active silence matches it, so it sends nothing; the SMS that ends the "
+    "silence counts it",
+    Outcome.HELD: "its groups are in their quiet hours and it is below quiet_min_severity; it goes out "
+    "in the digest when they end",
     Outcome.DELIVERED: "the gateway accepted the SMS for at least one phone",
     Outcome.FAILED: "with --relay: the gateway refused every SMS (dead letters in the relay's outbox)",
     Outcome.AUTH_FAILED: "the gateway refused the credentials; the SMS waits in the outbox",
@@ -164,7 +173,9 @@ _OUTCOME_EXITS: dict[Outcome, ExitCode] = {
     Outcome.UNROUTED: ExitCode.BAD_INPUT,
     Outcome.FAILED: ExitCode.BAD_INPUT,
     Outcome.SUPPRESSED: ExitCode.SUPPRESSED,
+    Outcome.SILENCED: ExitCode.SUPPRESSED,
     Outcome.THROTTLED: ExitCode.THROTTLED,
+    Outcome.HELD: ExitCode.THROTTLED,
     Outcome.AUTH_FAILED: ExitCode.AUTH,
     Outcome.RELAY_REFUSED: ExitCode.AUTH,
     Outcome.UNREACHABLE: ExitCode.UNREACHABLE,

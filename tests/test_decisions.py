@@ -15,7 +15,6 @@ import pytest
 
 from sslsms_notify.alerting.alert import Severity
 from sslsms_notify.alerting.decisions import (
-    FIRING_MEMORY,
     AlertResult,
     Hit,
     IdBook,
@@ -28,10 +27,10 @@ from sslsms_notify.alerting.decisions import (
     sweep_all,
     sweep_digests,
     sweep_groups,
-    sweep_lifecycles,
     sweep_windows,
     window_key,
 )
+from sslsms_notify.alerting.lifecycles import FIRING_MEMORY, forget_lifecycles
 from sslsms_notify.stores import MemoryStore
 from sslsms_notify.stores.merge import DIGEST_KEEP, GROUP_KEEP
 
@@ -323,13 +322,13 @@ def test_a_lifecycle_in_two_groups_decides_once(store) -> None:
 def test_lifecycles_are_forgotten_after_their_memory(store, clock) -> None:
     intake(store, NO_CAP, fired())
     clock.to(FIRING_MEMORY - 1)
-    timers(store, NO_CAP, sweep_lifecycles)
+    store.transact(forget_lifecycles)
     assert intake(store, NO_CAP, fired()).queued == 0  # a re-send also renews the memory
     clock.to(2 * FIRING_MEMORY - 2)
-    timers(store, NO_CAP, sweep_lifecycles)
+    store.transact(forget_lifecycles)
     assert intake(store, NO_CAP, fired()).queued == 0
     clock.to(3 * FIRING_MEMORY)
-    timers(store, NO_CAP, sweep_lifecycles)
+    store.transact(forget_lifecycles)
     assert intake(store, NO_CAP, fired()).queued == 2  # nobody sent it for a week: news again
 
 

@@ -222,6 +222,8 @@ def test_outcomes_equal_their_words_and_carry_their_exit_codes() -> None:
         "unrouted",
         "rejected",
         "dropped",
+        "silenced",
+        "held",
     }
     expected = {
         "delivered": 0,
@@ -230,7 +232,9 @@ def test_outcomes_equal_their_words_and_carry_their_exit_codes() -> None:
         "unrouted": 2,
         "failed": 2,
         "suppressed": 3,
+        "silenced": 3,
         "throttled": 4,
+        "held": 4,
         "auth_failed": 5,
         "relay_refused": 5,
         "unreachable": 6,

@@ -139,6 +139,7 @@ SENDS: dict[tuple[str, str], dict[str, int]] = {
         "01712345678": 5,
         "01812345678": 4,
     },
+    ("doors/cli.md", 'sslsms-notify silence expire "$ID"'): {"01712345678": 1, "01812345678": 1},
     ("doors/relay.md", "curl -s -X POST http://127.0.0.1:8026/v1/alerts \\"): {
         "01712345678": 1,
         "01812345678": 1,
@@ -156,6 +157,7 @@ OUTPUTS: dict[tuple[str, str], list[str]] = {
         "GSM-7 (EN), 18 characters, 18 units, 1 SMS",
         "UCS-2 (BN), 12 characters, 12 units, 1 SMS",
     ],
+    ("doors/cli.md", 'sslsms-notify send --to oncall --source backup "backup failed"'): ["silenced: "],
     ("doors/relay.md", "export TOKEN=$(openssl rand -hex 24)"): ['{"status": "ok"'],
     ("doors/relay.md", "curl -s -X POST http://127.0.0.1:8026/v1/alerts \\"): ['{"accepted": 1', '"queued"'],
 }

@@ -470,6 +470,13 @@ def test_alertmanager_real_firing() -> None:
                 "job=node",
             ),
             lifecycle="am:e477123b6a001313@2026-11-25T19:55:48Z",
+            labels=(  # every label, sorted: silences match them
+                ("alertname", "DiskFull"),
+                ("instance", "db1:9100"),
+                ("job", "node"),
+                ("severity", "critical"),
+                ("sms_groups", "oncall,dba"),
+            ),
         )
     ]
 
@@ -816,6 +823,7 @@ def test_grafana_documented_payload() -> None:
             source="grafana/My Super Webhook",
             tags=("grafana", "firing", "alertname=High memory usage"),
             lifecycle="grafana:c6eadffa33fcdf37@2021-10-12T09:51:03.157076+02:00",
+            labels=(("alertname", "High memory usage"), ("team", "blue"), ("zone", "us-1")),
         ),
         AlertSpec(
             text="High CPU usage: This alert was triggered for zone eu-1",
@@ -825,6 +833,7 @@ def test_grafana_documented_payload() -> None:
             source="grafana/My Super Webhook",
             tags=("grafana", "firing", "alertname=High CPU usage"),
             lifecycle="grafana:bc97ff14869b13e3@2021-10-12T09:56:03.157076+02:00",
+            labels=(("alertname", "High CPU usage"), ("team", "blue"), ("zone", "eu-1")),
         ),
     ]
 
@@ -869,6 +878,12 @@ def test_grafana_default_rules_read_as_name_and_values() -> None:
         source="grafana/sms-relay",
         tags=("grafana", "firing", "alertname=High CPU", "instance=web1:9100", "job=node"),
         lifecycle="grafana:3e5a3d8bd38a4c4a@2026-11-26T02:58:10Z",
+        labels=(
+            ("alertname", "High CPU"),
+            ("grafana_folder", "Infra"),
+            ("instance", "web1:9100"),
+            ("job", "node"),
+        ),
     )
     # "values" is null when one is NaN (Go's JSON refuses it): read out of valueString
     assert second.text == "Orders queue backlog: A=12346 B=NaN C=1"
@@ -887,6 +902,12 @@ def test_grafana_datasource_error_pages_the_cause_not_the_summary() -> None:
         source="grafana/sms-relay",
         tags=("grafana", "firing", "alertname=DatasourceError", "severity=critical"),
         lifecycle="grafana:5b1e0c9d7a3f6e21@2026-11-26T03:01:10Z",
+        labels=(
+            ("alertname", "DatasourceError"),
+            ("grafana_folder", "Infra"),
+            ("rulename", "High CPU"),
+            ("severity", "critical"),
+        ),
     )
     assert no_data.text == "DatasourceNoData (rule: Orders queue backlog)"
 
@@ -1131,6 +1152,8 @@ def test_grafana_legacy_documented_payload() -> None:
             groups=None,
             source="grafana",
             tags=("grafana", "firing", "state=alerting", "alertname=Panel Title alert"),
+            # a legacy rule's tags are its labels, its name its alertname
+            labels=(("alertname", "Panel Title alert"), ("tag name", "tag value")),
         )
     ]
 

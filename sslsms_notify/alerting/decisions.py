@@ -9,6 +9,8 @@
   returns; a group buffer when its wait is over.
 - :func:`evict_windows`: beyond ``max_windows``, the windows that end first
   make room (with their summary if they hold repeats).
+- holds (:mod:`.holds`): an alert a silence or a group's quiet hours holds leaves the
+  round first; :func:`sweep_holds` sends each hold's SMS when it ends.
 
 Each function may run more than once for one commit (Redis reruns a
 transaction after a conflict), so they only read and write through ``tx``;
@@ -18,16 +20,19 @@ on every rerun. What they did is added to a :class:`Report`.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from ..gateway.ids import new_csms_id
-from ..stores.base import Digest, GroupBuffer, Lifecycle, OutboxItem, Tx, Window
+from ..quiet import QuietHours
+from ..stores.base import Digest, GroupBuffer, OutboxItem, Tx, Window
 from ..stores.merge import DIGEST_KEEP, GROUP_KEEP  # one bound, kept where merges need it too
 from .alert import Severity
 from .escalation import escalation_page, new_ack_code, preload_escalations
 from .formatting import format_digest, format_group, format_reminder, format_summary
+from .holds import Facts, ended, hold
 from .leases import forget_expired
+from .lifecycles import KNOWN, NEW, REMIND, forget_lifecycles, lifecycle_verdict
 
 SEP = "\x1f"
 
@@ -55,6 +60,8 @@ class Policy:
     #: a webhook alert still firing, sent again by its producer this long after it last
     #: paged, pages a reminder (0: never; a re-send is nothing new)
     remind_every: float = 0.0
+    #: group -> its quiet hours (groups without any are absent)
+    quiet_hours: Mapping[str, QuietHours] = field(default_factory=dict)
 
 
 class IdBook:
@@ -105,6 +112,8 @@ class Hit:
     alert_id: str = ""
     #: (seconds, phones) when a route escalates it (see :mod:`.escalation`)
     escalate: tuple[float, tuple[str, ...]] | None = None
+    #: what silences match (None: nothing can hold this hit)
+    facts: Facts | None = None
 
 
 @dataclass(slots=True)
@@ -113,6 +122,9 @@ class AlertResult:
     suppressed: int = 0
     throttled: int = 0
     buffered: bool = False
+    #: occurrences a silence held (for some group), and a group's quiet hours
+    silenced: int = 0
+    held: int = 0
 
     @property
     def status(self) -> str:
@@ -122,7 +134,9 @@ class AlertResult:
             return "buffered"
         if self.throttled:
             return "throttled"
-        return "suppressed"
+        if self.held:
+            return "held"
+        return "silenced" if self.silenced and not self.suppressed else "suppressed"
 
 
 @dataclass(slots=True)
@@ -146,14 +160,16 @@ class Report:
     escalated: int = 0
     heartbeats_missed: int = 0
     heartbeats_recovered: int = 0
+    #: alerts a silence held, alerts a group's quiet hours held, SMS telling what a hold held
+    silenced: int = 0
+    quiet_held: int = 0
+    hold_summaries: int = 0
     #: group -> [alerts that were first of their window, repeats suppressed]
     by_group: dict[str, list[int]] = field(default_factory=dict)
 
     def add(self, other: Report) -> None:
         """Fold another transaction step's report into this one."""
-        for name in ("queued", "suppressed", "throttled", "folded", "digests", "summaries", "groups"):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-        for name in ("evicted", "windows_closed", "resent", "reminders", *_ONCALL):
+        for name in ("queued", "groups", "windows_closed", *COUNTERS):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.alerts.update(other.alerts)
         for group, (first, suppressed) in other.by_group.items():
@@ -162,20 +178,14 @@ class Report:
             mine[1] += suppressed
 
     def counters(self) -> dict[str, int]:
-        return {
-            "suppressed": self.suppressed,
-            "throttled": self.throttled,
-            "folded": self.folded,
-            "digests": self.digests,
-            "summaries": self.summaries,
-            "evicted": self.evicted,
-            "resent": self.resent,
-            "reminders": self.reminders,
-            **{name: getattr(self, name) for name in _ONCALL},
-        }
+        """What the pipeline's counters (``Notifier.stats()``) add from this report."""
+        return {name: getattr(self, name) for name in COUNTERS}
 
 
-_ONCALL = ("escalations", "escalated", "heartbeats_missed", "heartbeats_recovered")
+#: the counts of a :class:`Report` that are pipeline counters of the same name
+COUNTERS = ("suppressed", "throttled", "folded", "digests", "summaries", "evicted", "resent", "reminders",
+            "silenced", "quiet_held", "hold_summaries",
+            "escalations", "escalated", "heartbeats_missed", "heartbeats_recovered")  # fmt: skip
 
 
 # -- delivery through the per-phone cap ------------------------------------------------
@@ -254,47 +264,15 @@ def deliver(
             tx.digests.put(msisdn, held)
 
 
-# -- webhook lifecycles -----------------------------------------------------------------
-#: how long a firing alert's lifecycle is remembered after its producer last sent it
-FIRING_MEMORY = 7 * 86400.0
-#: how long a resolved one is (a late or duplicated re-send of the resolve)
-RESOLVED_MEMORY = 86400.0
-_NEW, _KNOWN, _REMIND, _RESOLVE = "new", "known", "remind", "resolve"
-
-
-def _lifecycle(tx: Tx, hit: Hit, policy: Policy) -> str:
-    """What a webhook alert means for its lifecycle: new, known (a re-send), a reminder, its resolve.
-
-    Alertmanager re-sends every alert of a group when the group changes and at its
-    ``repeat_interval``; an HA pair may send one notification twice. Firing pages once
-    per fingerprint and ``startsAt``, its resolve once; a firing re-send after the
-    resolve (same ``startsAt``) is stale and pages nothing.
-    """
-    assert hit.lifecycle is not None
-    now = tx.now
-    record = tx.lifecycles.get(hit.lifecycle)
-    if hit.resolved:
-        if record is not None and record.resolved:
-            return _KNOWN
-        first = record.first_at if record is not None else now
-        tx.lifecycles.put(hit.lifecycle, Lifecycle(hit.lifecycle, True, first, now, now + RESOLVED_MEMORY))
-        return _RESOLVE
-    if record is None:
-        tx.lifecycles.put(hit.lifecycle, Lifecycle(hit.lifecycle, False, now, now, now + FIRING_MEMORY))
-        return _NEW
-    if record.resolved:
-        return _KNOWN
-    if policy.remind_every > 0 and now - record.paged_at >= policy.remind_every:
-        tx.lifecycles.put(hit.lifecycle, replace(record, paged_at=now, expires_at=now + FIRING_MEMORY))
-        return _REMIND
-    tx.lifecycles.put(hit.lifecycle, replace(record, expires_at=now + FIRING_MEMORY))
-    return _KNOWN
-
-
 # -- intake -------------------------------------------------------------------------
 def apply_intake(tx: Tx, hits: Sequence[Hit], policy: Policy, ids: IdBook) -> Report:
     """Decide a round of alerts: one transaction, whatever the number of alerts."""
     report = Report()
+    hits, held = hold(tx, hits, policy.quiet_hours)  # silences and quiet hours first: held hits stop here
+    for alert, (silenced, quiet) in held.items():
+        result = report.alerts.setdefault(alert, AlertResult())
+        result.silenced, result.held = silenced, quiet
+        report.silenced, report.quiet_held = report.silenced + silenced, report.quiet_held + quiet
     now = tx.now
     dedup = policy.dedup_window > 0
     if dedup:
@@ -317,17 +295,18 @@ def apply_intake(tx: Tx, hits: Sequence[Hit], policy: Policy, ids: IdBook) -> Re
         if hit.lifecycle is not None:
             verdict = verdicts.get(hit.alert)
             if verdict is None:
-                verdict = verdicts[hit.alert] = _lifecycle(tx, hit, policy)
-                if verdict == _KNOWN:
+                verdict = lifecycle_verdict(tx, hit.lifecycle, hit.resolved, policy.remind_every)
+                verdicts[hit.alert] = verdict
+                if verdict == KNOWN:
                     report.resent += hit.count
-                elif verdict == _REMIND:
+                elif verdict == REMIND:
                     report.reminders += 1
-            if verdict == _KNOWN:
+            if verdict == KNOWN:
                 result.suppressed += hit.count
                 per_group[1] += hit.count
                 continue
             text = hit.first_text
-            if verdict == _REMIND:
+            if verdict == REMIND:
                 record = tx.lifecycles.get(hit.lifecycle)
                 since = record.first_at if record is not None else now
                 text = format_reminder(hit.first_text, since, max_segments=policy.max_segments)
@@ -372,7 +351,7 @@ def apply_intake(tx: Tx, hits: Sequence[Hit], policy: Policy, ids: IdBook) -> Re
         result = report.alerts[alert]
         hit = alert_hits[0]
         if hit.alert_id:  # a resolve closes its escalation; a page that can escalate gets its code
-            new = verdicts.get(alert, _NEW) == _NEW
+            new = verdicts.get(alert, NEW) == NEW
             text, opened = escalation_page(tx, hit, text, new=new, code=ids.code, policy=policy)
             report.escalations += opened
         if policy.group_wait > 0:
@@ -466,19 +445,6 @@ def sweep_windows(tx: Tx, policy: Policy, ids: IdBook, limit: int = 1000) -> Rep
     return report
 
 
-def sweep_lifecycles(tx: Tx, policy: Policy, ids: IdBook, limit: int = 1000) -> Report:
-    """Forget webhook lifecycles nobody has sent for a while (see FIRING_MEMORY)."""
-    report = Report()
-    keys = tx.due("lifecycles", limit)
-    if keys:
-        tx.lifecycles.load(keys)
-        for key in keys:
-            record = tx.lifecycles.get(key)
-            if record is not None and record.expires_at <= tx.now:
-                tx.lifecycles.delete(key)
-    return report
-
-
 def sweep_all(tx: Tx, policy: Policy, ids: IdBook, limit: int = 1000) -> Report:
     """Every timer that is due, in one transaction: windows, digests, group buffers, lifecycles.
 
@@ -486,9 +452,21 @@ def sweep_all(tx: Tx, policy: Policy, ids: IdBook, limit: int = 1000) -> Report:
     the GIL, so the fewer round trips to the store, the closer to its time a summary goes.
     """
     report = Report()
-    for sweep in (sweep_windows, sweep_digests, sweep_groups, sweep_lifecycles):
+    for sweep in (sweep_windows, sweep_digests, sweep_groups, sweep_holds):
         report.add(sweep(tx, policy, ids, limit))
+    forget_lifecycles(tx, limit)  # webhook alerts nobody sent for a week (see .lifecycles)
     forget_expired(tx, limit)  # leases of processes gone (see .leases)
+    return report
+
+
+def sweep_holds(tx: Tx, policy: Policy, ids: IdBook, limit: int = 1000, *, every: bool = False) -> Report:
+    """Each silence or quiet period that ended: one SMS per group saying what it held.
+
+    ``every``: every hold now, ended or not (closing a memory-only pipeline: its holds end with it)."""
+    report = Report()
+    for held, text in ended(tx, policy.quiet_hours, policy.max_segments, limit, every=every):
+        report.hold_summaries += 1
+        deliver(tx, text, held.numbers, policy, ids, report, ("hold", held.key))
     return report
 
 

@@ -171,7 +171,7 @@ class Delivery:
         """What the delivery comes to, as ``send`` reports it (and exits with ``outcome.exit_code``).
 
         The intake's own verdicts stand (``suppressed``, ``throttled``, ``unrouted``,
-        ``rejected``, ``buffered``); an alert the store did not take in time is
+        ``rejected``, ``buffered``, ``silenced``, ``held``); an alert the store did not take in time is
         ``unreachable``, a dropped one ``error``. For SMS: any delivered is
         ``delivered``; else refused credentials ``auth_failed``; pending ones
         ``rate_limited`` or ``unreachable``; only failed ones ``rejected``; none at all
@@ -184,6 +184,8 @@ class Delivery:
             Outcome.THROTTLED,
             Outcome.UNROUTED,
             Outcome.BUFFERED,
+            Outcome.SILENCED,
+            Outcome.HELD,
         ):
             return status
         if status is Outcome.UNDECIDED:

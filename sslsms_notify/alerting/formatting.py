@@ -9,6 +9,8 @@ One wording for counts everywhere (SMS, digests, the demo):
   ``[digest: 12 held since 10:02] [ERROR] db1: x | [CRIT] db2: y | +10 more``;
 - alerts gathered by ``group_wait``: ``[3 alerts] [ERROR] a | [ERROR] b | [WARN] c``;
 - an alert that resolved (relay webhooks): ``[RESOLVED] alertmanager/sms: DiskFull (db1): ...``;
+- what a silence or quiet hours held, when they end:
+  ``[SILENCE ENDED] db migration: 40 alerts held (2 kinds): [CRIT] ... | [ERROR] ...``;
 - a reminder of a webhook alert still firing (only when configured):
   ``[CRIT still firing since 02:10] alertmanager/sms: DiskFull (db1): ...``;
 - an alert that escalates unless acknowledged ends with its code:
@@ -173,3 +175,11 @@ def format_recovered(
         return _fit("[RECOVERED] monitoring: ", body, "", max_segments)
     body = f"{name}: heartbeat at {at} (silent since {since}, every {format_duration(every)})"
     return _fit("[RECOVERED] ", body, "", max_segments)
+
+
+def format_held(head: str, texts: Sequence[str], total: int, *, max_segments: int) -> str:
+    """What a silence or a group's quiet hours held, in one SMS: ``head``, then the first
+    texts and ``+N more`` for the rest of ``total`` distinct alerts."""
+    if not texts:
+        return head.rstrip(": ")
+    return _joined(head, list(texts), max(total, len(texts)), max_segments)

@@ -10,7 +10,8 @@ latest occurrence.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Hashable
+from collections.abc import Hashable, Mapping
+from types import MappingProxyType
 from typing import Any
 
 from ..gateway.clean import clean_text
@@ -18,12 +19,14 @@ from .alert import Alert, Severity, fingerprint_of
 from .decisions import Hit, Policy, window_key
 from .escalation import key_identity
 from .formatting import format_parts
+from .holds import Facts, short_id
 from .messages import render
 from .queued import (
     EXC_TYPE,
     GROUPS,
     HOST,
     KEY,
+    LABELS,
     LIFECYCLE,
     RAW,
     RESOLVED,
@@ -36,6 +39,8 @@ from .queued import (
 from .routing import Router
 
 _SEVERITIES = {int(s): s for s in Severity}
+_NAMES = {int(s): s.name.lower() for s in Severity}
+_NO_LABELS: Mapping[str, str] = MappingProxyType({})
 #: (groups, severity as an int, fingerprint)
 Identity = tuple[tuple[str, ...], int, str]
 #: (seconds, phones): when and whom an alert escalates to
@@ -89,7 +94,23 @@ class Identifier:
         level = _SEVERITIES[number]
         host = self.host if first[HOST] is None else first[HOST]
         segments = self.policy.max_segments
-        first_text = format_parts(level, host, source, render_text(raw), segments, resolved=resolved)
+        body = render_text(raw)
+        first_text = format_parts(level, host, source, body, segments, resolved=resolved)
+        lifecycle = first[LIFECYCLE]
+        labels = first[LABELS]
+        facts = Facts(
+            body,
+            source,
+            first[KEY] or "",
+            _NAMES[number],
+            number,
+            first[TAGS],
+            dict(labels) if labels else _NO_LABELS,
+            # a webhook alert is one kind from firing to resolved, whatever its startsAt
+            short_id(lifecycle.rpartition("@")[0]) if lifecycle else fingerprint[:12],
+            short_id(lifecycle, "resolved" if resolved else "firing") if lifecycle else None,
+            resolved,
+        )
         last_text = first_text
         last_raw = last[RAW]
         if last_raw is not raw and last_raw != raw:
@@ -107,10 +128,11 @@ class Identifier:
                 first_text,
                 last_text,
                 index,
-                first[LIFECYCLE],
+                lifecycle,
                 resolved,
                 alert_id,
                 escalate,
+                facts,
             )
             for group in group_names
         ]

@@ -179,6 +179,7 @@ class Intake:
             host,
             None,
             False,
+            (),
         )
         next(self.received)
         if self.closed:
@@ -219,6 +220,7 @@ class Intake:
         host: str | None,
         lifecycle: str | None,
         resolved: bool,
+        labels: tuple[tuple[str, str], ...] = (),
     ) -> Ticket:
         """:meth:`Notifier.submit`."""
         if not isinstance(text, str) or not text.strip():
@@ -238,6 +240,7 @@ class Intake:
             host=host,
             lifecycle=lifecycle,
             resolved=resolved,
+            labels=labels,
         )
         if not self.put((None, payload, 1, ticket)):
             ticket.settle("dropped", error="the notifier is closed" if self.closed else "queue full")

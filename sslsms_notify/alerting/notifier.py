@@ -37,6 +37,7 @@ from .intake import Intake
 from .oncall import OnCall
 from .queued import Queued, pack
 from .routing import DEFAULT_GROUP, Route, Router
+from .silences import SilenceInfo, add_silence, expire_silence, list_silences
 from .stats import Stats
 from .ticket import Ticket
 from .timers import Timers
@@ -52,7 +53,9 @@ class Notifier:
 
     Args:
         client: a :class:`GatewayClient` (default: ``GatewayClient.from_env()``).
-        groups: ``{"oncall": ["017...", ...], "dbas": [...]}``.
+        groups: ``{"oncall": ["017...", ...], "dbas": [...]}``; a group may be a table with
+            quiet hours, ``{"numbers": [...], "quiet": "22:00-08:00", "timezone":
+            "Asia/Dhaka", "quiet_min_severity": "critical"}`` (see :mod:`sslsms_notify.quiet`).
         recipients: shorthand for ``groups={"default": recipients}``.
         routes: :class:`Route` rules (severity / source prefix / tags -> groups).
         store: a :class:`~sslsms_notify.stores.base.Store`, or ``"memory"``,
@@ -108,7 +111,7 @@ class Notifier:
         self,
         client: GatewayClient | None = None,
         *,
-        groups: Mapping[str, Sequence[str]] | None = None,
+        groups: Mapping[str, Sequence[str] | Mapping[str, Any]] | None = None,
         recipients: Sequence[str] | None = None,
         routes: Sequence[Route | Mapping[str, Any]] = (),
         default_groups: Sequence[str] | None = None,
@@ -186,6 +189,7 @@ class Notifier:
             max_segments=checked["max_segments"],
             max_windows=checked["max_windows"],
             remind_every=checked["remind_every"],
+            quiet_hours=self.router.quiet,
         )
         self.host = host if host is not None else socket.gethostname().split(".")[0]
         self.stats_counters = Stats()
@@ -334,12 +338,14 @@ class Notifier:
         host: str | None = None,
         lifecycle: str | None = None,
         resolved: bool = False,
+        labels: Mapping[str, str] | None = None,
     ) -> Ticket:
         """Like :meth:`alert`, returning a :class:`Ticket` that tells what became of it.
 
         ``lifecycle`` (webhook doors): the alert's identity from firing to resolved
         (fingerprint and ``startsAt``); it then pages once while firing and once
         resolved, however often its producer sends it. ``resolved``: an all-clear.
+        ``labels``: a webhook alert's labels, which silences match (``alertname=...``).
         """
         return self.intake.submit(
             text,
@@ -351,6 +357,7 @@ class Notifier:
             host=host,
             lifecycle=lifecycle,
             resolved=resolved,
+            labels=tuple((str(k), str(v)) for k, v in labels.items()) if labels else (),
         )
 
     def enqueue_lazy(
@@ -514,6 +521,34 @@ class Notifier:
             else:
                 result[csms_id] = "pending"
         return result
+
+    # -- silences -----------------------------------------------------------------------------
+    def silence(self, *matchers: str, duration: str | float, comment: str = "") -> str:
+        """Hold back every alert all ``matchers`` match, from now for ``duration``; returns its id.
+
+        ``n.silence('alertname="DiskFull"', 'instance=~"db.*"', duration="2h", comment="migration")``.
+        Matchers are Alertmanager's (see :mod:`~sslsms_notify.alerting.silences`); a
+        duration is ``30m``, ``2h``, ``1d``, ``1h30m`` or seconds, at most 30 days. The
+        silence lives in the store: every process on it holds what it matches. When it
+        ends (or :meth:`expire_silence`), each group its held alerts would have paged gets
+        one SMS saying what it held. Raises ValueError for bad input (naming the field).
+        """
+        return add_silence(self.store, matchers, duration, comment).id
+
+    def silences(self) -> list[SilenceInfo]:
+        """The silences in force on the store, the soonest to end first, with what each held so far."""
+        return list_silences(self.store)
+
+    def expire_silence(self, silence_id: str) -> SilenceInfo:
+        """End a silence now; its SMS go out with the next sweep (this process's, or any on the store).
+
+        Raises :class:`~sslsms_notify.alerting.silences.UnknownSilenceError` (a ValueError)
+        when no active silence has this id.
+        """
+        info = expire_silence(self.store, silence_id)
+        self.timers.due = 0.0  # sweep at once
+        self.intake.wakeup.set()
+        return info
 
     # -- os.fork ------------------------------------------------------------------------------
     def after_fork_in_child(self) -> None:

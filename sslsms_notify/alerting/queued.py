@@ -32,9 +32,22 @@ HOST: Final = 8
 LIFECYCLE: Final = 9
 #: the alert ended (an all-clear): tagged ``[RESOLVED]`` instead of its severity
 RESOLVED: Final = 10
+#: a webhook alert's labels, ``(name, value)`` pairs (silences match them); () for others
+LABELS: Final = 11
 
 Queued = tuple[
-    Any, int, "str | None", "tuple[str, ...] | None", str, tuple[str, ...], Any, Any, Any, Any, bool
+    Any,
+    int,
+    "str | None",
+    "tuple[str, ...] | None",
+    str,
+    tuple[str, ...],
+    Any,
+    Any,
+    Any,
+    Any,
+    bool,
+    "tuple[tuple[str, str], ...]",
 ]
 
 
@@ -51,5 +64,6 @@ def pack(
     host: str | None = None,
     lifecycle: str | None = None,
     resolved: bool = False,
+    labels: tuple[tuple[str, str], ...] = (),
 ) -> Queued:
-    return (raw, severity, key, groups, source, tags, template, exc_type, host, lifecycle, resolved)
+    return (raw, severity, key, groups, source, tags, template, exc_type, host, lifecycle, resolved, labels)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..durations import Duration
 from ..gateway.msisdn import is_valid_msisdn, normalize_msisdn
+from ..quiet import QuietHours, quiet_of
 from .alert import Alert, Severity
 
 DEFAULT_GROUP = "default"
@@ -95,16 +97,30 @@ class Router:
     read it); add a route with no conditions to catch the rest, or pass
     ``default_groups``. With no routes at all, alerts go to the ``default`` group
     (else the first group).
+
+    A group is a list of numbers, or a table as the configuration file writes it,
+    ``{"numbers": [...], "quiet": "22:00-08:00", "timezone": "Asia/Dhaka",
+    "quiet_min_severity": "critical"}`` (see :mod:`sslsms_notify.quiet`); ``quiet``
+    maps each group that has quiet hours to them.
     """
 
     def __init__(
         self,
-        groups: Mapping[str, Sequence[str]],
+        groups: Mapping[str, Sequence[str] | Mapping[str, Any]],
         routes: Sequence[Route] = (),
         default_groups: Sequence[str] | None = None,
     ) -> None:
         self.groups: dict[str, tuple[str, ...]] = {}
+        #: group -> its quiet hours (only groups that have some)
+        self.quiet: dict[str, QuietHours] = {}
         for name, numbers in groups.items():
+            if isinstance(numbers, Mapping):
+                quiet = quiet_of(f"groups.{name}", numbers)
+                numbers = numbers.get("numbers") or []
+            else:
+                quiet = getattr(numbers, "quiet", None)  # a Group read from a configuration file
+            if quiet is not None:
+                self.quiet[name] = quiet
             if isinstance(numbers, str):
                 numbers = [n for n in numbers.split(",") if n.strip()]
             normalized = [normalize_msisdn(n, field=f"groups.{name}[{i}]") for i, n in enumerate(numbers)]

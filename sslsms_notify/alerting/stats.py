@@ -29,6 +29,12 @@ class Stats:
     reminders: int = 0
     #: "+N more since HH:MM" summaries produced when a window closed with repeats
     summaries: int = 0
+    #: alerts an active silence held (they send nothing; the silence's end SMS counts them)
+    silenced: int = 0
+    #: alerts a group's quiet hours held (they go out in the group's digest when they end)
+    quiet_held: int = 0
+    #: SMS that ended a hold: "[SILENCE ENDED] ..." and "[QUIET HOURS ...]", one per group
+    hold_summaries: int = 0
     #: SMS held back by a recipient's cap
     throttled: int = 0
     #: held SMS that went out inside a digest
@@ -104,6 +110,18 @@ STATS_KEYS: Final[Mapping[str, tuple[Literal["counter", "backlog"], str]]] = Map
         "summaries": (
             "counter",
             '"+N more since HH:MM" summaries produced when a window closed with repeats',
+        ),
+        "silenced": (
+            "counter",
+            "alerts an active silence held (they send nothing; the silence's end SMS counts them)",
+        ),
+        "quiet_held": (
+            "counter",
+            "alerts a group's quiet hours held (they go out in the group's digest when they end)",
+        ),
+        "hold_summaries": (
+            "counter",
+            'SMS that ended a hold: "[SILENCE ENDED] ..." and "[QUIET HOURS ...]", one per group',
         ),
         "throttled": ("counter", "SMS held back by a recipient's cap"),
         "folded": ("counter", "held SMS that went out inside a digest"),

@@ -19,9 +19,10 @@ class Ticket:
     ``status``, an :class:`~sslsms_notify.outcomes.Outcome` (equal to its word):
     ``queued`` (SMS in the outbox: ``csms_ids``), ``buffered`` (waiting out
     ``group_wait``), ``suppressed`` (a repeat), ``throttled`` (held by a per-phone
-    cap, in a digest), ``unrouted`` (routes are configured and none matched),
-    ``rejected`` (bad input: ``error``) or ``dropped`` (queue full, or the notifier
-    closed).
+    cap, in a digest), ``silenced`` (an active silence matches it), ``held`` (its
+    groups' quiet hours: it goes out in their digest), ``unrouted`` (routes are
+    configured and none matched), ``rejected`` (bad input: ``error``) or ``dropped``
+    (queue full, or the notifier closed).
     """
 
     __slots__ = ("_callbacks", "_done", "csms_ids", "error", "resolved_ns", "status", "throttled")

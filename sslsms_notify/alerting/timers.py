@@ -105,9 +105,7 @@ class Timers:
 
     def _campaign(self, campaign: Campaign) -> None:
         try:
-            campaign.held = self.store.transact(
-                lambda tx: hold(tx, campaign.name, self.holder, campaign.ttl)
-            )
+            campaign.held = self.store.transact(lambda tx: hold(tx, campaign.name, self.holder, campaign.ttl))
         except Exception:  # the store fails: nobody can tell we hold it
             campaign.held = False
 

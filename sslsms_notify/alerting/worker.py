@@ -14,12 +14,13 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from functools import partial
 
 from .._log import ErrorLog, get_logger, say_if_unseen
 from ..gateway.client import GatewayClient
 from ..stores.base import OutboxItem, OutboxState, Store
 from .coalesce import peek
-from .decisions import IdBook, Policy, close_all_windows, flush_digests, flush_groups
+from .decisions import IdBook, Policy, close_all_windows, flush_digests, flush_groups, sweep_holds
 from .dispatch import Dispatcher
 from .intake import Barrier, Intake
 from .timers import MAX_IDLE, Timers
@@ -274,6 +275,10 @@ class Worker:
                     ids = IdBook()
                     intake.count(self.store.transact(lambda tx: flush_groups(tx, self.policy, ids)))
                     intake.count(self.store.transact(lambda tx: close_all_windows(tx, self.policy, ids)))
+                    # what silences and quiet hours held: they end with the process (before the
+                    # digests, which would otherwise keep an end SMS a cap held)
+                    every = partial(sweep_holds, policy=self.policy, ids=ids, limit=100_000, every=True)
+                    intake.count(self.store.transact(every))
                     intake.count(self.store.transact(lambda tx: flush_digests(tx, self.policy, ids)))
         except Exception as exc:
             self.errors.error("could not hand queued alerts to the store at close", exc)

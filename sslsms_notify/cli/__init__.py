@@ -5,7 +5,7 @@ where it enters (``<field>=<value>: <rule>``); an unexpected internal error prin
 line and suggests ``--debug`` for the traceback. No traceback reaches the user otherwise.
 
 This package is the ``main`` group and its error handling; each command group lives in
-its own module (``send``, ``serve``, ``heartbeat`` with ``ack``, ``outbox``,
+its own module (``send``, ``serve``, ``heartbeat`` with ``ack``, ``outbox``, ``silence_cmd``,
 ``config_cmd``, ``segments``, ``emulator_cmd`` with ``demo``, ``apprise_cmd``), the input checks they share in
 ``inputs``. Exit codes and outcome words come from :mod:`sslsms_notify.outcomes`.
 """
@@ -23,7 +23,7 @@ from ..extras import MissingExtra
 from ..outcomes import ExitCode
 from ..severity import SEVERITIES, SEVERITY_ALIASES
 from ..validation import LOG_LEVELS
-from . import apprise_cmd, config_cmd, emulator_cmd, heartbeat, outbox, segments, send, serve
+from . import apprise_cmd, config_cmd, emulator_cmd, heartbeat, outbox, segments, send, serve, silence_cmd
 from .common import CONTEXT, DEBUG_HINT, InputError, State, Unreachable, one_line, setup_logging
 
 __all__ = [
@@ -125,6 +125,7 @@ for _command in (
     heartbeat.heartbeat,
     heartbeat.ack,
     outbox.outbox,
+    silence_cmd.silence,
     config_cmd.config,
     segments.segments,
     emulator_cmd.emulator,

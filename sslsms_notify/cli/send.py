@@ -40,6 +40,9 @@ INTERRUPT_GRACE = 0.25
 #: what an SMS still pending is told with (a memory store says "lost" instead)
 WAITING = "waiting in the outbox: the next run sends it"
 
+#: the intake's verdicts that leave nothing to send now (and lose nothing): told with a reason
+NOTHING_TO_SEND = (Outcome.SUPPRESSED, Outcome.THROTTLED, Outcome.BUFFERED, Outcome.SILENCED, Outcome.HELD)
+
 Progress = Callable[[int, int], None]
 Report = tuple[ExitCode, dict[str, Any]]
 
@@ -229,7 +232,7 @@ def _auth_warning(notifier: Notifier, outcome: str) -> str:
     """When this run's SMS did not need the gateway (a repeat, a capped or buffered
     alert) but the gateway refused the credentials for other SMS in this run, say so:
     the exit code alone would hide a wrong token."""
-    if outcome not in (Outcome.SUPPRESSED, Outcome.THROTTLED, Outcome.BUFFERED):
+    if outcome not in NOTHING_TO_SEND:
         return ""
     dispatcher = notifier.dispatcher
     if not dispatcher.auth_failed.is_set():
@@ -401,7 +404,7 @@ def report(delivery: Delivery) -> Report:
         if reason:
             payload["error"] = reason
         return outcome.exit_code, payload
-    if outcome in (Outcome.SUPPRESSED, Outcome.THROTTLED, Outcome.BUFFERED):
+    if outcome in NOTHING_TO_SEND:
         return outcome.exit_code, {"outcome": outcome, "reason": outcome.meaning, **counts}
     if outcome is Outcome.UNROUTED:
         error = f"{outcome.meaning}: pass --to, or add a route"

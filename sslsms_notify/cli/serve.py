@@ -76,6 +76,7 @@ def serve(
     from dataclasses import replace as _replace
 
     from ..config import read_section
+
     require("uvicorn")  # the relay's optional parts: one line naming the extra if missing
     require("prometheus_client")
     from ..relay.server import RelayServer

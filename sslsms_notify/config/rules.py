@@ -17,6 +17,7 @@ from typing import Any
 from ..durations import Duration
 from ..gateway.client import DEFAULT_BASE_URL, MAX_SID_LENGTH, MAX_TOKEN_LENGTH
 from ..gateway.msisdn import normalize_msisdn
+from ..quiet import Group, quiet_of
 from ..severity import SEVERITIES, severity_name
 from ..validation import Flag, HttpURL, InvalidValue, Text, Whole, fail
 
@@ -54,9 +55,16 @@ class Numbers:
 
 @dataclass(frozen=True)
 class Groups:
-    """``{name: numbers}``; a name must not look like a phone number."""
+    """``{name: numbers}``; a name must not look like a phone number. A group given as a
+    table (``[groups.managers]``: ``numbers``, ``quiet``, ``timezone``,
+    ``quiet_min_severity``) becomes a :class:`~sslsms_notify.quiet.Group`: its numbers,
+    with its quiet hours."""
 
-    rule: str = 'must be a table of group names to lists of numbers, e.g. oncall = ["01712345678"]'
+    rule: str = (
+        'must be a table of group names to lists of numbers, e.g. oncall = ["01712345678"], '
+        'or to tables: [groups.managers] numbers = [...], quiet = "22:00-08:00", '
+        'timezone = "Asia/Dhaka", quiet_min_severity = "critical"'
+    )
 
     def check(self, label: str, value: Any, *, text: bool = False) -> dict[str, tuple[str, ...]]:
         if not isinstance(value, Mapping):
@@ -68,11 +76,22 @@ class Groups:
                 fail(label, name, "group names must be non-empty and hold no comma")
             if looks_like_number(name):
                 fail(where, name, "a group name must not look like a phone number (use letters, e.g. oncall)")
+            if isinstance(numbers, Mapping):
+                quiet = quiet_of(where, numbers)
+                if "numbers" not in numbers:
+                    raise InvalidValue(where, None, 'a group table needs numbers = ["01712345678", ...]')
+                listed = Numbers().check(f"{where}.numbers", numbers["numbers"])
+                if not listed:
+                    fail(f"{where}.numbers", numbers["numbers"], "must list at least one phone number")
+                groups[name.strip()] = Group(listed, quiet)
+                continue
             if not isinstance(numbers, list | tuple | str):
                 fail(where, numbers, 'must be a list of phone numbers, e.g. ["01712345678"]')
             normalized = Numbers().check(where, numbers)
             if not normalized:
                 fail(where, numbers, "must list at least one phone number")
+            if isinstance(numbers, Group):  # checked again (Settings.validated()): keeps its quiet hours
+                normalized = Group(normalized, numbers.quiet)
             groups[name.strip()] = normalized
         return groups
 

@@ -252,13 +252,19 @@ class Settings:
             elif setting.holds_url:
                 value = [mask_url(v) for v in value] if isinstance(value, tuple) else mask_url(str(value))
             elif setting.name == "groups":
-                value = {k: list(v) for k, v in self.all_groups().items()}
+                value = {k: _group(v) for k, v in self.all_groups().items()}
             elif setting.name == "routes":
                 value = [dict(r) for r in value]
             elif isinstance(value, tuple):
                 value = list(value)
             described[setting.name] = value
         return described
+
+
+def _group(numbers: tuple[str, ...]) -> Any:
+    """A group as ``config check`` shows it: its numbers, or its table when it has quiet hours."""
+    quiet = getattr(numbers, "quiet", None)
+    return list(numbers) if quiet is None else {"numbers": list(numbers), **quiet.describe()}
 
 
 @contextmanager

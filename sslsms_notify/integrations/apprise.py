@@ -82,7 +82,7 @@ DELIVERY_TIMEOUT = 30.0
 #: seconds a process waits at exit for SMS it leaves in a durable store (the next run sends them)
 DURABLE_EXIT_TIMEOUT = 2.0
 #: the intake's verdicts that count as accepted: nothing to send now, and nothing lost
-_ACCEPTED_UNSENT = (Outcome.SUPPRESSED, Outcome.THROTTLED, Outcome.BUFFERED)
+_ACCEPTED_UNSENT = (Outcome.SUPPRESSED, Outcome.THROTTLED, Outcome.BUFFERED, Outcome.SILENCED, Outcome.HELD)
 #: URL arguments the plugin forwards to the pipeline (level is SMSHandler's; to= is apprise's targets)
 _OPTIONS = tuple(name for name in URL_ARGS if name not in ("level", "to"))
 
@@ -167,9 +167,7 @@ class NotifySSLSMS(NotifyBase):  # type: ignore[misc]
         # Ours go to the pipeline; apprise's own (format, overflow...) stay apprise's; any
         # other is refused below by the settings, naming it, as the configuration page says.
         self.options = {
-            k: v
-            for k, v in (options or {}).items()
-            if k not in _APPRISE_ARGS and not _apprise_flag(k, v)
+            k: v for k, v in (options or {}).items() if k not in _APPRISE_ARGS and not _apprise_flag(k, v)
         }
         self.targets: list[str] = []
         self.invalid_targets: list[str] = []

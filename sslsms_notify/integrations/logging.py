@@ -227,6 +227,7 @@ class SMSHandler(logging.Handler):
             None,
             None,
             False,
+            (),
         )
 
     def flush(self) -> None:

@@ -7,6 +7,8 @@ Routes:
     POST /v1/grafana                 Grafana's webhook contact point
     POST /v1/heartbeats/{name}       a heartbeat's ping; GET /v1/heartbeats lists them
     POST /v1/ack/{code}              acknowledge an alert that would escalate (see .oncall)
+    GET, POST /v1/silences           list and add silences (see :mod:`.silences`)
+    DELETE /v1/silences/{id}         expire one
     GET  /healthz                    liveness: the process can take alerts (no token needed)
     GET  /readyz                     readiness: where alerts go now, ok or spooling (no token needed)
     GET  /metrics                    Prometheus text format
@@ -43,6 +45,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -51,6 +54,7 @@ from ..alerting.delivery import await_sms
 from ..alerting.notifier import Notifier, Ticket
 from ..gateway.msisdn import is_valid_msisdn
 from ..outcomes import Outcome, SmsState
+from . import silences
 from .errors import HTTPError
 from .health import Health, Probe
 from .metrics import RelayMetrics
@@ -116,6 +120,9 @@ class RelayApp:
             ("POST", "/v1/alerts"): self._alerts,
             ("POST", "/v1/alertmanager"): self._alertmanager,
             ("POST", "/v1/grafana"): self._grafana,
+            ("GET", silences.PATH): partial(silences.list_silences, notifier),
+            ("POST", silences.PATH): partial(silences.add_silence, notifier),
+            ("DELETE", silences.ONE): partial(silences.expire_silence, notifier),
         }
         #: /v1/heartbeats/{name}, /v1/ack/{code}, and the watchdog of the webhook doors
         self.oncall = OnCallRoutes(
@@ -132,6 +139,8 @@ class RelayApp:
         if scope["type"] != "http":
             return
         method, path = scope["method"], scope["path"].rstrip("/") or "/"
+        if path.startswith(silences.PREFIX):  # one silence: its id is read from scope["path"]
+            path = silences.ONE
         started = time.perf_counter()
         body_read = False
         try:
@@ -155,6 +164,8 @@ class RelayApp:
                 body = await self._read_body(scope, receive)
                 body_read = True
                 status, payload = await handler(scope, body)
+        except PayloadError as exc:  # a handler's refusal naming the field (the silences')
+            status, payload = exc.status, {"error": str(exc), "field": exc.field}
         except HTTPError as exc:
             status, payload = (
                 exc.status,
@@ -291,6 +302,7 @@ class RelayApp:
                     host="",  # the relay's own host name tells a phone nothing: the source does
                     lifecycle=spec.lifecycle,
                     resolved=spec.resolved,
+                    labels=dict(spec.labels),
                 )
             except ValueError as exc:  # an unknown group or a bad number, named by the router
                 ticket = Ticket.rejected(str(exc))

@@ -4,7 +4,8 @@ A store keeps these tables: dedup **windows**, **rates** (GCRA "theoretical
 arrival times" for caps and pacing), per-phone **digests**, ``group_wait``
 **groups**, the **outbox** of SMS to send, and **records**: small typed rows
 with a time index, stored the same way by every backend (see :data:`RECORDS`),
-such as webhook alert **lifecycles**, **leases**, **heartbeats** and **escalations**.
+such as webhook alert **lifecycles**, **leases**, **heartbeats**, **escalations**,
+**silences** and the alerts a silence or a group's quiet hours **held**.
 
 The decisions (is this a repeat, may this phone get another SMS, is a window
 due) are written once, in :mod:`sslsms_notify.alerting`, against a
@@ -30,7 +31,7 @@ from dataclasses import dataclass, fields, replace
 from enum import StrEnum
 from typing import Generic, Literal, Protocol, Self, TypeVar, runtime_checkable
 
-from .records import Escalation, EscalationKey, Handoff, Heartbeat, Notice
+from .records import Escalation, EscalationKey, Handoff, Heartbeat, Hold, Notice, Silence
 
 V = TypeVar("V")
 T = TypeVar("T")
@@ -47,6 +48,8 @@ TableName = Literal[
     "escalation_keys",
     "notices",
     "handoffs",
+    "silences",
+    "holds",
 ]
 #: tables with a time index (window end, digest readiness, group deadline, record time)
 IndexedTable = Literal[
@@ -60,10 +63,20 @@ IndexedTable = Literal[
     "escalation_keys",
     "notices",
     "handoffs",
+    "silences",
+    "holds",
 ]
 #: record tables: every backend keeps them alike (a key, a time, the other fields as JSON)
 RecordTable = Literal[
-    "lifecycles", "leases", "heartbeats", "escalations", "escalation_keys", "notices", "handoffs"
+    "lifecycles",
+    "leases",
+    "heartbeats",
+    "escalations",
+    "escalation_keys",
+    "notices",
+    "handoffs",
+    "silences",
+    "holds",
 ]
 
 
@@ -208,6 +221,8 @@ RECORDS: dict[str, tuple[type, str]] = {
     "escalation_keys": (EscalationKey, "expires_at"),
     "notices": (Notice, "at"),
     "handoffs": (Handoff, "expires_at"),
+    "silences": (Silence, "ends_at"),
+    "holds": (Hold, "ends_at"),
 }
 
 
@@ -299,6 +314,8 @@ class Tx:
         self.escalation_keys: Table[EscalationKey] = Table(lambda keys: backend.load("escalation_keys", keys))  # type: ignore[arg-type,return-value]
         self.notices: Table[Notice] = Table(lambda keys: backend.load("notices", keys))  # type: ignore[arg-type,return-value]
         self.handoffs: Table[Handoff] = Table(lambda keys: backend.load("handoffs", keys))  # type: ignore[arg-type,return-value]
+        self.silences: Table[Silence] = Table(lambda keys: backend.load("silences", keys))  # type: ignore[arg-type,return-value]
+        self.holds: Table[Hold] = Table(lambda keys: backend.load("holds", keys))  # type: ignore[arg-type,return-value]
         self.new_items: list[OutboxItem] = []
 
     def due(self, table: IndexedTable, limit: int) -> list[str]:

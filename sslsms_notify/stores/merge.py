@@ -15,13 +15,17 @@ from dataclasses import replace
 from typing import Any
 
 from .base import Digest, GroupBuffer, Lease, Lifecycle, Window
-from .records import Escalation, EscalationKey, Handoff, Heartbeat, Notice
+from .records import Escalation, EscalationKey, Handoff, Heartbeat, Hold, Notice, Silence
 
 #: texts a digest keeps besides its count (the pipeline's bound: here, so that the stores
 #: merge by it without importing the pipeline; ``alerting.decisions`` has the same)
 DIGEST_KEEP = 5
 #: texts a group buffer keeps besides its count
 GROUP_KEEP = 20
+#: texts a hold (a silence's, a group's quiet hours') keeps: the first of its first kinds
+HOLD_KEEP = 10
+#: distinct alerts a hold tells apart (past it, "500+ kinds"); webhook notifications it remembers
+KINDS_KEEP = 500
 
 
 def _union(first: tuple[str, ...], second: tuple[str, ...]) -> tuple[str, ...]:
@@ -161,6 +165,45 @@ def merge_handoff(shared: Handoff | None, spooled: Handoff) -> Handoff:
     return spooled if shared is None else shared
 
 
+def merge_silence(shared: Silence | None, other: Silence) -> Silence:
+    """One silence on both sides: the earlier end (an expiry on either side counts), every group."""
+    if shared is None:
+        return other
+    ending = shared if shared.ends_at <= other.ends_at else other
+    return Silence(
+        shared.key,
+        ending.matchers,
+        ending.comment,
+        min(shared.created_at, other.created_at),
+        ending.ends_at,
+        _union(shared.groups, other.groups),
+    )
+
+
+def merge_hold(shared: Hold | None, other: Hold, keep: int = HOLD_KEEP) -> Hold:
+    """Alerts one hold held on both sides: counted together, each kind once, at the earlier end."""
+    if shared is None:
+        return other
+    kinds = _union(shared.kinds, other.kinds)
+    texts = dict(zip(shared.kinds, shared.texts, strict=False))
+    for kind, text in zip(other.kinds, other.texts, strict=False):
+        texts.setdefault(kind, text)
+    return Hold(
+        shared.key,
+        shared.kind,
+        shared.label,
+        min(shared.ends_at, other.ends_at),
+        shared.count + other.count,
+        min(shared.since_at, other.since_at),
+        kinds[:KINDS_KEEP],
+        tuple(texts[k] for k in kinds[:keep] if k in texts),
+        _union(shared.events, other.events)[:KINDS_KEEP],
+        _union(shared.numbers, other.numbers),
+        max(shared.severity, other.severity),
+        shared.kinds_over or other.kinds_over or len(kinds) > KINDS_KEEP,
+    )
+
+
 #: record table -> how a row both sides hold is merged (``merge(shared, spooled)``)
 def merge_lease(shared: Lease | None, spooled: Lease) -> Lease:
     """A lease taken in a spool while Redis was away: the one that runs longer holds it
@@ -178,4 +221,6 @@ MERGE_RECORD: dict[str, Callable[[Any, Any], Any]] = {
     "escalation_keys": merge_escalation_key,
     "notices": merge_notice,
     "handoffs": merge_handoff,
+    "silences": merge_silence,
+    "holds": merge_hold,
 }

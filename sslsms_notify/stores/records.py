@@ -1,10 +1,11 @@
 """The on-call record tables: heartbeats, escalations, what the fallback channel was told,
-SMS handed to a second gateway account.
+SMS handed to a second gateway account; silences, and what a silence or a group's quiet
+hours held.
 
 Small typed rows, each with a time index, kept alike by every store (see
 :data:`~.base.RECORDS`, which maps each table to its row type); the decisions that
 read and write them are in :mod:`sslsms_notify.alerting` (``heartbeats``, ``escalation``,
-``fallback``, ``failover``). A row's first field is its key.
+``fallback``, ``failover``, ``silences``, ``holds``). A row's first field is its key.
 """
 
 from __future__ import annotations
@@ -106,3 +107,48 @@ class Handoff:
     account: str
     at: float
     expires_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Silence:
+    """Alerts matching every one of ``matchers`` send nothing until ``ends_at``.
+
+    ``matchers`` are kept as written back (``alertname="DiskFull"``; see
+    :mod:`sslsms_notify.alerting.silences`); ``groups`` are the groups it has held
+    alerts for so far, whose :class:`Hold` rows (``silence_hold_key``) tell what it held.
+    """
+
+    key: str
+    matchers: tuple[str, ...]
+    comment: str
+    created_at: float
+    ends_at: float
+    groups: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """What a silence or a group's quiet hours held back for one group, told in one SMS at ``ends_at``.
+
+    ``kind`` is ``"silence"`` (``label``: the silence's comment, else its matchers) or
+    ``"quiet"`` (``label``: the period, ``22:00-08:00``). ``count`` counts the alerts
+    held; ``kinds`` names the distinct alerts among them (bounded: ``kinds_over`` says
+    there were more), ``texts`` the first SMS text of the first few of them, in that
+    order; ``events`` the webhook notifications already counted (an Alertmanager
+    re-send of one is no new alert). ``numbers`` are kept so that any process on the
+    store can send the SMS.
+    """
+
+    key: str
+    kind: str
+    label: str
+    ends_at: float
+    count: int
+    since_at: float
+    kinds: tuple[str, ...]
+    texts: tuple[str, ...]
+    events: tuple[str, ...]
+    numbers: tuple[str, ...]
+    #: the highest severity held (an int, as :class:`~sslsms_notify.alerting.alert.Severity`)
+    severity: int = 0
+    kinds_over: bool = False

@@ -19,6 +19,7 @@ MAX_SOURCE: Final = 100
 MAX_NAME: Final = 100  # one group name, phone number or tag
 MAX_ITEMS: Final = 100  # groups, or tags, of one alert
 MAX_FINGERPRINT: Final = 64
+MAX_LABELS: Final = 64  # labels of one webhook alert the pipeline carries (silences match them)
 SHOWN: Final = 60  # the longest piece of a value an error message repeats
 
 #: kept for code that imported it from here: :data:`sslsms_notify.severity.SEVERITY_NAMES`
@@ -43,6 +44,8 @@ class AlertSpec:
     lifecycle: str | None = None
     #: the alert ended: an all-clear, tagged [RESOLVED] instead of its severity
     resolved: bool = False
+    #: a webhook alert's labels, ``(name, value)`` pairs sorted by name: silences match them
+    labels: tuple[tuple[str, str], ...] = ()
 
 
 class PayloadError(ValueError):
@@ -123,6 +126,12 @@ def field_at(path: str, name: object) -> str:
 
 def item_at(path: str, index: int) -> str:
     return f"{path}[{index}]"
+
+
+def webhook_labels(labels: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    """An alert's labels as the pipeline carries them (silences match them): sorted by
+    name, at most :data:`MAX_LABELS`, each value at most :data:`MAX_TEXT` characters."""
+    return tuple((name, labels[name][:MAX_TEXT]) for name in sorted(labels)[:MAX_LABELS])
 
 
 # --- decoding ----------------------------------------------------------------------------

@@ -6,7 +6,17 @@ import hashlib
 from collections.abc import Mapping
 from typing import Final
 
-from .common import MAX_NAME, MAX_TEXT, AlertSpec, PayloadError, Status, kind_of, shown_value, squash
+from .common import (
+    MAX_NAME,
+    MAX_TEXT,
+    AlertSpec,
+    PayloadError,
+    Status,
+    kind_of,
+    shown_value,
+    squash,
+    webhook_labels,
+)
 from .options import WebhookOptions, label_groups, label_severity, string_map
 from .texts import is_number, number_text, pairs_text
 
@@ -59,6 +69,8 @@ def grafana_legacy(data: Mapping[str, object], options: WebhookOptions) -> list[
             source="grafana",
             tags=tuple(dict.fromkeys(tags)),
             resolved=status == "resolved",
+            # its tags are its labels; the rule's name is its alertname, as in unified alerting
+            labels=webhook_labels({"alertname": rule_name, **labels}),
         )
     ]
 

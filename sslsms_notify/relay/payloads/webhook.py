@@ -17,6 +17,7 @@ from .common import (
     kind_of,
     shown_value,
     squash,
+    webhook_labels,
 )
 from .legacy import grafana_legacy
 from .options import (
@@ -168,6 +169,7 @@ def _webhook_alert(
         tags=tuple(dict.fromkeys(tags)),
         lifecycle=lifecycle,
         resolved=status == "resolved",
+        labels=webhook_labels(labels),
     )
 
 

@@ -41,6 +41,8 @@ class CommitUnknown(redis.ConnectionError):
     """The connection failed during ``EXEC`` or the ``WAIT`` after it: Redis may have the
     transaction's writes, or not. Whoever reruns it elsewhere must treat its SMS as
     possibly sent (another process may claim and send the copy Redis has)."""
+
+
 #: how long the member set of a bound request outlives its last write (claims and
 #: trims read it; an entry whose item has moved on is ignored)
 BINDING_TTL = 8 * 24 * 3600

@@ -112,6 +112,8 @@ ROW_PREFIX = {
     "escalation_keys": "esck:",
     "notices": "nt:",
     "handoffs": "ho:",
+    "silences": "sl:",
+    "holds": "hd:",
 }
 #: tables whose rows have a time index (a sorted set named after the table)
 INDEXED = ("windows", "digests", "groups", *RECORDS)
