@@ -7,6 +7,7 @@ over HTTP. What each phone got is counted at the emulator.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -282,6 +283,68 @@ def test_each_write_waits_for_the_replica_and_a_silent_one_is_said_once_not_wait
     finally:
         if replica.process is not None:
             replica.process.send_signal(signal.SIGCONT)
+        notifier.close(5)
+
+
+def test_a_bulks_binding_is_on_the_replica_before_the_bulk_goes_out(sslsms_gateway, pair) -> None:
+    """Spec 4.2: a bulk request carries one ``batch_csms_id`` and no id per SMS, so the
+    gateway can only recognise a rerun that is the same request ("CSMS ID is duplicate on
+    the same day"). A master killed right after the request must leave the replica with
+    the binding (members and batch id): a replica without it would have the SMS planned
+    anew under another id, and each phone paged twice.
+    """
+    master, replica = pair
+    notifier = notifier_on(sslsms_gateway, f"redis://127.0.0.1:{master.port}/0", replica_wait=2.0)
+    dispatcher = notifier.dispatcher
+    #: per request: its batch id, and the batch id the replica has for each member
+    seen: list[tuple[str, list[str]]] = []
+    send = dispatcher._call
+
+    def call(batch: Any) -> Any:
+        on_replica = replica.client().hmget("sslsms:o", [i.csms_id for i in batch.items])
+        seen.append((batch.batch_id or "", [json.loads(raw)[6] if raw else "" for raw in on_replica]))
+        return send(batch)
+
+    dispatcher._call = call  # type: ignore[method-assign]
+    try:
+        for i in range(5):
+            assert notifier.alert(f"bulk {i}", key=f"b{i}", groups=["oncall", "dba"])
+        assert notifier.flush(20)
+        assert seen and all(batch_id for batch_id, _ in seen)  # bulks, each with its batch_csms_id
+        for batch_id, members in seen:
+            assert members == [batch_id] * len(members), (batch_id, members)
+        assert notifier.store.counters()["replica_timeouts"] == 0
+    finally:
+        notifier.close(5)
+
+
+def test_a_binding_redis_did_not_take_is_not_sent_and_its_sms_go_out_once_later(
+    sslsms_gateway, redis_url, tmp_path, monkeypatch
+) -> None:
+    """Redis fails between the claim and the binding's write, and for the write after it:
+    the request does not go out (had it gone, its outcome would be lost as well, and the
+    rerun planned from Redis's unbound copy would be another request: each phone paged
+    twice); the claims run out and each phone gets the SMS exactly once."""
+    notifier = notifier_on(sslsms_gateway, RedisStore(redis_url, spool=tmp_path / "spool.db"))
+    backend = notifier.store._redis  # type: ignore[attr-defined]
+    update = backend.outbox_update
+    failed: list[int] = []
+
+    def flaky_update(items: Any) -> None:
+        if len(failed) < 2 and (failed or any(i.batch_id for i in items)):
+            failed.append(len(items))
+            raise redis.ConnectionError("Connection reset by peer")  # the write's fate unknown
+        update(items)
+
+    monkeypatch.setattr(backend, "outbox_update", flaky_update)
+    try:
+        assert notifier.alert("bound once", key="once", groups=["oncall", "dba"])
+        assert notifier.flush(30)
+        assert failed[0] == 2  # the binding of the bulk to both phones
+        wait_for(lambda: backend.outbox_open() == 0, timeout=30, what="nothing open in Redis itself")
+        got = Counter(m.msisdn for m in sslsms_gateway.emulator.messages())
+        assert got == {PHONE_WIRE: 1, f"880{DBA[1:]}": 1}, got
+    finally:
         notifier.close(5)
 
 

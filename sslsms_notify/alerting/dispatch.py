@@ -45,7 +45,7 @@ from ..gateway.codes import SmsStatus, SmsStatusMessage
 from ..gateway.errors import AuthError, BadRequestError, GatewayError, RateLimitError, TransportError
 from ..gateway.ids import new_csms_id
 from ..gateway.models import DynamicMessage, SendResult, SmsInfo, is_duplicate_id
-from ..stores.base import OutboxItem, OutboxState, Store
+from ..stores.base import OutboxItem, OutboxState, Store, StoreUnavailableError
 from .failover import SECONDARY, Failover, movable
 from .fallback import Watch
 from .planner import Batch, plan_batches
@@ -172,7 +172,14 @@ class Dispatcher:
             # mid-request, the same request (members and ids) is what goes out again.
             newly_bound = [i for b in batches if b.new for i in b.items]
             if newly_bound:
-                self.store.outbox_update(newly_bound)
+                try:
+                    self.store.outbox_update(newly_bound)
+                except StoreUnavailableError as exc:
+                    # Bindings the store may lack are not sent: a rerun from its copy would be
+                    # another request the gateway cannot tell from this one. Their claims run
+                    # out and they are planned again; the rest of the round goes on.
+                    _log.warning("SMS not sent: their request's binding is not in the store", error=str(exc))
+                    batches = [b for b in batches if not b.new]
             for position, batch in enumerate(batches):
                 if self.stopping:  # closing: what was not sent goes back, due now, for whoever is next
                     rest = [i for b in batches[position:] for i in b.items]

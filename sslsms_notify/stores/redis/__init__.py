@@ -61,7 +61,7 @@ from ...validation import mask_credentials
 from ..base import OutboxCounts, OutboxItem, OutboxState, Store, StoreHealth, StoreUnavailableError, Tx
 from ..merge import merge_digest, merge_group, merge_lifecycle, merge_rate, merge_window
 from ..sqlite import SQLiteStore
-from .backend import CommitUnknown, RedisBackend
+from .backend import CommitUnknown, RedisBackend, binds
 from .faults import (
     CANNOT_PERSIST,
     DOWN,
@@ -348,7 +348,19 @@ class RedisStore:
         # outcome Redis did not take is not lost: the lease runs out, the SMS is sent
         # again with the same csms_id, and the gateway's duplicate check answers.
         self._journal.put(shared)
-        self._route.call(lambda: self._redis.outbox_update(shared), lambda: None, "drain")
+        if not any(binds(i) for i in shared):
+            self._route.call(lambda: self._redis.outbox_update(shared), lambda: None, "drain")
+            return
+
+        # A binding Redis may lack must not go out: a rerun planned from Redis's copy would
+        # be another request (a bulk under a new batch_csms_id), which the gateway cannot
+        # tell from the first. Raised: the dispatcher sends nothing of these now.
+        def unwritten() -> None:
+            raise StoreUnavailableError(
+                f"store {mask_credentials(self.url)} did not take the binding of {len(shared)} SMS"
+            )
+
+        self._route.call(lambda: self._redis.outbox_update(shared), unwritten, "drain")
 
     def outbox_get(self, csms_ids: Sequence[str]) -> dict[str, OutboxItem]:
         found = self._spool.outbox_get(csms_ids) if self._spool is not None else {}

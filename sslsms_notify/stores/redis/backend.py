@@ -50,6 +50,11 @@ BINDING_TTL = 8 * 24 * 3600
 READD_CHUNK = 400
 
 
+def binds(item: OutboxItem) -> bool:
+    """Whether writing ``item`` binds it to a request about to go out (see :meth:`OutboxItem.bind`)."""
+    return item.state is OutboxState.INFLIGHT and bool(item.batch_id)
+
+
 class _RedisTx:
     """The Backend of a :class:`Tx` on Redis: reads WATCH what they load."""
 
@@ -282,9 +287,15 @@ class RedisBackend:
                 repr(item.next_attempt_at),
                 "" if sent else item.batch_id or "",
             ]
-        self.scripts.run(
-            "update", [self.key("o"), self.key("due"), self.key("dead"), self.key("claimed")], args
-        )
+        keys = [self.key("o"), self.key("due"), self.key("dead"), self.key("claimed")]
+        if not any(binds(item) for item in items):
+            self.scripts.run("update", keys, args)
+            return
+        # A binding is what a rerun of the request rests on (the same members under the same
+        # batch_csms_id): like a claim, a replica must have it before the request goes out.
+        with self.replication.connection(self.client) as client:
+            self.scripts.run("update", keys, args, client=client)
+            self.replication.acknowledge(client)
 
     def outbox_get(self, csms_ids: Sequence[str]) -> dict[str, OutboxItem]:
         ids = list(csms_ids)
