@@ -8,18 +8,24 @@ and no child may hang.
 
 from __future__ import annotations
 
+import contextlib
+import faulthandler
 import json
 import multiprocessing
 import os
+import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -50,6 +56,40 @@ PRODUCER_PAUSE = 0.05
 AT_ONCE = 6
 #: a child still running this long after its start is hung (generous: a busy machine)
 CHILD_DEADLINE = 60.0
+
+
+#: where a forked child writes its threads' stacks when told (SIGUSR1): a hung child says why
+STACKS = Path(tempfile.gettempdir()) / f"sslsms-fork-stacks-{os.getpid()}"
+
+
+def _stacks_on_signal_in_child() -> None:
+    with contextlib.suppress(Exception):
+        STACKS.mkdir(exist_ok=True)
+        out = (STACKS / f"{os.getpid()}.txt").open("w")
+        faulthandler.register(signal.SIGUSR1, file=out, all_threads=True)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_stacks_on_signal_in_child)
+
+
+def stacks_of(pid: int) -> str:
+    """The stacks of a hung child's threads (written when it gets SIGUSR1), for the failure message."""
+    path = STACKS / f"{pid}.txt"
+    with contextlib.suppress(OSError):
+        os.kill(pid, signal.SIGUSR1)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and "File" not in path.read_text():
+            time.sleep(0.05)
+    with contextlib.suppress(OSError):
+        return path.read_text()
+    return "(no stacks)"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def no_stacks_left() -> Iterator[None]:
+    yield
+    shutil.rmtree(STACKS, ignore_errors=True)
 
 
 @pytest.fixture(params=["memory", "sqlite", "redis"])
@@ -99,6 +139,7 @@ class Load:
 @dataclass
 class Child:
     index: int
+    pid: int
     started: float
     poll: Callable[[], int | None]
     kill: Callable[[], None]
@@ -123,7 +164,7 @@ def plain_fork(notifier: Notifier, index: int) -> Child:
         os.kill(pid, 9)
         os.waitpid(pid, 0)
 
-    return Child(index, time.monotonic(), poll, kill)
+    return Child(index, pid, time.monotonic(), poll, kill)
 
 
 def mp_child(method: str, server: EmulatorServer, store: str) -> Callable[[Notifier, int], Child]:
@@ -143,17 +184,19 @@ def mp_child(method: str, server: EmulatorServer, store: str) -> Callable[[Notif
             process.kill()
             process.join(10)
 
-        return Child(index, time.monotonic(), lambda: process.exitcode, kill)
+        assert process.pid is not None
+        return Child(index, process.pid, time.monotonic(), lambda: process.exitcode, kill)
 
     return start
 
 
 def run_children(
     notifier: Notifier, start: Callable[[Notifier, int], Child], children: int
-) -> tuple[dict[int, int], int]:
-    """Start ``children`` children, AT_ONCE at most alive; their exit codes, and how many hung (killed)."""
+) -> tuple[dict[int, int], list[str]]:
+    """Start ``children`` children, AT_ONCE at most alive; their exit codes, and the stacks of
+    those that hung (then killed)."""
     codes: dict[int, int] = {}
-    hung = 0
+    hung: list[str] = []
     alive: list[Child] = []
     started = 0
     while started < children or alive:
@@ -163,8 +206,8 @@ def run_children(
                 codes[child.index] = code
                 alive.remove(child)
             elif time.monotonic() - child.started > CHILD_DEADLINE:
+                hung.append(f"child {child.index} (pid {child.pid}):\n{stacks_of(child.pid)}")
                 child.kill()
-                hung += 1
                 alive.remove(child)
         if started < children and len(alive) < AT_ONCE:
             alive.append(start(notifier, started))
@@ -207,7 +250,7 @@ def test_children_under_load_lose_nothing_and_send_nothing_twice(
         codes, hung = run_children(parent, start, children)
     finally:
         load.finish()
-    assert hung == 0
+    assert not hung, "\n".join(hung)
     assert len(codes) == children
     if method == "os.fork" and store_url == "memory":
         # each child delivered its own SMS before close() returned True
