@@ -8,6 +8,8 @@ that wrote (``WAIT`` waits for that connection's writes), bounded by ``replica_w
 - a transaction (an intake round: the relay answers ``202`` on it; a sweep's summaries);
 - an outbox claim, before the SMS is sent: a claim the new master lacks would let
   another process send the SMS as if nobody had (see :mod:`..redis` on leases);
+- a request's binding (its members under one batch id), before the request goes out: a
+  rerun planned from a copy without it would be another request (see ``outbox_update``);
 - SMS re-added after a loss, or moved from the spool, before the spool forgets them;
 - the loss marker's counter (see :mod:`.recovery`), before this process trusts it: a
   failover right after must not look like a loss of data.
