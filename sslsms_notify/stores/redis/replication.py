@@ -109,7 +109,16 @@ class Replication:
         if not isinstance(client.connection_pool, _Lent):
             return  # writes did not wait for replicas when this one began
         timeout = self._timeout()
-        acknowledged = int(client.execute_command("WAIT", 1, max(1, round(timeout * 1000))))
+        # On the lent connection itself, never through redis-py's retry: a WAIT retried on
+        # a new connection counts that connection's writes (none) and answers at once, so
+        # a write whose connection was cut would pass for replicated.
+        connection = client.connection_pool.connection
+        try:
+            connection.send_command("WAIT", 1, max(1, round(timeout * 1000)))
+            acknowledged = int(connection.read_response())
+        except BaseException:
+            connection.disconnect()
+            raise
         now = time.monotonic()
         with self._lock:
             self._counts["replica_waits"] += 1
