@@ -235,6 +235,9 @@ class Worker:
                 if thread is not None and thread is not threading.current_thread():
                     wait = remaining()
                     thread.join(None if wait is None else max(0.05, wait))
+            # Also when the intake did not finish in time (it resigns when it does), and
+            # after the threads stopped (they would stand again): the leases go now.
+            self.timers.resign()
             if self._dispatch_thread is not None and self._dispatch_thread.is_alive():
                 self._hand_back_in_flight()
             left = self._report_undelivered()
