@@ -802,7 +802,9 @@ def test_a_commit_whose_answer_is_lost_leaves_each_sms_once_and_never_a_false_de
         if cut_after == "EXEC":
             assert spooled == []
         else:
-            assert [(i.csms_id, i.maybe_sent) for i in spooled] == [(in_redis[0].csms_id, True)]
+            # rerun in the spool with the same id, marked possibly sent; or, when the rerun
+            # could already read Redis's window, taken as the repeat it is (nothing spooled)
+            assert [(i.csms_id, i.maybe_sent) for i in spooled] in ([(in_redis[0].csms_id, True)], [])
     finally:
         store.close()
         proxy.close()
