@@ -387,3 +387,48 @@ def test_children_forked_during_the_first_request_do_not_hang(sslsms_gateway: Em
     senders = ["parent", *(f"child {i}" for i in range(8))]
     expected = Counter(f"run {r} {who}" for r in range(3) for who in senders)
     assert texts_at(server) == expected
+
+
+def test_a_child_forked_while_a_parent_thread_releases_a_redis_connection_does_not_hang(
+    sslsms_gateway: EmulatorServer, redis_url: str
+) -> None:
+    """The worst moment, made certain: a thread of the parent is inside redis-py's
+    ``ConnectionPool.release()`` (it holds the pool's event-dispatcher lock) when the
+    main thread forks. redis-py resets the pool at the child's pid but not that lock, so
+    before the fix every command of the child waited forever for it (1 child of 40 under
+    load in CI; here every time)."""
+    parent = notifier_for(sslsms_gateway.url, sslsms_gateway.api_token, sslsms_gateway.sid, redis_url)
+    try:
+        assert parent.alert("parent before", key="before") and parent.flush(30)
+        # redis-py's private lock: the only way to stand exactly where its release() stands
+        dispatcher_lock = parent.store._redis.client.connection_pool._event_dispatcher._lock  # type: ignore[attr-defined]
+        held, forked = threading.Event(), threading.Event()
+
+        def hold_the_lock() -> None:
+            with dispatcher_lock:
+                held.set()
+                forked.wait(30)
+
+        holder = threading.Thread(target=hold_the_lock, daemon=True)
+        holder.start()
+        try:
+            assert held.wait(30)
+            pid = os.fork()
+            if pid == 0:
+                code = 2
+                try:
+                    fork_children.raise_alerts(parent, 0, PER_CHILD)
+                    code = 0 if parent.flush(30) else 1
+                finally:
+                    os._exit(code)
+        finally:
+            forked.set()
+            holder.join(30)
+        code = wait_child(pid)
+        assert code is not None, "the child hung (killed after CHILD_DEADLINE)"
+        assert code == 0
+        assert parent.flush(30)
+        expected = Counter(["parent before", *child_texts(0, PER_CHILD)])
+        assert texts_at(sslsms_gateway) == expected
+    finally:
+        parent.close(5)

@@ -515,12 +515,12 @@ class RedisStore:
             self._spool.close()
 
     def after_fork(self) -> None:
-        # redis-py's pool notices the new pid and reconnects by itself. Our own locks may
+        # A Redis client of the child's own (see RedisBackend.after_fork). Our own locks may
         # have been held by a thread of the parent; the parent's spool claims and journal
         # are its own (the parent re-adds its SMS should Redis lose them); the spool
         # (SQLite) opens a connection of its own on first use.
         self._journal.after_fork()
-        self._redis.replication.after_fork()
+        self._redis.after_fork()
         self._faults.after_fork()
         self._losses.after_fork()
         self._spool_lock = threading.Lock()

@@ -94,10 +94,13 @@ class RedisBackend:
     ) -> None:
         self.url = url
         self.prefix = prefix
+        self._socket_timeout = socket_timeout
         # Any: the published stubs lag redis-py (zmscore untyped, invariant mappings).
         self.client: Any
         self.client, self.sentinel = connect(url, socket_timeout=socket_timeout)
         self.scripts = Scripts(self.client)
+        #: in a forked child, the parent's clients: kept so that their finalizers never run here
+        self._inherited: list[Any] = []
         #: WAIT for a replica after the writes that must survive a failover (see :mod:`.replication`)
         self.replication = Replication(replica_wait, url)
         #: what the server keeps across a restart, once it has answered (see describe_persistence)
@@ -138,6 +141,22 @@ class RedisBackend:
         self.client.close()
         if self.sentinel is not None:
             self.sentinel.close()
+
+    def after_fork(self) -> None:
+        """In a forked child: a client of its own (no I/O here: it connects on first use).
+
+        redis-py gives a pool a fresh lock and fresh connections at a new pid, but not the
+        locks around it: a thread of the parent inside ``release()`` at the fork holds the
+        pool's event-dispatcher lock for good in the child, and every command of the child
+        then waits forever (seen: 1 child of 40 under load). The parent's clients are kept,
+        unused, so that their finalizers never take those locks here either.
+        """
+        self._inherited.append((self.client, self.sentinel))
+        allow_oom = self.scripts.allow_oom
+        self.client, self.sentinel = connect(self.url, socket_timeout=self._socket_timeout)
+        self.scripts = Scripts(self.client)
+        self.scripts.allow_oom = allow_oom
+        self.replication.after_fork()
 
     # -- transactions -------------------------------------------------------------
     def transact(
