@@ -134,8 +134,15 @@ class RedisBackend:
         (_log.warning if warn else _log.info)(line, store=mask_credentials(self.url))
 
     def reconnect(self) -> None:
-        """Drop every connection: the next ones resolve the host name (or ask the sentinels) again."""
-        self.client.connection_pool.disconnect()
+        """Drop the idle connections: the next ones resolve the host name (or ask the sentinels) again.
+
+        Not those in use: closing a socket under another thread's command makes redis-py
+        fail there with whatever it was reading (seen: ``AttributeError`` on a None
+        buffer, which no fault rule knows, so an intake round was held). Each connection
+        in use is idle again when its command ends; one that then meets the demoted master
+        fails on its own, and that failure drops it.
+        """
+        self.client.connection_pool.disconnect(inuse_connections=False)
 
     def close(self) -> None:
         self.client.close()
