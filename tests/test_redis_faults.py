@@ -727,6 +727,34 @@ def test_a_refused_write_leaves_another_threads_command_alone(servers, tmp_path,
         store.close()
 
 
+def test_flush_is_not_true_while_redis_is_away_with_sms_of_this_process(
+    sslsms_gateway, servers, tmp_path
+) -> None:
+    """flush() says True only when nothing is left. Before, while Redis did not answer the
+    store counted nothing open there, so 10 SMS waiting in an unreachable Redis passed for
+    delivered; and once it answered empty (restarted without persistence), flush() said
+    True before the housekeeping noticed the loss: 0 of 10 delivered. They are counted
+    from the journal (what this process wrote and has not seen settled) while Redis is
+    away, and a Redis answering "nothing open" is checked for a loss first."""
+    server = servers()
+    store = RedisStore(server.url, spool=tmp_path / "spool.db")
+    sslsms_gateway.emulator.faults.outage(600)
+    n = notifier(sslsms_gateway, store)
+    try:
+        alert_all(n, 0, 10)
+        server.kill()
+        assert n.flush(1) is False  # 10 SMS in a Redis that does not answer: not delivered
+        assert delivered(sslsms_gateway) == Counter()
+        server.start()  # empty: no persistence
+        sslsms_gateway.emulator.faults.clear()
+        assert n.flush(60), n.stats()
+        assert_each_once(sslsms_gateway, 10)
+        assert store.counters()["readded"] == 10
+    finally:
+        n.close(1)
+        store.close()
+
+
 def test_windows_opened_during_an_outage_hold_after_it(sslsms_gateway, servers, tmp_path) -> None:
     """30 alerts page during an outage; after it, their 30 repeats page nobody (they were 30 of 30)."""
     server = servers("--appendonly", "yes", "--appendfsync", "always")

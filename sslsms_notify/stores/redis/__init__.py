@@ -384,8 +384,18 @@ class RedisStore:
         return counts
 
     def outbox_open(self) -> int:
-        remote = self._route.call(self._redis.outbox_open, lambda: 0)
+        # While Redis does not answer, what this process wrote or claimed there and has not
+        # seen settled is open as far as it can tell: flush() must not say "nothing left".
+        remote = self._route.call(self._redis.outbox_open, self._journal_open)
+        if remote == 0 and self._journal_open() and self._losses.check():
+            # Redis says nothing is open, yet this process knows SMS it wrote there: a
+            # Redis that lost them (restarted empty) says so only to the marker, and the
+            # check has just re-added them. Else the check forgot those settled elsewhere.
+            remote = self._route.call(self._redis.outbox_open, self._journal_open)
         return remote + (self._spool.outbox_open() if self._spool is not None else 0)
+
+    def _journal_open(self) -> int:
+        return len(self._journal.items())
 
     def outbox_next_due(self) -> float | None:
         times = [self._route.call(self._redis.outbox_next_due, lambda: None)]
